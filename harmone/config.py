@@ -1,0 +1,80 @@
+"""Configuration, read in one place (the CLI) into frozen value objects.
+
+Core code receives these objects; it never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harmone.errors import ConfigError
+
+__all__ = ["RelayConfig", "ServerConfig", "normalise_public_url"]
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """Limits and timings of the OCPP relay."""
+
+    #: How long a charger's handshake waits for its CPMS before it is accepted without it.
+    upstream_connect_timeout: float = 3.0
+    #: How long a CALL towards a charger may stay unanswered before its slot is freed.
+    call_timeout: float = 30.0
+    #: Reconnect backoff towards the CPMS: first delay, cap, and +/- jitter fraction.
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    backoff_jitter: float = 0.3
+    #: Largest frame accepted from a charger or a CPMS, in bytes (RFC 6455 payload).
+    max_frame_bytes: int = 1 << 20
+    #: Per-charger flood limit: a token bucket of `flood_burst` frames refilled at `flood_rate`/s.
+    flood_rate: float = 50.0
+    flood_burst: int = 200
+    #: Heartbeat interval HARMON-E gives a charger when it answers BootNotification itself.
+    heartbeat_interval: int = 300
+    #: How many recent frames per charger are kept for the message inspector.
+    inspector_frames: int = 200
+    #: How many connection attempts per site are kept (older ones are pruned).
+    attempts_kept_per_site: int = 1000
+    #: Proxy for upstream connections: None means connect directly.
+    upstream_proxy: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.upstream_connect_timeout <= 0 or self.call_timeout <= 0:
+            raise ConfigError("timeouts must be positive")
+        if self.backoff_initial <= 0 or self.backoff_max < self.backoff_initial:
+            raise ConfigError("backoff must satisfy 0 < initial <= max")
+        if not 0 <= self.backoff_jitter < 1:
+            raise ConfigError("backoff jitter must be in [0, 1)")
+        if self.max_frame_bytes < 1024:
+            raise ConfigError("max frame size must be at least 1024 bytes")
+        if self.flood_rate <= 0 or self.flood_burst < 1:
+            raise ConfigError("flood limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """What `harmone serve` runs with."""
+
+    db_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: scheme+host(+port) cloud chargers must use, e.g. wss://ocpp.example.com; None: derived.
+    public_url: str | None = None
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    #: Seconds given to connections to close on SIGTERM/SIGINT.
+    shutdown_grace: float = 5.0
+
+
+def normalise_public_url(url: str) -> str:
+    """Check a --public-url value and drop a trailing slash.
+
+    Chargers need a WebSocket URL; an http(s) URL is almost always a typo for ws(s) and is
+    refused rather than silently rewritten, so that the Control Hub never shows a guess.
+    """
+    url = url.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("ws", "wss") or not rest:
+        raise ConfigError(f"--public-url must look like wss://host[:port], got {url!r}")
+    if "?" in rest or "#" in rest:
+        raise ConfigError("--public-url must not contain a query or fragment")
+    return url

@@ -1,0 +1,1 @@
+"""OCPP: versions, framing, schemas, the sans-I/O session and the standalone responder."""

@@ -1,0 +1,135 @@
+"""OCPP-J framing: read the envelope of a frame without decoding its payload.
+
+A relayed frame is forwarded as the exact text received, so the hot path only needs
+``[type, id, action-or-error-code, ...`` — a regular expression over the first few bytes is
+enough and costs far less than decoding a payload that HARMON-E does not look at. Payloads are
+decoded only when asked for (`decode`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from harmone.errors import FrameError
+
+__all__ = [
+    "Envelope",
+    "MessageType",
+    "call_error_frame",
+    "call_frame",
+    "call_result_frame",
+    "decode",
+    "parse_envelope",
+    "payload_of",
+]
+
+
+class MessageType(IntEnum):
+    CALL = 2
+    CALLRESULT = 3
+    CALLERROR = 4
+    #: OCPP 2.1 only.
+    CALLRESULTERROR = 5
+    SEND = 6
+
+
+# `[ <digit> , "<id>" [, "<third>"]` — the third element is the action of a CALL/SEND and the
+# error code of a CALLERROR; a CALLRESULT has an object there, which this does not match.
+_ENVELOPE = re.compile(r'\s*\[\s*(\d+)\s*,\s*"((?:[^"\\]|\\.)*)"\s*(?:,\s*"((?:[^"\\]|\\.)*)")?')
+# The id alone, to answer a frame whose envelope is otherwise broken.
+_ID_ONLY = re.compile(r'\s*\[\s*\d+\s*,\s*"((?:[^"\\]|\\.){1,36})"')
+
+#: OCPP-J caps message ids at 36 characters.
+MAX_ID_LENGTH = 36
+
+
+def _unescape(raw: str) -> str:
+    return raw if "\\" not in raw else str(json.loads(f'"{raw}"'))
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the relay needs to know about a frame."""
+
+    type: MessageType
+    id: str
+    #: The action of a CALL/SEND; the error code of a CALLERROR; None for a CALLRESULT.
+    action: str | None
+
+
+def parse_envelope(text: str) -> Envelope:
+    """Parse the envelope of `text`.
+
+    Raises FrameError whose `details` carry the `id` and `type` when they could be read, so
+    that the caller can still answer a broken CALL with a CallError.
+    """
+    m = _ENVELOPE.match(text)
+    if m is None or not text.rstrip().endswith("]"):
+        idm = _ID_ONLY.match(text)
+        head = text.lstrip()[1:].lstrip()[:1] if text.lstrip().startswith("[") else ""
+        details: dict[str, Any] = {"type": int(head)} if head.isdigit() else {}
+        if idm:
+            details["id"] = _unescape(idm.group(1))
+        raise FrameError(
+            "not an OCPP-J frame: expected a JSON array [type, id, ...]", details=details
+        )
+    msg_id = _unescape(m.group(2))
+    try:
+        mtype = MessageType(int(m.group(1)))
+    except ValueError:
+        raise FrameError(
+            f"unknown message type {m.group(1)}",
+            code="MessageTypeNotSupported",
+            details={"id": msg_id},
+        ) from None
+    if not msg_id or len(msg_id) > MAX_ID_LENGTH:
+        raise FrameError(
+            f"message id must be 1 to {MAX_ID_LENGTH} characters", details={"type": int(mtype)}
+        )
+    third = m.group(3)
+    where = {"id": msg_id, "type": int(mtype)}
+    if mtype in (MessageType.CALL, MessageType.SEND, MessageType.CALLERROR) and third is None:
+        what = "error code" if mtype is MessageType.CALLERROR else "action"
+        raise FrameError(f"{mtype.name} without an {what}", details=where)
+    if mtype in (MessageType.CALLRESULT, MessageType.CALLRESULTERROR) and third is not None:
+        raise FrameError(f"{mtype.name} must carry an object payload", details=where)
+    return Envelope(mtype, msg_id, _unescape(third) if third is not None else None)
+
+
+def decode(text: str) -> list[Any]:
+    """Fully decode a frame (for the few actions HARMON-E watches or answers)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(f"invalid JSON: {exc}") from None
+    if not isinstance(value, list) or len(value) < 3:
+        raise FrameError("an OCPP-J frame is a JSON array of at least 3 elements")
+    return value
+
+
+def payload_of(frame: list[Any], env: Envelope) -> Any:
+    """The payload element of a decoded frame."""
+    if env.type in (MessageType.CALL, MessageType.SEND):
+        return frame[3] if len(frame) > 3 else None
+    if env.type is MessageType.CALLRESULT:
+        return frame[2]
+    return frame[4] if len(frame) > 4 else {}
+
+
+_DUMP = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def call_frame(msg_id: str, action: str, payload: Any) -> str:
+    return _DUMP([int(MessageType.CALL), msg_id, action, payload])
+
+
+def call_result_frame(msg_id: str, payload: Any) -> str:
+    return _DUMP([int(MessageType.CALLRESULT), msg_id, payload])
+
+
+def call_error_frame(msg_id: str, code: str, description: str, details: Any = None) -> str:
+    return _DUMP([int(MessageType.CALLERROR), msg_id, code, description[:255], details or {}])

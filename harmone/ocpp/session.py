@@ -1,0 +1,469 @@
+"""The sans-I/O core of one relayed charger: who may send what to whom, and when.
+
+`ChargerSession` is fed the text of each frame (`from_charger`, `from_cpms`), the calls
+HARMON-E itself wants to make (`own_call`) and the passing of time (`tick`), and answers with a
+list of effects for the I/O adapter to carry out. It never touches a socket or a clock, so every
+rule below is tested with plain strings.
+
+Rules it enforces (see docs/relay.md):
+
+* Frames are forwarded as the exact text received; only the envelope is parsed.
+* At most one CALL is in flight towards the charger. A CALL from the CPMS waits while one of
+  HARMON-E's own calls is outstanding, and the other way round; the slot is freed by the answer
+  or by the call timeout.
+* Answers to HARMON-E's own calls are consumed here and never reach the CPMS. Own calls carry
+  ids that are checked against the ids the CPMS has in use, so they cannot collide.
+* While the CPMS link is down, the charger's calls are answered locally (standalone responder);
+  frames that cannot be delivered are reported, never dropped silently.
+* Broken frames are not forwarded: the sender gets the protocol's CallError when it was a call.
+* A charger that floods is answered with CallErrors beyond its budget, and closed if it goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from harmone.errors import FrameError, OcppError
+from harmone.ocpp.framing import (
+    Envelope,
+    MessageType,
+    call_error_frame,
+    call_frame,
+    call_result_frame,
+    decode,
+    parse_envelope,
+    payload_of,
+)
+from harmone.ocpp.versions import OcppVersion, error_code
+
+__all__ = [
+    "ChargerSession",
+    "CloseCharger",
+    "Effect",
+    "Note",
+    "Observe",
+    "OwnCallResult",
+    "SessionLimits",
+    "ToCharger",
+    "ToCpms",
+]
+
+Direction = Literal["charger", "cpms", "harmone"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToCharger:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToCpms:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OwnCallResult:
+    """The outcome of one of HARMON-E's own calls: a payload, or an error."""
+
+    id: str
+    payload: Any = None
+    error: OcppError | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Observe:
+    """A watched frame: a CALL of a watched action or the answer to one.
+
+    `sender` is who sent this frame; `action` is the action of the CALL it is or answers.
+    """
+
+    sender: Direction
+    type: MessageType
+    action: str
+    text: str
+    #: For an answer: the text of the CALL it answers (so the observer can pair them).
+    request_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something the adapter should log (and may count)."""
+
+    level: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCharger:
+    code: int
+    reason: str
+
+
+Effect = ToCharger | ToCpms | OwnCallResult | Observe | Note | CloseCharger
+LocalAnswer = Callable[[OcppVersion, str, Any], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    call_timeout: float = 30.0
+    flood_rate: float = 50.0
+    flood_burst: int = 200
+    #: How many unanswered charger->CPMS calls are remembered (for observation and for the
+    #: local answer when the link drops). Beyond it the oldest are forgotten.
+    remembered_calls: int = 64
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    owner: Literal["cpms", "own"]
+    id: str
+    action: str
+    text: str
+    deadline: float = 0.0
+
+
+def default_id_factory() -> str:
+    # 35 characters: within OCPP-J's 36, and the "hm-" prefix makes HARMON-E's own calls
+    # recognisable in captures. Uniqueness against the CPMS's ids is still checked explicitly.
+    return "hm-" + uuid.uuid4().hex
+
+
+class ChargerSession:
+    """Relay state of one charger connection (see module docstring)."""
+
+    def __init__(
+        self,
+        version: OcppVersion,
+        *,
+        local_answer: LocalAnswer,
+        watched: frozenset[str] = frozenset(),
+        limits: SessionLimits | None = None,
+        id_factory: Callable[[], str] = default_id_factory,
+        upstream_up: bool = False,
+        now: float = 0.0,
+    ) -> None:
+        self.version = version
+        self.watched = watched
+        self.limits = limits or SessionLimits()
+        self.upstream_up = upstream_up
+        self._local_answer = local_answer
+        self._new_id = id_factory
+        self._inflight: _Outgoing | None = None
+        self._queue: deque[_Outgoing] = deque()
+        # charger->CPMS calls awaiting the CPMS's answer: id -> (action, text)
+        self._charger_calls: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # own ids that timed out or were cancelled: their late answers are swallowed
+        self._expired_own: OrderedDict[str, None] = OrderedDict()
+        self._tokens = float(self.limits.flood_burst)
+        self._last_refill = now
+        self._flood_closed = False
+
+    # -- inspection --
+    @property
+    def busy(self) -> bool:
+        """True while a CALL towards the charger awaits its answer."""
+        return self._inflight is not None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def next_deadline(self) -> float | None:
+        return self._inflight.deadline if self._inflight else None
+
+    # -- charger -> HARMON-E --
+    def from_charger(self, text: str, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        try:
+            env = parse_envelope(text)
+        except FrameError as exc:
+            return self._broken_frame(text, exc, "charger", ToCharger)
+        if env.type in (MessageType.CALL, MessageType.SEND) and not self._take_token(now, effects):
+            if env.type is MessageType.CALL and not self._flood_closed:
+                effects.append(
+                    ToCharger(
+                        call_error_frame(
+                            env.id,
+                            error_code(self.version, "generic"),
+                            "rate limit exceeded: too many messages per second",
+                        )
+                    )
+                )
+            return effects
+        if env.type is MessageType.CALL:
+            assert env.action is not None
+            if self.upstream_up:
+                self._remember_charger_call(env.id, env.action, text)
+                effects.append(ToCpms(text))
+                if env.action in self.watched:
+                    effects.append(Observe("charger", env.type, env.action, text))
+            else:
+                effects.extend(self._answer_locally(env, text))
+            return effects
+        if env.type is MessageType.SEND:
+            assert env.action is not None
+            if self.upstream_up:
+                effects.append(ToCpms(text))
+            else:
+                effects.append(
+                    Note(
+                        logging.WARNING,
+                        f"CPMS link down: {env.action} SEND from the charger not delivered",
+                    )
+                )
+            if env.action in self.watched:
+                effects.append(Observe("charger", env.type, env.action, text))
+            return effects
+        return self._answer_from_charger(env, text, now)
+
+    def _answer_from_charger(self, env: Envelope, text: str, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        slot = self._inflight
+        if slot is not None and slot.id == env.id:
+            self._inflight = None
+            if slot.owner == "own":
+                effects.append(self._own_result(slot, env, text))
+            else:
+                self._forward_answer_to_cpms(slot.action, env, text, effects)
+            effects.extend(self._dispatch(now))
+            return effects
+        if env.id in self._expired_own:
+            del self._expired_own[env.id]
+            effects.append(
+                Note(logging.INFO, f"late answer to HARMON-E's own call {env.id} dropped")
+            )
+            return effects
+        # An answer to a CPMS call that already timed out here: still the CPMS's business.
+        self._forward_answer_to_cpms(None, env, text, effects)
+        return effects
+
+    def _forward_answer_to_cpms(
+        self, action: str | None, env: Envelope, text: str, effects: list[Effect]
+    ) -> None:
+        if self.upstream_up:
+            effects.append(ToCpms(text))
+        else:
+            effects.append(
+                Note(
+                    logging.WARNING,
+                    f"CPMS link down: the charger's answer to {action or env.id} not delivered",
+                )
+            )
+        if action is not None and action in self.watched:
+            effects.append(Observe("charger", env.type, action, text))
+
+    def _own_result(self, slot: _Outgoing, env: Envelope, text: str) -> OwnCallResult:
+        try:
+            frame = decode(text)
+            payload = payload_of(frame, env)
+        except FrameError as exc:
+            return OwnCallResult(slot.id, error=exc)
+        if env.type is MessageType.CALLRESULT:
+            return OwnCallResult(slot.id, payload=payload)
+        description = str(frame[3]) if len(frame) > 3 else ""
+        return OwnCallResult(
+            slot.id,
+            error=OcppError(description, code=env.action or "GenericError", details=payload),
+        )
+
+    # -- CPMS -> HARMON-E --
+    def from_cpms(self, text: str, now: float) -> list[Effect]:
+        try:
+            env = parse_envelope(text)
+        except FrameError as exc:
+            return self._broken_frame(text, exc, "CPMS", ToCpms)
+        if env.type is MessageType.CALL:
+            assert env.action is not None
+            if env.action in self.watched:
+                effects: list[Effect] = [Observe("cpms", env.type, env.action, text)]
+            else:
+                effects = []
+            self._queue.append(_Outgoing("cpms", env.id, env.action, text))
+            effects.extend(self._dispatch(now))
+            return effects
+        if env.type is MessageType.SEND:
+            return [ToCharger(text)]
+        # An answer to one of the charger's calls.
+        known = self._charger_calls.pop(env.id, None)
+        effects = [ToCharger(text)]
+        if known is not None and known[0] in self.watched:
+            effects.append(Observe("cpms", env.type, known[0], text, request_text=known[1]))
+        return effects
+
+    # -- HARMON-E's own calls --
+    def own_call(self, action: str, payload: Any, now: float) -> tuple[str, list[Effect]]:
+        """Queue a call of HARMON-E's own towards the charger; returns its id and effects."""
+        msg_id = self._new_id()
+        while self._id_in_use(msg_id):
+            msg_id = self._new_id()
+        self._queue.append(_Outgoing("own", msg_id, action, call_frame(msg_id, action, payload)))
+        return msg_id, self._dispatch(now)
+
+    def cancel_own(self, msg_id: str, now: float) -> list[Effect]:
+        """Forget an own call its caller gave up on. An in-flight one keeps the slot until
+        it is answered or times out (the charger may still be working on it)."""
+        for item in self._queue:
+            if item.owner == "own" and item.id == msg_id:
+                self._queue.remove(item)
+                return []
+        if self._inflight is not None and self._inflight.id == msg_id:
+            self._expire(msg_id)
+        return []
+
+    def _id_in_use(self, msg_id: str) -> bool:
+        if self._inflight is not None and self._inflight.id == msg_id:
+            return True
+        return any(q.id == msg_id for q in self._queue) or msg_id in self._expired_own
+
+    # -- time and link --
+    def tick(self, now: float) -> list[Effect]:
+        """Free the slot of a call whose answer is overdue."""
+        slot = self._inflight
+        if slot is None or now < slot.deadline:
+            return []
+        self._inflight = None
+        effects: list[Effect] = []
+        if slot.owner == "own":
+            self._expire(slot.id)
+            effects.append(OwnCallResult(slot.id, timed_out=True))
+        else:
+            effects.append(
+                Note(
+                    logging.WARNING,
+                    f"charger did not answer the CPMS's {slot.action} ({slot.id}) within "
+                    f"{self.limits.call_timeout:g} s; next call released",
+                )
+            )
+        effects.extend(self._dispatch(now))
+        return effects
+
+    def set_upstream(self, up: bool) -> list[Effect]:
+        """The CPMS link went up or down. On loss, the charger's unanswered calls are
+        answered locally so that it does not wait for answers that cannot come."""
+        self.upstream_up = up
+        if up:
+            return []
+        effects: list[Effect] = []
+        pending = list(self._charger_calls.items())
+        self._charger_calls.clear()
+        for msg_id, (action, text) in pending:
+            env = Envelope(MessageType.CALL, msg_id, action)
+            effects.append(
+                Note(
+                    logging.WARNING,
+                    f"CPMS link lost before it answered {action} ({msg_id}); it may or may not "
+                    "have been processed there; answering the charger locally",
+                )
+            )
+            effects.extend(self._answer_locally(env, text))
+        return effects
+
+    # -- internals --
+    def _dispatch(self, now: float) -> list[Effect]:
+        if self._inflight is not None or not self._queue:
+            return []
+        item = self._queue.popleft()
+        item.deadline = now + self.limits.call_timeout
+        self._inflight = item
+        return [ToCharger(item.text)]
+
+    def _expire(self, msg_id: str) -> None:
+        self._expired_own[msg_id] = None
+        while len(self._expired_own) > self.limits.remembered_calls:
+            self._expired_own.popitem(last=False)
+
+    def _remember_charger_call(self, msg_id: str, action: str, text: str) -> None:
+        self._charger_calls[msg_id] = (action, text)
+        while len(self._charger_calls) > self.limits.remembered_calls:
+            self._charger_calls.popitem(last=False)
+
+    def _answer_locally(self, env: Envelope, text: str) -> list[Effect]:
+        assert env.action is not None
+        effects: list[Effect] = []
+        try:
+            frame = decode(text)
+            response = self._local_answer(self.version, env.action, payload_of(frame, env))
+        except OcppError as exc:
+            code = exc.code
+            if isinstance(exc, FrameError):
+                code = error_code(self.version, "format")
+            effects.append(ToCharger(call_error_frame(env.id, code, exc.description, exc.details)))
+            effects.append(
+                Note(
+                    logging.INFO,
+                    f"{env.action} answered locally with CallError {code}: {exc.description}",
+                )
+            )
+        else:
+            effects.append(ToCharger(call_result_frame(env.id, response)))
+            note = "answered locally" if not self.upstream_up else "answered"
+            effects.append(Note(logging.DEBUG, f"{env.action} {note}"))
+        if env.action in self.watched:
+            effects.append(Observe("charger", env.type, env.action, text))
+            if isinstance(effects[0], ToCharger):
+                effects.append(
+                    Observe(
+                        "harmone",
+                        MessageType.CALLRESULT,
+                        env.action,
+                        effects[0].text,
+                        request_text=text,
+                    )
+                )
+        return effects
+
+    def _broken_frame(
+        self, text: str, exc: FrameError, sender: str, reply: type[ToCharger] | type[ToCpms]
+    ) -> list[Effect]:
+        snippet = text[:80] + ("…" if len(text) > 80 else "")
+        effects: list[Effect] = [
+            Note(
+                logging.WARNING,
+                f"malformed frame from the {sender} not relayed ({exc.description}): {snippet!r}",
+            )
+        ]
+        details = exc.details if isinstance(exc.details, dict) else {}
+        # An answer cannot be answered; anything that may have been a call gets a CallError.
+        if details.get("type") in (
+            MessageType.CALLRESULT,
+            MessageType.CALLERROR,
+            MessageType.CALLRESULTERROR,
+        ):
+            return effects
+        # An id we could not read is answered as "-1" (OCPP 2.x Part 4 §4.2.3).
+        msg_id = str(details.get("id", "-1"))
+        if exc.code == "MessageTypeNotSupported":
+            kind = "message_type_not_supported"
+        else:
+            kind = "format" if "id" in details else "rpc_framework"
+        effects.append(
+            reply(call_error_frame(msg_id, error_code(self.version, kind), exc.description))
+        )
+        return effects
+
+    def _take_token(self, now: float, effects: list[Effect]) -> bool:
+        elapsed = max(0.0, now - self._last_refill)
+        self._last_refill = now
+        burst = float(self.limits.flood_burst)
+        self._tokens = min(burst, self._tokens + elapsed * self.limits.flood_rate)
+        self._tokens -= 1.0
+        if self._tokens >= 0:
+            return True
+        if self._tokens < -burst:
+            if not self._flood_closed:
+                self._flood_closed = True
+                effects.append(CloseCharger(1008, "flooding: message rate limit exceeded"))
+        elif self._tokens > -1.5:  # first refusal of a burst: say it once, not per frame
+            effects.append(
+                Note(
+                    logging.WARNING,
+                    f"charger exceeds {self.limits.flood_rate:g} messages/s; calls refused",
+                )
+            )
+        return False

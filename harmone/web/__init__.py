@@ -1,0 +1,1 @@
+"""REST API and (later) the web console."""

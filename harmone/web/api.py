@@ -1,0 +1,283 @@
+"""REST API v1: sites, chargers, connection log (see shared contract)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+
+from harmone.relay.state import LiveCharger
+from harmone.store.records import Attempt, Charger, Site, User
+from harmone.web.app import HarmoneApp, Runtime
+from harmone.web.schemas import (
+    AttemptOut,
+    ChargerOut,
+    ChargerPatch,
+    ConnectorOut,
+    FrameOut,
+    SiteIn,
+    SiteOut,
+    SitePatch,
+)
+
+__all__ = ["ocpp_url", "router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1")
+
+
+def get_runtime(request: Request) -> Runtime:
+    app: HarmoneApp = request.app.state.harmone
+    if app.runtime is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "HARMON-E is starting")
+    return app.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def current_user(request: Request, rt: RuntimeDep) -> User:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            401,
+            "missing API token: send 'Authorization: Bearer TOKEN' "
+            "(create one with 'harmone token create')",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    user = await rt.store.user_for_token(token.strip())
+    if user is None:
+        raise HTTPException(
+            401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return user
+
+
+UserDep = Annotated[User, Depends(current_user)]
+
+
+def require_writer(user: UserDep) -> User:
+    if user.role not in ("admin", "operator"):
+        raise HTTPException(403, f"a {user.role} may only read; ask an admin or operator")
+    return user
+
+
+WriterDep = Annotated[User, Depends(require_writer)]
+
+
+def ocpp_url(site: Site, cloud_base_url: str) -> str:
+    """The one URL every charger of the site is given, as the Control Hub shows it."""
+    if site.type == "gateway":
+        return f"wss://{site.gateway_host}/{site.uid}"
+    return f"{cloud_base_url}/{site.uid}"
+
+
+def site_out(site: Site, rt: Runtime) -> SiteOut:
+    return SiteOut(
+        uid=site.uid,
+        name=site.name,
+        type=site.type,
+        gateway_host=site.gateway_host,
+        cpms_url=site.cpms_url,
+        ocpp_url=ocpp_url(site, rt.cloud_base_url),
+        created_at=site.created_at,
+    )
+
+
+def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> ChargerOut:
+    """The stored charger, overlaid with the live state of this process (which is newer)."""
+    effective = charger.cpms_url or site.cpms_url
+    if live is None:
+        return ChargerOut(
+            id=charger.id,
+            site_uid=charger.site_uid,
+            name=charger.name,
+            connected=charger.connected,
+            ocpp_version=charger.ocpp_version,
+            vendor=charger.vendor,
+            model=charger.model,
+            serial_number=charger.serial_number,
+            firmware_version=charger.firmware_version,
+            last_seen=charger.last_seen,
+            cpms_url=charger.cpms_url,
+            effective_cpms_url=effective,
+            upstream_connected=charger.upstream_connected,
+            upstream_error=None,
+            connectors=[
+                ConnectorOut(id=c.id, status=c.status, updated_at=c.updated_at)
+                for c in charger.connectors
+            ],
+        )
+    connectors = {
+        c.id: ConnectorOut(id=c.id, status=c.status, updated_at=c.updated_at)
+        for c in charger.connectors
+    }
+    for cid, (st, at) in live.connectors.items():
+        connectors[cid] = ConnectorOut(id=cid, status=st, updated_at=at)
+    return ChargerOut(
+        id=charger.id,
+        site_uid=charger.site_uid,
+        name=charger.name,
+        connected=live.connected,
+        ocpp_version=live.ocpp_version or charger.ocpp_version,
+        vendor=live.vendor or charger.vendor,
+        model=live.model or charger.model,
+        serial_number=live.serial_number or charger.serial_number,
+        firmware_version=live.firmware_version or charger.firmware_version,
+        last_seen=live.last_seen or charger.last_seen,
+        cpms_url=charger.cpms_url,
+        effective_cpms_url=effective,
+        upstream_connected=live.upstream_connected,
+        upstream_error=live.upstream_error if live.connected and effective else None,
+        remote_addr=live.remote_addr if live.connected else None,
+        connected_since=live.connected_since if live.connected else None,
+        connectors=[connectors[k] for k in sorted(connectors)],
+    )
+
+
+def attempt_out(a: Attempt) -> AttemptOut:
+    return AttemptOut(
+        at=a.at,
+        site_uid=a.site_uid,
+        charge_point_id=a.charge_point_id,
+        remote_addr=a.remote_addr,
+        accepted=a.accepted,
+        reason=a.reason,
+        http_status=a.http_status,
+        subprotocol=a.subprotocol,
+        offered_subprotocols=list(a.offered_subprotocols),
+    )
+
+
+async def _reconnect_if_cpms_changed(rt: Runtime, site: Site) -> None:
+    """Connected chargers of `site` whose CPMS changed are closed so that they come back
+    through the new one (an open CPMS link cannot be moved; chargers reconnect in seconds)."""
+    for (site_uid, charger_id), link in list(rt.hub.links.items()):
+        if site_uid != site.uid:
+            continue
+        stored = await rt.store.find_charger(site.uid, charger_id)
+        after = (stored.cpms_url if stored else None) or site.cpms_url
+        if after != link.cpms_url:
+            log.info(
+                "site=%s charger=%s CPMS changed to %s: reconnecting the charger",
+                site.uid,
+                charger_id,
+                after,
+            )
+            await link.close(1012, "CPMS changed; reconnect")
+
+
+# -- sites --
+@router.post("/sites", status_code=201, response_model=SiteOut)
+async def create_site(body: SiteIn, rt: RuntimeDep, _: WriterDep) -> SiteOut:
+    if body.type == "gateway" and not body.gateway_host:
+        raise HTTPException(422, "gateway_host: a gateway site needs the box's LAN address")
+    site = await rt.store.create_site(body.name, body.type, body.gateway_host, body.cpms_url)
+    log.info("site=%s created (%s, %r)", site.uid, site.type, site.name)
+    return site_out(site, rt)
+
+
+@router.get("/sites", response_model=list[SiteOut])
+async def list_sites(rt: RuntimeDep, _: UserDep) -> list[SiteOut]:
+    return [site_out(s, rt) for s in await rt.store.list_sites()]
+
+
+@router.get("/sites/{uid}", response_model=SiteOut)
+async def get_site(uid: str, rt: RuntimeDep, _: UserDep) -> SiteOut:
+    return site_out(await rt.store.get_site(uid), rt)
+
+
+@router.patch("/sites/{uid}", response_model=SiteOut)
+async def patch_site(uid: str, body: SitePatch, rt: RuntimeDep, _: WriterDep) -> SiteOut:
+    site = await rt.store.get_site(uid)
+    fields = body.model_dump(exclude_unset=True)
+    if "name" in fields and fields["name"] is None:
+        raise HTTPException(422, "name: a site needs a name")
+    if "type" in fields and fields["type"] is None:
+        raise HTTPException(422, "type: must be cloud or gateway")
+    new_type = fields.get("type", site.type)
+    new_host = fields.get("gateway_host", site.gateway_host)
+    if new_type == "gateway" and not new_host:
+        raise HTTPException(422, "gateway_host: a gateway site needs the box's LAN address")
+    updated = await rt.store.update_site(uid, **fields) if fields else site
+    if "cpms_url" in fields:
+        await _reconnect_if_cpms_changed(rt, updated)
+    return site_out(updated, rt)
+
+
+# -- chargers --
+@router.get("/sites/{uid}/chargers", response_model=list[ChargerOut])
+async def list_chargers(uid: str, rt: RuntimeDep, _: UserDep) -> list[ChargerOut]:
+    site = await rt.store.get_site(uid)
+    return [
+        charger_out(c, rt.hub.live_state(uid, c.id), site)
+        for c in await rt.store.list_chargers(uid)
+    ]
+
+
+@router.get("/sites/{uid}/chargers/{charger_id}", response_model=ChargerOut)
+async def get_charger(uid: str, charger_id: str, rt: RuntimeDep, _: UserDep) -> ChargerOut:
+    site = await rt.store.get_site(uid)
+    charger = await rt.store.get_charger(uid, charger_id)
+    return charger_out(charger, rt.hub.live_state(uid, charger_id), site)
+
+
+@router.patch("/sites/{uid}/chargers/{charger_id}", response_model=ChargerOut)
+async def patch_charger(
+    uid: str, charger_id: str, body: ChargerPatch, rt: RuntimeDep, _: WriterDep
+) -> ChargerOut:
+    site = await rt.store.get_site(uid)
+    charger = await rt.store.get_charger(uid, charger_id)
+    fields = body.model_dump(exclude_unset=True)
+    if fields:
+        charger = await rt.store.update_charger(uid, charger_id, **fields)
+    if "cpms_url" in fields:
+        await _reconnect_if_cpms_changed(rt, site)
+    return charger_out(charger, rt.hub.live_state(uid, charger_id), site)
+
+
+@router.get("/sites/{uid}/chargers/{charger_id}/frames", response_model=list[FrameOut])
+async def charger_frames(
+    uid: str,
+    charger_id: str,
+    rt: RuntimeDep,
+    _: UserDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[FrameOut]:
+    """The most recent OCPP frames of this charger, both ways, oldest first."""
+    await rt.store.get_charger(uid, charger_id)
+    frames = rt.hub.frames(uid, charger_id)[-limit:]
+    return [
+        FrameOut(
+            at=datetime.fromtimestamp(f.at, UTC), sender=f.sender, receiver=f.receiver, text=f.text
+        )
+        for f in frames
+    ]
+
+
+# -- connection log --
+@router.get("/sites/{uid}/connection-log", response_model=list[AttemptOut])
+async def connection_log(
+    uid: str,
+    rt: RuntimeDep,
+    _: UserDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AttemptOut]:
+    await rt.store.get_site(uid)
+    await rt.hub.flush_attempts()
+    return [attempt_out(a) for a in await rt.store.list_attempts(uid, limit)]
+
+
+@router.get("/connection-log/unknown-sites", response_model=list[AttemptOut])
+async def unknown_site_log(
+    rt: RuntimeDep,
+    _: UserDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AttemptOut]:
+    """Attempts whose site UID matches no site: a mistyped or stale OCPP URL shows here."""
+    await rt.hub.flush_attempts()
+    return [attempt_out(a) for a in await rt.store.list_unknown_site_attempts(limit)]

@@ -1,0 +1,157 @@
+"""The ASGI application: REST API over HTTP, the OCPP endpoint over WebSocket, one port."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from harmone import __version__
+from harmone.config import ServerConfig
+from harmone.errors import AuthError, Conflict, HarmoneError, NotFound
+from harmone.relay.endpoint import OcppEndpoint
+from harmone.relay.hub import RelayHub
+from harmone.store import Store
+
+__all__ = ["HarmoneApp", "Runtime", "create_app"]
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything a request handler may need, created at start-up."""
+
+    config: ServerConfig
+    store: Store
+    hub: RelayHub
+    #: The URL chargers of cloud sites use, without the site UID.
+    cloud_base_url: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class HarmoneApp:
+    """Dispatches WebSocket scopes to the OCPP endpoint and the rest to FastAPI."""
+
+    def __init__(self, config: ServerConfig, listen_url: Callable[[], str]) -> None:
+        self.config = config
+        self._listen_url = listen_url
+        self.runtime: Runtime | None = None
+        self.endpoint: OcppEndpoint | None = None
+        self.api = _build_api(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            endpoint = self.endpoint
+            if endpoint is None:  # not started yet, or shutting down
+                await receive()
+                await send({"type": "websocket.close", "code": 1013})
+                return
+            await endpoint(scope, receive, send)
+            return
+        await self.api(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        store = await Store.open(self.config.db_url)
+        try:
+            await store.migrate()
+            hub = RelayHub(store, self.config.relay)
+            await hub.start()
+            base = self.config.public_url or self._listen_url()
+            self.runtime = Runtime(self.config, store, hub, base)
+            self.endpoint = OcppEndpoint(hub)
+            log.info("HARMON-E %s serving; cloud OCPP URLs start with %s", __version__, base)
+            try:
+                yield
+            finally:
+                self.endpoint = None
+                await hub.stop(self.config.shutdown_grace)
+        finally:
+            self.runtime = None
+            await store.close()
+
+
+def create_app(config: ServerConfig, listen_url: Callable[[], str]) -> HarmoneApp:
+    return HarmoneApp(config, listen_url)
+
+
+def _build_api(app: HarmoneApp) -> FastAPI:
+    from harmone.web.api import router
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with app.lifespan():
+            yield
+
+    api = FastAPI(
+        title="HARMON-E",
+        version=__version__,
+        description="Transparent OCPP relay with site load management.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    api.state.harmone = app
+    api.include_router(router)
+
+    @api.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok" if app.runtime is not None else "starting"}
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _describe(exc)}, status_code=422)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @api.exception_handler(NotFound)
+    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @api.exception_handler(Conflict)
+    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @api.exception_handler(AuthError)
+    async def auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @api.exception_handler(HarmoneError)
+    async def other(_: Request, exc: HarmoneError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    return api
+
+
+def _describe(exc: RequestValidationError) -> str:
+    """One readable sentence per problem, e.g. "body.cpms_url: must start with ws://"."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":
+            loc, msg = "body", "is not valid JSON"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts) or "invalid request"

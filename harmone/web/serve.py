@@ -1,0 +1,136 @@
+"""Running HARMON-E under uvicorn: `harmone serve`, and an in-process server for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+
+import uvicorn
+
+from harmone.config import ServerConfig
+from harmone.errors import ConfigError
+from harmone.web.app import HarmoneApp, Runtime, create_app
+
+__all__ = ["RunningServer", "bind_socket", "running_server", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    # uvicorn re-raises the captured SIGTERM/SIGINT after shutting down, which would make the
+    # process die by signal; `harmone serve` must close cleanly and exit 0 instead, so the
+    # signals are handled in `serve()`.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front, so the real port is known before start-up."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _listen_url(sock: socket.socket, host: str) -> str:
+    port = sock.getsockname()[1]
+    shown = host
+    if host in ("0.0.0.0", "::", ""):
+        shown = socket.gethostname()
+    elif ":" in host:
+        shown = f"[{host}]"
+    return f"ws://{shown}:{port}"
+
+
+def _uvicorn_config(app: HarmoneApp, config: ServerConfig) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        lifespan="on",
+        ws="websockets-sansio",
+        ws_max_size=config.relay.max_frame_bytes,
+        ws_per_message_deflate=True,
+        ws_ping_interval=30.0,
+        ws_ping_timeout=30.0,
+        timeout_graceful_shutdown=max(1, round(config.shutdown_grace)),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@dataclass(slots=True)
+class RunningServer:
+    app: HarmoneApp
+    url: str  # http://host:port
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.app.runtime is not None
+        return self.app.runtime
+
+
+@contextlib.asynccontextmanager
+async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
+    """Run HARMON-E inside the current event loop (tests, benchmarks)."""
+    sock = bind_socket(config.host, config.port)
+    app = create_app(config, lambda: _listen_url(sock, config.host))
+    server = _Server(_uvicorn_config(app, config))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise ConfigError("server stopped during start-up")
+            await asyncio.sleep(0.01)
+        port = sock.getsockname()[1]
+        yield RunningServer(app, f"http://{config.host}:{port}")
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def serve(config: ServerConfig) -> int:
+    """`harmone serve`: run until SIGINT/SIGTERM, close every connection, exit 0."""
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config: ServerConfig) -> int:
+    sock = bind_socket(config.host, config.port)
+    app = create_app(config, lambda: _listen_url(sock, config.host))
+    server = _Server(_uvicorn_config(app, config))
+    loop = asyncio.get_running_loop()
+
+    def stop(signame: str) -> None:
+        if server.should_exit:
+            server.force_exit = True
+        log.info("%s received: closing every charger and CPMS connection", signame)
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        return 1
+    log.info("HARMON-E stopped")
+    return 0

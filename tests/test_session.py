@@ -1,0 +1,240 @@
+"""Pure tests of the relay session: strings in, effects out, no sockets."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harmone.errors import OcppError
+from harmone.ocpp.session import (
+    ChargerSession,
+    CloseCharger,
+    Effect,
+    Observe,
+    OwnCallResult,
+    SessionLimits,
+    ToCharger,
+    ToCpms,
+)
+from harmone.ocpp.versions import OcppVersion
+
+
+def local_answer(version: OcppVersion, action: str, payload: Any) -> dict[str, Any]:
+    if action == "Heartbeat":
+        return {"currentTime": "2026-01-01T00:00:00Z"}
+    raise OcppError("no", code="NotSupported")
+
+
+def make(version: OcppVersion = OcppVersion.V16, **kw: Any) -> ChargerSession:
+    ids = (f"hm-{i}" for i in itertools.count())
+    kw.setdefault("upstream_up", True)
+    return ChargerSession(
+        version,
+        local_answer=local_answer,
+        id_factory=lambda: next(ids),
+        watched=frozenset({"BootNotification"}),
+        **kw,
+    )
+
+
+def sent(effects: list[Effect], kind: type) -> list[str]:
+    return [e.text for e in effects if isinstance(e, kind)]  # type: ignore[attr-defined]
+
+
+HB = '[2,"c1","Heartbeat",{}]'
+
+
+def test_charger_call_is_forwarded_byte_exact() -> None:
+    s = make()
+    text = '[2, "c1" ,"Heartbeat",  {"x": 1.50}]'
+    assert sent(s.from_charger(text, 0), ToCpms) == [text]
+    answer = '[3,"c1",{"currentTime":"2026-01-01T00:00:00.000Z"}]'
+    assert sent(s.from_cpms(answer, 0), ToCharger) == [answer]
+
+
+def test_cpms_calls_wait_for_the_charger_to_answer_the_previous_one() -> None:
+    s = make()
+    a, b = '[2,"a","Reset",{"type":"Soft"}]', '[2,"b","GetConfiguration",{}]'
+    assert sent(s.from_cpms(a, 0), ToCharger) == [a]
+    assert sent(s.from_cpms(b, 0), ToCharger) == []  # held: "a" is in flight
+    assert s.queued == 1
+    effects = s.from_charger('[3,"a",{"status":"Accepted"}]', 1)
+    assert sent(effects, ToCpms) == ['[3,"a",{"status":"Accepted"}]']
+    assert sent(effects, ToCharger) == [b]
+
+
+def test_own_call_waits_for_the_cpms_call_and_its_answer_never_reaches_the_cpms() -> None:
+    s = make()
+    s.from_cpms('[2,"a","Reset",{"type":"Soft"}]', 0)
+    msg_id, effects = s.own_call("SetChargingProfile", {"connectorId": 1}, 0)
+    assert effects == []  # waits for "a"
+    effects = s.from_charger('[3,"a",{"status":"Accepted"}]', 1)
+    own = sent(effects, ToCharger)
+    assert len(own) == 1 and json.loads(own[0])[:3] == [2, msg_id, "SetChargingProfile"]
+    effects = s.from_charger(f'[3,"{msg_id}",{{"status":"Accepted"}}]', 2)
+    assert sent(effects, ToCpms) == []
+    assert [e for e in effects if isinstance(e, OwnCallResult)] == [
+        OwnCallResult(msg_id, payload={"status": "Accepted"})
+    ]
+
+
+def test_cpms_call_waits_for_an_own_call() -> None:
+    s = make()
+    msg_id, effects = s.own_call("SetChargingProfile", {}, 0)
+    assert len(sent(effects, ToCharger)) == 1
+    assert sent(s.from_cpms('[2,"a","Reset",{}]', 0), ToCharger) == []
+    effects = s.from_charger(f'[4,"{msg_id}","NotSupported","no",{{}}]', 1)
+    result = next(e for e in effects if isinstance(e, OwnCallResult))
+    assert result.error is not None and result.error.code == "NotSupported"
+    assert sent(effects, ToCharger) == ['[2,"a","Reset",{}]']
+    assert sent(effects, ToCpms) == []
+
+
+def test_timeout_frees_the_slot_and_a_late_own_answer_is_dropped() -> None:
+    s = make(limits=SessionLimits(call_timeout=10))
+    msg_id, _ = s.own_call("GetConfiguration", {}, 0)
+    s.from_cpms('[2,"a","Reset",{}]', 1)
+    assert s.tick(9.9) == []
+    effects = s.tick(10)
+    assert OwnCallResult(msg_id, timed_out=True) in effects
+    assert sent(effects, ToCharger) == ['[2,"a","Reset",{}]']
+    late = s.from_charger(f'[3,"{msg_id}",{{}}]', 11)
+    assert sent(late, ToCpms) == [] and sent(late, ToCharger) == []
+    # ... while the answer to the CPMS's call still goes to the CPMS
+    assert sent(s.from_charger('[3,"a",{}]', 12), ToCpms) == ['[3,"a",{}]']
+
+
+def test_own_ids_never_collide_with_ids_the_cpms_has_in_use() -> None:
+    ids = iter(["a", "a", "b"])
+    s = ChargerSession(
+        OcppVersion.V16, local_answer=local_answer, id_factory=lambda: next(ids), upstream_up=True
+    )
+    s.from_cpms('[2,"a","Reset",{}]', 0)
+    msg_id, _ = s.own_call("GetConfiguration", {}, 0)
+    assert msg_id == "b"
+
+
+def test_watched_calls_and_their_answers_are_observed() -> None:
+    s = make()
+    boot = '[2,"1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]'
+    effects = s.from_charger(boot, 0)
+    assert [e.action for e in effects if isinstance(e, Observe)] == ["BootNotification"]
+    ans = s.from_cpms('[3,"1",{"status":"Accepted","currentTime":"t","interval":10}]', 0)
+    obs = [e for e in ans if isinstance(e, Observe)]
+    assert obs and obs[0].request_text == boot and obs[0].sender == "cpms"
+    assert [e for e in s.from_charger(HB, 0) if isinstance(e, Observe)] == []
+
+
+def test_upstream_down_answers_locally_and_says_so() -> None:
+    s = make(upstream_up=False)
+    effects = s.from_charger(HB, 0)
+    assert sent(effects, ToCpms) == []
+    (answer,) = sent(effects, ToCharger)
+    assert json.loads(answer) == [3, "c1", {"currentTime": "2026-01-01T00:00:00Z"}]
+    effects = s.from_charger('[2,"c2","DataTransfer",{"vendorId":"x"}]', 0)
+    assert json.loads(sent(effects, ToCharger)[0])[:3] == [4, "c2", "NotSupported"]
+
+
+def test_link_loss_answers_the_calls_the_cpms_never_answered() -> None:
+    s = make()
+    s.from_charger(HB, 0)
+    effects = s.set_upstream(False)
+    (answer,) = sent(effects, ToCharger)
+    assert json.loads(answer)[:2] == [3, "c1"]
+    assert s.set_upstream(True) == []
+
+
+def test_malformed_frames_get_the_protocols_answer_per_version() -> None:
+    s16, s201 = make(OcppVersion.V16), make(OcppVersion.V201)
+    (e16,) = sent(s16.from_charger('[2,"9","Heartbeat",', 0), ToCharger)
+    assert json.loads(e16)[:3] == [4, "9", "FormationViolation"]
+    (e201,) = sent(s201.from_charger('[2,"9","Heartbeat",', 0), ToCharger)
+    assert json.loads(e201)[:3] == [4, "9", "FormatViolation"]
+    (e,) = sent(s201.from_charger("garbage", 0), ToCharger)
+    assert json.loads(e)[:3] == [4, "-1", "RpcFrameworkError"]
+    (e,) = sent(s201.from_charger('[7,"5","X",{}]', 0), ToCharger)
+    assert json.loads(e)[:3] == [4, "5", "MessageTypeNotSupported"]
+    # a broken answer cannot be answered: it is only reported
+    effects = s201.from_charger('[3,"5","oops"]', 0)
+    assert sent(effects, ToCharger) == [] and sent(effects, ToCpms) == []
+    # garbage from the CPMS is answered to the CPMS, never forwarded to the charger
+    effects = s201.from_cpms('[2,"z"', 0)
+    assert sent(effects, ToCharger) == [] and len(sent(effects, ToCpms)) == 1
+
+
+def test_a_flooding_charger_is_refused_then_closed() -> None:
+    s = make(limits=SessionLimits(flood_rate=1, flood_burst=5))
+    forwarded = refused = 0
+    closed: list[CloseCharger] = []
+    for i in range(20):
+        effects = s.from_charger(f'[2,"{i}","Heartbeat",{{}}]', 0)
+        forwarded += len(sent(effects, ToCpms))
+        refused += len(sent(effects, ToCharger))
+        closed += [e for e in effects if isinstance(e, CloseCharger)]
+    assert forwarded == 5  # the burst
+    assert refused == 5  # then CallErrors for another burst's worth
+    assert [c.code for c in closed] == [1008]  # then one close, and silence
+    # the budget refills with time
+    assert sent(s.from_charger('[2,"x","Heartbeat",{}]', 100), ToCpms)
+
+
+# -- the one-CALL-in-flight rule under arbitrary interleavings -------------------------------
+_events = st.lists(
+    st.one_of(
+        st.tuples(st.just("cpms_call")),
+        st.tuples(st.just("own_call")),
+        st.tuples(st.just("charger_answers")),
+        st.tuples(st.just("time"), st.floats(min_value=0, max_value=40)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300)
+@given(_events)
+def test_never_more_than_one_call_in_flight_and_nothing_lost(events: list[tuple[Any, ...]]) -> None:
+    s = make(limits=SessionLimits(call_timeout=30))
+    now = 0.0
+    in_flight: list[str] = []  # ids of calls on the wire to the charger, unanswered
+    queued_cpms: list[str] = []
+    delivered_to_cpms: list[str] = []
+    own_done: set[str] = set()
+    own_ids: set[str] = set()
+    n = 0
+
+    def run(effects: list[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, ToCharger):
+                frame = json.loads(e.text)
+                if frame[0] == 2:
+                    in_flight.append(frame[1])
+            elif isinstance(e, ToCpms):
+                delivered_to_cpms.append(json.loads(e.text)[1])
+            elif isinstance(e, OwnCallResult):
+                own_done.add(e.id)
+
+    for ev in events:
+        if ev[0] == "cpms_call":
+            n += 1
+            queued_cpms.append(f"c{n}")
+            run(s.from_cpms(f'[2,"c{n}","Reset",{{}}]', now))
+        elif ev[0] == "own_call":
+            msg_id, effects = s.own_call("GetConfiguration", {}, now)
+            own_ids.add(msg_id)
+            run(effects)
+        elif ev[0] == "charger_answers" and in_flight:
+            answered = in_flight.pop(0)
+            run(s.from_charger(f'[3,"{answered}",{{}}]', now))
+        elif ev[0] == "time":
+            now += ev[1]
+            deadline = s.next_deadline()
+            if deadline is not None and now >= deadline and in_flight:
+                in_flight.pop(0)  # given up on: its slot is free again
+            run(s.tick(now))
+        assert len(in_flight) <= 1, in_flight
+    # Own answers never reach the CPMS; every CPMS call answered was relayed back.
+    assert not own_ids & set(delivered_to_cpms)
