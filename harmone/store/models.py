@@ -1,0 +1,250 @@
+"""The database schema as SQLAlchemy 2 typed declarative models.
+
+These rows stay inside the store: `Store` converts them to the frozen records of
+`harmone.store.records` before handing anything out. Migrations in `migrations/versions` are
+written by hand from this file; `tests/test_store.py` checks that they agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TypeGuard
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from harmone.clock import utcnow
+from harmone.store.records import Attempt, Charger, Connector, Role, Site, SiteType, User
+
+__all__ = [
+    "ApiTokenRow",
+    "AttemptRow",
+    "Base",
+    "ChargerRow",
+    "ConnectorRow",
+    "SiteRow",
+    "UTCDateTime",
+    "UserRow",
+]
+
+log = logging.getLogger(__name__)
+
+#: Deterministic constraint names, so that later migrations can refer to them on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC that always comes back timezone-aware (UTC).
+
+    PostgreSQL has `timestamptz`, SQLite has only text: without this, SQLite would hand back
+    naive datetimes and comparisons with aware ones would raise. Naive input is refused rather
+    than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: HARMON-E stores aware UTC datetimes")
+        value = value.astimezone(UTC)
+        # SQLite stores text: a fixed UTC format without offset keeps ORDER BY chronological.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _is_role(value: str) -> TypeGuard[Role]:
+    return value in ("admin", "operator", "viewer")
+
+
+def _is_site_type(value: str) -> TypeGuard[SiteType]:
+    return value in ("cloud", "gateway")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'operator', 'viewer')", name="role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    #: argon2id PHC string (never the password itself).
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def to_record(self) -> User:
+        role = self.role
+        if not _is_role(role):  # guarded by the CHECK constraint
+            raise ValueError(f"bad role {role!r} for user {self.id}")
+        return User(id=self.id, email=self.email, role=role, created_at=self.created_at)
+
+
+class ApiTokenRow(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: The public part of the token (`hm_<token_id>_<secret>`), used to find the row.
+    token_id: Mapped[str] = mapped_column(String(32), unique=True)
+    #: argon2id PHC string of the secret part.
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+
+class SiteRow(Base):
+    __tablename__ = "sites"
+    __table_args__ = (CheckConstraint("type IN ('cloud', 'gateway')", name="type"),)
+
+    uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(16))
+    gateway_host: Mapped[str | None] = mapped_column(String(255))
+    cpms_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    def to_record(self) -> Site:
+        kind = self.type
+        if not _is_site_type(kind):  # guarded by the CHECK constraint
+            raise ValueError(f"bad type {kind!r} for site {self.uid}")
+        return Site(
+            uid=self.uid,
+            name=self.name,
+            type=kind,
+            gateway_host=self.gateway_host,
+            cpms_url=self.cpms_url,
+            created_at=self.created_at,
+        )
+
+
+class ChargerRow(Base):
+    __tablename__ = "chargers"
+
+    site_uid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sites.uid", ondelete="CASCADE"), primary_key=True
+    )
+    #: The charger's OCPP identity (chargePointId), unique within its site.
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    cpms_url: Mapped[str | None] = mapped_column(Text)
+    # What the charger reports is stored as Text: a charger that breaks the OCPP length limits
+    # must not make a whole state batch fail.
+    ocpp_version: Mapped[str | None] = mapped_column(String(16))
+    vendor: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+    serial_number: Mapped[str | None] = mapped_column(Text)
+    firmware_version: Mapped[str | None] = mapped_column(Text)
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    upstream_connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def to_record(self, connectors: tuple[Connector, ...] = ()) -> Charger:
+        return Charger(
+            site_uid=self.site_uid,
+            id=self.id,
+            name=self.name,
+            cpms_url=self.cpms_url,
+            ocpp_version=self.ocpp_version,
+            vendor=self.vendor,
+            model=self.model,
+            serial_number=self.serial_number,
+            firmware_version=self.firmware_version,
+            connected=self.connected,
+            upstream_connected=self.upstream_connected,
+            last_seen=self.last_seen,
+            created_at=self.created_at,
+            connectors=connectors,
+        )
+
+
+class ConnectorRow(Base):
+    __tablename__ = "connectors"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["site_uid", "charger_id"],
+            ["chargers.site_uid", "chargers.id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    site_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    connector_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    status: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime | None]
+
+    def to_record(self) -> Connector:
+        return Connector(id=self.connector_id, status=self.status, updated_at=self.updated_at)
+
+
+class AttemptRow(Base):
+    """One connection attempt. `site_uid` is deliberately not a foreign key: attempts on
+    unknown or deleted sites are what support people need to see."""
+
+    __tablename__ = "connection_attempts"
+    __table_args__ = (Index("ix_connection_attempts_site_uid_at", "site_uid", "at"),)
+
+    # BIGINT on PostgreSQL (a flood of attempts must not exhaust the ids); SQLite needs plain
+    # INTEGER for an autoincrementing rowid alias.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime]
+    site_uid: Mapped[str] = mapped_column(Text)
+    charge_point_id: Mapped[str] = mapped_column(Text)
+    remote_addr: Mapped[str | None] = mapped_column(Text)
+    accepted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    subprotocol: Mapped[str | None] = mapped_column(String(64))
+    #: Comma-joined: WebSocket subprotocol names are tokens and cannot contain commas.
+    offered_subprotocols: Mapped[str] = mapped_column(Text, default="")
+    http_status: Mapped[int | None] = mapped_column(Integer)
+
+    def to_record(self) -> Attempt:
+        offered = tuple(p for p in self.offered_subprotocols.split(",") if p)
+        return Attempt(
+            at=self.at,
+            site_uid=self.site_uid,
+            charge_point_id=self.charge_point_id,
+            remote_addr=self.remote_addr,
+            accepted=self.accepted,
+            reason=self.reason,
+            subprotocol=self.subprotocol,
+            offered_subprotocols=offered,
+            http_status=self.http_status,
+        )

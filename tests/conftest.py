@@ -1,0 +1,122 @@
+"""Shared fixtures: an empty database per backend (SQLite file, PostgreSQL) and a Store.
+
+`db_url` is parametrized over both backends and is always an *empty* database (no schema):
+a fresh file for SQLite; for PostgreSQL one database per test session whose `public` schema
+is dropped and recreated before each test. PostgreSQL tests are skipped when no server
+answers at $HARMONE_TEST_PG (default postgresql://postgres@127.0.0.1:5432/test), unless
+$HARMONE_TEST_PG_REQUIRED is set, in which case they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy.engine import make_url
+
+from harmone.store import Store
+
+T = TypeVar("T")
+
+PG_SERVER_URL = os.environ.get("HARMONE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` on a private event loop in a worker thread.
+
+    Sync fixtures use this so that they never touch the event loops pytest-asyncio manages.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _pg_dsn(url: str) -> str:
+    """asyncpg's spelling of a postgresql:// URL (it does not know `+asyncpg`)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _create_database(name: str) -> None:
+    conn = await asyncpg.connect(_pg_dsn(PG_SERVER_URL), timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(name: str) -> None:
+    conn = await asyncpg.connect(_pg_dsn(PG_SERVER_URL), timeout=5)
+    try:
+        # A test that failed half-way may have left connections open; DROP would refuse.
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _reset_schema(url: str) -> None:
+    conn = await asyncpg.connect(_pg_dsn(url), timeout=5)
+    try:
+        # Fail rather than hang if an earlier test left a connection holding locks.
+        await conn.execute("SET lock_timeout = '10s'")
+        await conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        await conn.execute("CREATE SCHEMA public")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh, uniquely named PostgreSQL database, dropped after the session."""
+    name = f"harmone_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        run_async(_create_database(name))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL not available at {PG_SERVER_URL}: {exc}"
+        if os.environ.get("HARMONE_TEST_PG_REQUIRED"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield make_url(PG_SERVER_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        run_async(_drop_database(name))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a SQLite database file (not created yet) under the test's tmp_path."""
+    return f"sqlite:///{tmp_path / 'harmone.db'}"
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database (no schema yet) on each backend."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("sqlite_url")
+        return url
+    url = request.getfixturevalue("pg_url")
+    run_async(_reset_schema(url))
+    return url
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    """A Store on `db_url`, migrated, closed after the test."""
+    opened = await Store.open(db_url)
+    try:
+        await opened.migrate()
+        yield opened
+    finally:
+        await opened.close()
