@@ -15,12 +15,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from harmone import __version__
 from harmone.config import ServerConfig
-from harmone.errors import AuthError, Conflict, HarmoneError, NotFound
+from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreError
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.hub import RelayHub
 from harmone.store import Store
 
-__all__ = ["HarmoneApp", "Runtime", "create_app"]
+__all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,12 @@ class Runtime:
 class HarmoneApp:
     """Dispatches WebSocket scopes to the OCPP endpoint and the rest to FastAPI."""
 
-    def __init__(self, config: ServerConfig, listen_url: Callable[[], str]) -> None:
+    def __init__(
+        self, config: ServerConfig, listen_url: Callable[[], str], store: Store | None = None
+    ) -> None:
         self.config = config
         self._listen_url = listen_url
+        self._store = store
         self.runtime: Runtime | None = None
         self.endpoint: OcppEndpoint | None = None
         self.api = _build_api(self)
@@ -64,9 +67,9 @@ class HarmoneApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        store = await Store.open(self.config.db_url)
+        store = self._store or await open_store(self.config.db_url)
+        self._store = None  # owned (and closed) by this lifespan from here on
         try:
-            await store.migrate()
             hub = RelayHub(store, self.config.relay)
             await hub.start()
             base = self.config.public_url or self._listen_url()
@@ -83,8 +86,26 @@ class HarmoneApp:
             await store.close()
 
 
-def create_app(config: ServerConfig, listen_url: Callable[[], str]) -> HarmoneApp:
-    return HarmoneApp(config, listen_url)
+def create_app(
+    config: ServerConfig, listen_url: Callable[[], str], store: Store | None = None
+) -> HarmoneApp:
+    return HarmoneApp(config, listen_url, store)
+
+
+async def open_store(db_url: str) -> Store:
+    """Open and migrate the database, or fail with one line an operator can act on."""
+    try:
+        store = await Store.open(db_url)
+    except HarmoneError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"cannot open database {db_url}: {exc}") from None
+    try:
+        await store.migrate()
+    except Exception as exc:
+        await store.close()
+        raise StoreError(f"cannot open database {db_url}: {exc}") from None
+    return store
 
 
 def _build_api(app: HarmoneApp) -> FastAPI:

@@ -15,7 +15,7 @@ import uvicorn
 
 from harmone.config import ServerConfig
 from harmone.errors import ConfigError
-from harmone.web.app import HarmoneApp, Runtime, create_app
+from harmone.web.app import HarmoneApp, Runtime, create_app, open_store
 
 __all__ = ["RunningServer", "bind_socket", "running_server", "serve"]
 
@@ -113,8 +113,13 @@ def serve(config: ServerConfig) -> int:
 
 
 async def _serve(config: ServerConfig) -> int:
-    sock = bind_socket(config.host, config.port)
-    app = create_app(config, lambda: _listen_url(sock, config.host))
+    store = await open_store(config.db_url)
+    try:
+        sock = bind_socket(config.host, config.port)
+    except BaseException:
+        await store.close()
+        raise
+    app = create_app(config, lambda: _listen_url(sock, config.host), store)
     server = _Server(_uvicorn_config(app, config))
     loop = asyncio.get_running_loop()
 

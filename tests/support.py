@@ -1,0 +1,162 @@
+"""Test support: an in-process HARMON-E and a raw CPMS that records exact frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from harmone.config import RelayConfig, ServerConfig
+from harmone.store.records import Site
+from harmone.web.api import ocpp_url
+from harmone.web.serve import RunningServer, running_server
+
+FAST_RELAY = RelayConfig(
+    upstream_connect_timeout=1.0,
+    call_timeout=5.0,
+    backoff_initial=0.05,
+    backoff_max=0.3,
+)
+
+
+@contextlib.asynccontextmanager
+async def harmone_server(
+    tmp_path: Path,
+    relay: RelayConfig = FAST_RELAY,
+    db_url: str | None = None,
+    public_url: str | None = None,
+) -> AsyncIterator[RunningServer]:
+    config = ServerConfig(
+        db_url=db_url or f"sqlite:///{tmp_path / 'harmone.db'}",
+        host="127.0.0.1",
+        port=0,
+        relay=relay,
+        public_url=public_url,
+        shutdown_grace=2.0,
+    )
+    async with running_server(config) as srv:
+        yield srv
+
+
+async def make_site(
+    srv: RunningServer, cpms_url: str | None, name: str = "Depot"
+) -> tuple[Site, str]:
+    site = await srv.runtime.store.create_site(name, "cloud", None, cpms_url)
+    return site, ocpp_url(site, srv.runtime.cloud_base_url)
+
+
+async def charger(
+    url: str, subprotocols: Sequence[str] = ("ocpp1.6",), **kw: Any
+) -> ClientConnection:
+    return await connect(
+        url, subprotocols=[Subprotocol(s) for s in subprotocols] or None, open_timeout=10, **kw
+    )
+
+
+@dataclass
+class RawCpms:
+    """A CPMS that records every frame exactly and answers CALLs with a fixed payload."""
+
+    subprotocols: Sequence[str] = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")
+    refuse_status: int | None = None
+    auto_answer: bool = True
+    accept_delay: float = 0.0
+    port: int = 0
+    frames: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    headers: dict[str, Headers] = field(default_factory=dict)
+    chosen: dict[str, str | None] = field(default_factory=dict)
+    offered: dict[str, list[str]] = field(default_factory=dict)
+    conns: dict[str, ServerConnection] = field(default_factory=dict)
+    closed: dict[str, int | None] = field(default_factory=dict)
+    connects: int = 0
+    _server: Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handler,
+            "127.0.0.1",
+            self.port,
+            subprotocols=[Subprotocol(s) for s in self.subprotocols],
+            process_request=self._process_request,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> RawCpms:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        cpid = request.path.rsplit("/", 1)[-1]
+        self.headers[cpid] = request.headers
+        self.offered[cpid] = [
+            p.strip()
+            for h in request.headers.get_all("Sec-WebSocket-Protocol")
+            for p in h.split(",")
+        ]
+        if self.accept_delay:
+            await asyncio.sleep(self.accept_delay)
+        if self.refuse_status is not None:
+            return conn.respond(self.refuse_status, "refused by test CPMS\n")
+        return None
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        cpid = conn.request.path.rsplit("/", 1)[-1] if conn.request else "?"
+        self.connects += 1
+        self.conns[cpid] = conn
+        self.chosen[cpid] = conn.subprotocol
+        try:
+            async for message in conn:
+                assert isinstance(message, str)
+                self.frames[cpid].append(message)
+                frame = json.loads(message)
+                if self.auto_answer and frame[0] == 2:
+                    await conn.send(json.dumps([3, frame[1], {"cpms": "answer"}]))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed[cpid] = conn.close_code
+
+    async def send(self, cpid: str, text: str) -> None:
+        await self.conns[cpid].send(text)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        await wait_for(predicate, timeout)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `predicate` until true; fail the test after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))

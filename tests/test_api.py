@@ -1,0 +1,204 @@
+"""The REST API over real HTTP on 127.0.0.1, with chargers connected to the OCPP endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from support import RawCpms, charger, harmone_server, recv_json, wait_for
+
+from harmone.web.serve import RunningServer
+
+
+@pytest.fixture
+async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    async with harmone_server(tmp_path, public_url="wss://ocpp.example.com") as server:
+        yield server
+
+
+async def client_for(srv: RunningServer, role: str = "admin") -> httpx.AsyncClient:
+    store = srv.runtime.store
+    email = f"{role}@example.com"
+    await store.create_user(email, "correct horse battery", role=role)
+    token = await store.create_token(email)
+    return httpx.AsyncClient(
+        base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+async def test_sites_lifecycle_and_ocpp_urls(srv: RunningServer) -> None:
+    async with await client_for(srv) as api:
+        r = await api.post("/api/v1/sites", json={"name": "Car park", "type": "cloud"})
+        assert r.status_code == 201, r.text
+        cloud = r.json()
+        assert cloud["ocpp_url"] == f"wss://ocpp.example.com/{cloud['uid']}"
+        assert len(cloud["uid"]) >= 22 and cloud["cpms_url"] is None
+        r = await api.post(
+            "/api/v1/sites",
+            json={
+                "name": "Depot",
+                "type": "gateway",
+                "gateway_host": "192.168.1.10",
+                "cpms_url": "wss://cpms.example.com/ocpp/",
+            },
+        )
+        gw = r.json()
+        assert gw["ocpp_url"] == f"wss://192.168.1.10/{gw['uid']}"
+        assert gw["cpms_url"] == "wss://cpms.example.com/ocpp"
+        assert {s["uid"] for s in (await api.get("/api/v1/sites")).json()} == {
+            cloud["uid"],
+            gw["uid"],
+        }
+        r = await api.patch(
+            f"/api/v1/sites/{cloud['uid']}",
+            json={"name": "Car park B", "cpms_url": "ws://127.0.0.1:9/x"},
+        )
+        assert r.json()["name"] == "Car park B" and r.json()["cpms_url"] == "ws://127.0.0.1:9/x"
+        assert (await api.get(f"/api/v1/sites/{cloud['uid']}")).json()["name"] == "Car park B"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"name": "", "type": "cloud"}, "name"),
+        ({"name": "x", "type": "roof"}, "type"),
+        ({"name": "x", "type": "gateway"}, "gateway_host"),
+        ({"name": "x", "type": "gateway", "gateway_host": "http://1.2.3.4/"}, "not a URL"),
+        ({"name": "x", "type": "cloud", "cpms_url": "https://cpms"}, "ws://"),
+        ({"name": "x", "type": "cloud", "colour": "red"}, "colour"),
+    ],
+)
+async def test_bad_site_input_gets_a_4xx_with_a_readable_detail(
+    srv: RunningServer, body: dict[str, object], detail: str
+) -> None:
+    async with await client_for(srv) as api:
+        r = await api.post("/api/v1/sites", json=body)
+        assert 400 <= r.status_code < 500
+        assert isinstance(r.json()["detail"], str) and detail in r.json()["detail"]
+        assert (await api.get("/api/v1/sites")).json() == []
+
+
+async def test_broken_json_and_unknown_objects(srv: RunningServer) -> None:
+    async with await client_for(srv) as api:
+        r = await api.post(
+            "/api/v1/sites", content=b"{nope", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422 and "JSON" in r.json()["detail"]
+        r = await api.get("/api/v1/sites/does-not-exist")
+        assert r.status_code == 404 and "does-not-exist" in r.json()["detail"]
+        r = await api.get("/api/v1/sites/does-not-exist/chargers")
+        assert r.status_code == 404
+
+
+async def test_authentication_and_roles(srv: RunningServer) -> None:
+    async with httpx.AsyncClient(base_url=srv.url) as anon:
+        r = await anon.get("/api/v1/sites")
+        assert r.status_code == 401 and "token" in r.json()["detail"]
+        r = await anon.get("/api/v1/sites", headers={"Authorization": "Bearer hm_bad_token"})
+        assert r.status_code == 401
+        assert (await anon.get("/api/v1/openapi.json")).json()["info"]["title"] == "HARMON-E"
+    async with await client_for(srv, "viewer") as viewer:
+        assert (await viewer.get("/api/v1/sites")).status_code == 200
+        r = await viewer.post("/api/v1/sites", json={"name": "x", "type": "cloud"})
+        assert r.status_code == 403
+    async with await client_for(srv, "operator") as op:
+        assert (
+            await op.post("/api/v1/sites", json={"name": "x", "type": "cloud"})
+        ).status_code == 201
+
+
+async def test_chargers_registry_follows_the_traffic(srv: RunningServer) -> None:
+    async with RawCpms() as cpms, await client_for(srv) as api:
+        site = (
+            await api.post(
+                "/api/v1/sites", json={"name": "S", "type": "cloud", "cpms_url": cpms.url}
+            )
+        ).json()
+        # the public URL is for real chargers; the test connects to the listening address
+        url = f"{srv.url.replace('http', 'ws', 1)}/{site['uid']}"
+        before = datetime.now(UTC)
+        async with await charger(f"{url}/CP-A", ["ocpp1.6"]) as ws:
+            await ws.send(
+                json.dumps(
+                    [
+                        2,
+                        "1",
+                        "BootNotification",
+                        {
+                            "chargePointVendor": "ACME",
+                            "chargePointModel": "Wallbox 22",
+                            "chargePointSerialNumber": "SN-1",
+                            "firmwareVersion": "4.2",
+                        },
+                    ]
+                )
+            )
+            await recv_json(ws)
+            await ws.send(
+                json.dumps(
+                    [
+                        2,
+                        "2",
+                        "StatusNotification",
+                        {"connectorId": 1, "errorCode": "NoError", "status": "Charging"},
+                    ]
+                )
+            )
+            await recv_json(ws)
+            r = await api.get(f"/api/v1/sites/{site['uid']}/chargers")
+            (c,) = r.json()
+            assert c["id"] == "CP-A" and c["connected"] is True
+            assert (c["vendor"], c["model"], c["serial_number"], c["firmware_version"]) == (
+                "ACME",
+                "Wallbox 22",
+                "SN-1",
+                "4.2",
+            )
+            assert c["ocpp_version"] == "1.6" and c["upstream_connected"] is True
+            assert c["connectors"] == [
+                {"id": 1, "status": "Charging", "updated_at": c["connectors"][0]["updated_at"]}
+            ]
+            assert datetime.fromisoformat(c["last_seen"]) >= before
+            assert c["cpms_url"] is None and c["effective_cpms_url"] == cpms.url
+            frames = (await api.get(f"/api/v1/sites/{site['uid']}/chargers/CP-A/frames")).json()
+            assert [f["sender"] for f in frames][:2] == ["charger", "cpms"]
+            assert "BootNotification" in frames[0]["text"]
+        await wait_for(lambda: not srv.runtime.hub.links)
+        c = (await api.get(f"/api/v1/sites/{site['uid']}/chargers/CP-A")).json()
+        assert c["connected"] is False and c["upstream_connected"] is False
+        log = (await api.get(f"/api/v1/sites/{site['uid']}/connection-log")).json()
+        assert log[0]["accepted"] is True and log[0]["reason"] is None
+        assert log[0]["charge_point_id"] == "CP-A" and log[0]["remote_addr"] == "127.0.0.1"
+
+
+async def test_charger_cpms_override_reconnects_it_through_the_new_cpms(
+    srv: RunningServer,
+) -> None:
+    async with RawCpms() as old, RawCpms() as new, await client_for(srv) as api:
+        site = (
+            await api.post(
+                "/api/v1/sites", json={"name": "S", "type": "cloud", "cpms_url": old.url}
+            )
+        ).json()
+        url = f"{srv.url.replace('http', 'ws', 1)}/{site['uid']}"
+        ws = await charger(f"{url}/CP-B")
+        await wait_for(lambda: "CP-B" in old.conns)
+        r = await api.patch(
+            f"/api/v1/sites/{site['uid']}/chargers/CP-B",
+            json={"cpms_url": new.url, "name": "Bay 2"},
+        )
+        assert r.status_code == 200 and r.json()["cpms_url"] == new.url
+        assert r.json()["name"] == "Bay 2"
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 1012
+        async with await charger(f"{url}/CP-B"):
+            await wait_for(lambda: "CP-B" in new.conns)
+        r = await api.patch(
+            f"/api/v1/sites/{site['uid']}/chargers/CP-B", json={"cpms_url": "ftp://x"}
+        )
+        assert r.status_code == 422
