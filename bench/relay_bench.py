@@ -197,9 +197,11 @@ async def measure(pid: int, token: str, cpms_url: str, sizes: list[int], duratio
         f"{'p50 x':>6} {'p99 x':>6} {'fps x':>6}"
     )
     mem: dict[int, float] = {}
+    # One baseline for all sizes: the server with its site and no charger connected yet.
+    # (Re-measuring after a phase would count heap kept from earlier chargers as free.)
+    rss0 = proc.memory_info().rss
     for n in sizes:
         direct = await phase(cpms_url, n, duration, f"D{n}-")
-        rss0 = proc.memory_info().rss
         relay_task = asyncio.create_task(phase(relay_base, n, duration, f"R{n}-"))
         # sample memory while all n chargers are connected
         await asyncio.sleep(min(1.0, duration / 5) + duration / 2)
