@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harmone.errors import ConfigError
+from harmone.loadmgmt.controller import Timing
+from harmone.loadmgmt.model import AllocationOptions
 
 __all__ = ["RelayConfig", "ServerConfig", "normalise_public_url"]
 
@@ -63,6 +65,9 @@ class ServerConfig:
     relay: RelayConfig = field(default_factory=RelayConfig)
     #: Seconds given to connections to close on SIGTERM/SIGINT.
     shutdown_grace: float = 5.0
+    #: Load management: reaction timings and allocator tuning (defaults suit real sites).
+    load_timing: Timing = field(default_factory=Timing)
+    load_options: AllocationOptions = field(default_factory=AllocationOptions)
 
 
 def normalise_public_url(url: str) -> str:

@@ -37,6 +37,7 @@ async def harmone_server(
     relay: RelayConfig = FAST_RELAY,
     db_url: str | None = None,
     public_url: str | None = None,
+    **extra: Any,
 ) -> AsyncIterator[RunningServer]:
     config = ServerConfig(
         db_url=db_url or f"sqlite:///{tmp_path / 'harmone.db'}",
@@ -45,6 +46,7 @@ async def harmone_server(
         relay=relay,
         public_url=public_url,
         shutdown_grace=2.0,
+        **extra,
     )
     async with running_server(config) as srv:
         yield srv

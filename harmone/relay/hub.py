@@ -19,7 +19,7 @@ from harmone.relay.observer import apply_observation
 from harmone.relay.state import ChargerKey, FrameRecord, LiveCharger
 from harmone.store.records import Attempt, Charger, ChargerState, Site
 
-__all__ = ["ChargerEvent", "Directory", "RelayHub"]
+__all__ = ["ChargerEvent", "Directory", "HubListener", "RelayHub"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,16 @@ class Directory(Protocol):
 
 
 ChargerEvent = tuple[str, ChargerKey]  # ("changed" | "frame", key)
+
+
+class HubListener(Protocol):
+    """Told synchronously, in the relay's task: must not block."""
+
+    def charger_connected(self, live: LiveCharger) -> None: ...
+
+    def charger_disconnected(self, live: LiveCharger) -> None: ...
+
+    def observed(self, live: LiveCharger, obs: Observe) -> None: ...
 
 
 class RelayHub:
@@ -66,6 +76,8 @@ class RelayHub:
         self._last_seen_flush = 0.0
         self._locks: dict[ChargerKey, asyncio.Lock] = {}
         self._subscribers: set[asyncio.Queue[ChargerEvent]] = set()
+        #: Told about connections and watched frames (load management).
+        self.listeners: list[HubListener] = []
 
     # -- life --
     async def start(self) -> None:
@@ -104,6 +116,8 @@ class RelayHub:
     def attach(self, link: ChargerLink) -> None:
         self.links[link.live.key] = link
         self.changed(link.live)
+        for listener in self.listeners:
+            listener.charger_connected(link.live)
 
     def detach(self, link: ChargerLink) -> None:
         key = link.live.key
@@ -112,6 +126,8 @@ class RelayHub:
             link.live.connected = False
             link.live.upstream_connected = False
             self.changed(link.live)
+            for listener in self.listeners:
+                listener.charger_disconnected(link.live)
 
     def changed(self, live: LiveCharger) -> None:
         self._dirty.add(live.key)
@@ -126,6 +142,8 @@ class RelayHub:
     def observe(self, live: LiveCharger, obs: Observe) -> None:
         if apply_observation(live, obs, self.clock.now()):
             self.changed(live)
+        for listener in self.listeners:
+            listener.observed(live, obs)
 
     def log_attempt(self, attempt: Attempt) -> None:
         level = logging.INFO if attempt.accepted else logging.WARNING

@@ -15,8 +15,21 @@ __all__ = ["WATCHED_ACTIONS", "apply_observation"]
 
 log = logging.getLogger(__name__)
 
-#: Actions whose payloads the relay decodes (everything else passes by undecoded).
-WATCHED_ACTIONS = frozenset({"BootNotification", "StatusNotification"})
+#: Actions whose frames are reported to observers (the registry, load management); their
+#: payloads are decoded only by those that use them. Everything else passes by undecoded.
+WATCHED_ACTIONS = frozenset(
+    {
+        "BootNotification",
+        "StatusNotification",
+        "StartTransaction",
+        "StopTransaction",
+        "MeterValues",
+        "TransactionEvent",
+        "NotifyEVChargingNeeds",
+        "SetChargingProfile",
+        "ClearChargingProfile",
+    }
+)
 
 
 def _str(value: Any) -> str | None:
@@ -25,7 +38,11 @@ def _str(value: Any) -> str | None:
 
 def apply_observation(live: LiveCharger, obs: Observe, now: datetime) -> bool:
     """Update `live` from a watched frame; True if something worth persisting changed."""
-    if obs.sender == "cpms" or obs.type is not MessageType.CALL:
+    if (
+        obs.sender == "cpms"
+        or obs.type is not MessageType.CALL
+        or obs.action not in ("BootNotification", "StatusNotification")
+    ):
         return False
     try:
         payload = payload_of(decode(obs.text), parse_envelope(obs.text))

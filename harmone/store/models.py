@@ -23,6 +23,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -37,9 +38,11 @@ __all__ = [
     "Base",
     "ChargerRow",
     "ConnectorRow",
+    "ConsoleSessionRow",
     "SiteRow",
     "UTCDateTime",
     "UserRow",
+    "UserSiteRow",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,9 @@ class UserRow(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: True: the user sees only the sites listed in user_sites (possibly none). A separate
+    #: flag, so that deleting a user's last allowed site never widens what they see.
+    sites_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     def to_record(self) -> User:
         role = self.role
@@ -124,6 +130,32 @@ class ApiTokenRow(Base):
     secret_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+
+
+class UserSiteRow(Base):
+    """A site a restricted user may see (see UserRow.sites_restricted)."""
+
+    __tablename__ = "user_sites"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    site_uid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sites.uid", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ConsoleSessionRow(Base):
+    """A web console session. Only the SHA-256 of the session id is stored, so a copy of the
+    database does not let anyone take over a session."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class SiteRow(Base):
@@ -248,3 +280,15 @@ class AttemptRow(Base):
             offered_subprotocols=offered,
             http_status=self.http_status,
         )
+
+
+class LoadConfigRow(Base):
+    """A site's load-management configuration, as validated JSON (harmone.loadmgmt.config)."""
+
+    __tablename__ = "load_management"
+
+    site_uid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sites.uid", ondelete="CASCADE"), primary_key=True
+    )
+    config: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

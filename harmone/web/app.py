@@ -16,9 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from harmone import __version__
 from harmone.config import ServerConfig
 from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreError
+from harmone.loadmgmt.runtime import LoadManager
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.hub import RelayHub
 from harmone.store import Store
+from harmone.store.loadconfig import LoadConfigRepo
 
 __all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
 
@@ -38,6 +40,7 @@ class Runtime:
     hub: RelayHub
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
+    loadmgmt: LoadManager
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,14 +75,20 @@ class HarmoneApp:
         try:
             hub = RelayHub(store, self.config.relay)
             await hub.start()
+            loadmgmt = LoadManager(
+                hub, LoadConfigRepo(store), hub.clock, self.config.load_options,
+                self.config.load_timing,
+            )
+            await loadmgmt.start()
             base = self.config.public_url or self._listen_url()
-            self.runtime = Runtime(self.config, store, hub, base)
+            self.runtime = Runtime(self.config, store, hub, base, loadmgmt)
             self.endpoint = OcppEndpoint(hub)
             log.info("HARMON-E %s serving; cloud OCPP URLs start with %s", __version__, base)
             try:
                 yield
             finally:
                 self.endpoint = None
+                await loadmgmt.stop()
                 await hub.stop(self.config.shutdown_grace)
         finally:
             self.runtime = None
@@ -109,7 +118,10 @@ async def open_store(db_url: str) -> Store:
 
 
 def _build_api(app: HarmoneApp) -> FastAPI:
+    from harmone.web import console
     from harmone.web.api import router
+    from harmone.web.api_loadmgmt import router as loadmgmt_router
+    from harmone.web.api_users import router as users_router
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -127,6 +139,8 @@ def _build_api(app: HarmoneApp) -> FastAPI:
     )
     api.state.harmone = app
     api.include_router(router)
+    api.include_router(loadmgmt_router)
+    api.include_router(users_router)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -162,6 +176,8 @@ def _build_api(app: HarmoneApp) -> FastAPI:
     async def other(_: Request, exc: HarmoneError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    # Last: the console wraps the HTTP error handler above to show HTML pages to browsers.
+    console.install(api)
     return api
 
 
