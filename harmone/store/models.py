@@ -167,7 +167,12 @@ class SiteRow(Base):
     type: Mapped[str] = mapped_column(String(16))
     gateway_host: Mapped[str | None] = mapped_column(String(255))
     cpms_url: Mapped[str | None] = mapped_column(Text)
+    offline_mode: Mapped[str] = mapped_column(
+        String(8), nullable=False, default="hold", server_default="hold"
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    #: Chargers must send HTTP Basic credentials that HARMON-E checks (migration 0004).
+    charger_auth: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     def to_record(self) -> Site:
         kind = self.type
@@ -180,6 +185,8 @@ class SiteRow(Base):
             gateway_host=self.gateway_host,
             cpms_url=self.cpms_url,
             created_at=self.created_at,
+            offline_mode="strict" if self.offline_mode == "strict" else "hold",
+            charger_auth=self.charger_auth,
         )
 
 
@@ -204,6 +211,8 @@ class ChargerRow(Base):
     upstream_connected: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: argon2id PHC string of the charger's HTTP Basic password (never the password itself).
+    password_hash: Mapped[str | None] = mapped_column(String(255))
 
     def to_record(self, connectors: tuple[Connector, ...] = ()) -> Charger:
         return Charger(
@@ -221,6 +230,7 @@ class ChargerRow(Base):
             last_seen=self.last_seen,
             created_at=self.created_at,
             connectors=connectors,
+            password_set=self.password_hash is not None,
         )
 
 
@@ -292,3 +302,35 @@ class LoadConfigRow(Base):
     )
     config: Mapped[str] = mapped_column(Text, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class JournalRow(Base):
+    """A charger message answered locally while its CPMS link was down, to replay in order."""
+
+    __tablename__ = "journal"
+    __table_args__ = (Index("ix_journal_charger", "site_uid", "charger_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    site_uid: Mapped[str] = mapped_column(String(64), nullable=False)
+    charger_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    frame: Mapped[str] = mapped_column(Text, nullable=False)
+    #: The transactionId HARMON-E gave the charger for a StartTransaction it answered (1.6).
+    local_tx_id: Mapped[int | None] = mapped_column(BigInteger(), nullable=True)
+    #: StatusNotifications of one connector share a key: only the latest is kept.
+    status_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class TxMapRow(Base):
+    """1.6: the transaction id HARMON-E gave a charger offline -> the one the CPMS assigned."""
+
+    __tablename__ = "tx_map"
+
+    site_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    local_id: Mapped[int] = mapped_column(BigInteger(), primary_key=True, autoincrement=False)
+    cpms_id: Mapped[int] = mapped_column(BigInteger(), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)

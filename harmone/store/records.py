@@ -11,14 +11,21 @@ __all__ = [
     "Charger",
     "ChargerState",
     "Connector",
+    "OfflineMode",
+    "PasswordCheck",
     "Role",
     "Site",
+    "SiteScope",
     "SiteType",
     "User",
+    "UserAccount",
 ]
 
 SiteType = Literal["cloud", "gateway"]
 Role = Literal["admin", "operator", "viewer"]
+OfflineMode = Literal["hold", "strict"]
+#: The outcome of checking a charger's HTTP Basic password.
+PasswordCheck = Literal["ok", "wrong", "not_set"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +36,19 @@ class User:
     created_at: datetime
 
 
+#: The sites a user may see: None means every site (admins, unrestricted users); a frozenset
+#: (possibly empty) means only those.
+SiteScope = frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccount:
+    """A user with the sites they are limited to (`sites` None: every site)."""
+
+    user: User
+    sites: SiteScope
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     uid: str
@@ -37,6 +57,12 @@ class Site:
     gateway_host: str | None
     cpms_url: str | None
     created_at: datetime
+    #: While a charger's CPMS link is down: "hold" (answer locally, journal, replay) or
+    #: "strict" (close the charger, as a direct connection would be closed).
+    offline_mode: OfflineMode = "hold"
+    #: Chargers must authenticate with HTTP Basic and their own password (security profile
+    #: 1 over ws://, 2 over wss://), checked by HARMON-E at the handshake.
+    charger_auth: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +90,8 @@ class Charger:
     last_seen: datetime | None
     created_at: datetime
     connectors: tuple[Connector, ...] = ()
+    #: Whether HARMON-E holds a password (hash) for this charger's HTTP Basic authentication.
+    password_set: bool = False
 
 
 @dataclass(frozen=True, slots=True)

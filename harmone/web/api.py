@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
 from harmone.relay.state import LiveCharger
 from harmone.store.records import Attempt, Charger, Site, User
+from harmone.web.access import Access, Forbidden
 from harmone.web.app import HarmoneApp, Runtime
 from harmone.web.schemas import (
     AttemptOut,
@@ -22,7 +24,20 @@ from harmone.web.schemas import (
     SitePatch,
 )
 
-__all__ = ["ocpp_url", "router"]
+__all__ = [
+    "AccessDep",
+    "AdminDep",
+    "RuntimeDep",
+    "UserDep",
+    "WriterDep",
+    "attempt_out",
+    "charger_out",
+    "delete_site_and_disconnect",
+    "ocpp_url",
+    "reconnect_if_cpms_changed",
+    "router",
+    "site_out",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +54,12 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def current_user(request: Request, rt: RuntimeDep) -> User:
+async def current_access(request: Request, rt: RuntimeDep) -> Access:
+    """The token's user and the sites they may see.
+
+    Every route with a `{uid}` path parameter is checked here, so that a user limited to some
+    sites gets 404 for any other site on every endpoint, including routers added later.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -54,19 +74,54 @@ async def current_user(request: Request, rt: RuntimeDep) -> User:
         raise HTTPException(
             401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"}
         )
-    return user
+    access = Access(user, None if user.role == "admin" else await rt.store.user_sites(user.id))
+    uid = request.path_params.get("uid")
+    if isinstance(uid, str):
+        access.check_site(uid)
+    return access
+
+
+AccessDep = Annotated[Access, Depends(current_access)]
+
+
+async def current_user(access: AccessDep) -> User:
+    return access.user
 
 
 UserDep = Annotated[User, Depends(current_user)]
 
 
-def require_writer(user: UserDep) -> User:
-    if user.role not in ("admin", "operator"):
-        raise HTTPException(403, f"a {user.role} may only read; ask an admin or operator")
-    return user
+def require_writer(access: AccessDep) -> User:
+    try:
+        access.require_writer()
+    except Forbidden as exc:
+        raise HTTPException(403, str(exc)) from None
+    return access.user
 
 
 WriterDep = Annotated[User, Depends(require_writer)]
+
+
+def require_admin(access: AccessDep) -> Access:
+    try:
+        access.require_admin()
+    except Forbidden as exc:
+        raise HTTPException(403, str(exc)) from None
+    return access
+
+
+AdminDep = Annotated[Access, Depends(require_admin)]
+
+
+def require_site_creator(access: AccessDep) -> Access:
+    try:
+        access.require_site_creator()
+    except Forbidden as exc:
+        raise HTTPException(403, str(exc)) from None
+    return access
+
+
+SiteCreatorDep = Annotated[Access, Depends(require_site_creator)]
 
 
 def ocpp_url(site: Site, cloud_base_url: str) -> str:
@@ -85,6 +140,8 @@ def site_out(site: Site, rt: Runtime) -> SiteOut:
         cpms_url=site.cpms_url,
         ocpp_url=ocpp_url(site, rt.cloud_base_url),
         created_at=site.created_at,
+        offline_mode=site.offline_mode,
+        charger_auth=site.charger_auth,
     )
 
 
@@ -111,6 +168,7 @@ def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> Charg
                 ConnectorOut(id=c.id, status=c.status, updated_at=c.updated_at)
                 for c in charger.connectors
             ],
+            password_set=charger.password_set,
         )
     connectors = {
         c.id: ConnectorOut(id=c.id, status=c.status, updated_at=c.updated_at)
@@ -136,6 +194,7 @@ def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> Charg
         remote_addr=live.remote_addr if live.connected else None,
         connected_since=live.connected_since if live.connected else None,
         connectors=[connectors[k] for k in sorted(connectors)],
+        password_set=charger.password_set,
     )
 
 
@@ -153,7 +212,7 @@ def attempt_out(a: Attempt) -> AttemptOut:
     )
 
 
-async def _reconnect_if_cpms_changed(rt: Runtime, site: Site) -> None:
+async def reconnect_if_cpms_changed(rt: Runtime, site: Site) -> None:
     """Connected chargers of `site` whose CPMS changed are closed so that they come back
     through the new one (an open CPMS link cannot be moved; chargers reconnect in seconds)."""
     for (site_uid, charger_id), link in list(rt.hub.links.items()):
@@ -171,19 +230,49 @@ async def _reconnect_if_cpms_changed(rt: Runtime, site: Site) -> None:
             await link.close(1012, "CPMS changed; reconnect")
 
 
+async def delete_site_and_disconnect(rt: Runtime, uid: str, grace: float = 5.0) -> int:
+    """Delete a site with its chargers, then close its connected chargers; returns how many
+    were connected. Its connection log stays.
+
+    The site goes first: a closed charger that reconnects at once then finds no site and is
+    refused (and logged), instead of being admitted again into a site about to vanish.
+    """
+    await rt.store.delete_site(uid)
+    links = [link for (site_uid, _), link in list(rt.hub.links.items()) if site_uid == uid]
+    for link in links:
+        await link.close(1000, "site deleted")
+    if links:
+        _, pending = await asyncio.wait(
+            [asyncio.create_task(link.closed.wait()) for link in links], timeout=grace
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    log.info("site=%s deleted; %d connected charger(s) disconnected", uid, len(links))
+    return len(links)
+
+
 # -- sites --
 @router.post("/sites", status_code=201, response_model=SiteOut)
-async def create_site(body: SiteIn, rt: RuntimeDep, _: WriterDep) -> SiteOut:
+async def create_site(body: SiteIn, rt: RuntimeDep, _: SiteCreatorDep) -> SiteOut:
     if body.type == "gateway" and not body.gateway_host:
         raise HTTPException(422, "gateway_host: a gateway site needs the box's LAN address")
-    site = await rt.store.create_site(body.name, body.type, body.gateway_host, body.cpms_url)
+    site = await rt.store.create_site(
+        body.name,
+        body.type,
+        body.gateway_host,
+        body.cpms_url,
+        body.offline_mode,
+        charger_auth=body.charger_auth,
+    )
     log.info("site=%s created (%s, %r)", site.uid, site.type, site.name)
     return site_out(site, rt)
 
 
 @router.get("/sites", response_model=list[SiteOut])
-async def list_sites(rt: RuntimeDep, _: UserDep) -> list[SiteOut]:
-    return [site_out(s, rt) for s in await rt.store.list_sites()]
+async def list_sites(rt: RuntimeDep, access: AccessDep) -> list[SiteOut]:
+    """The sites this user may see (a user limited to some sites sees only those)."""
+    return [site_out(s, rt) for s in access.visible(await rt.store.list_sites())]
 
 
 @router.get("/sites/{uid}", response_model=SiteOut)
@@ -199,14 +288,42 @@ async def patch_site(uid: str, body: SitePatch, rt: RuntimeDep, _: WriterDep) ->
         raise HTTPException(422, "name: a site needs a name")
     if "type" in fields and fields["type"] is None:
         raise HTTPException(422, "type: must be cloud or gateway")
+    if "offline_mode" in fields and fields["offline_mode"] is None:
+        raise HTTPException(422, "offline_mode: must be hold or strict")
     new_type = fields.get("type", site.type)
     new_host = fields.get("gateway_host", site.gateway_host)
     if new_type == "gateway" and not new_host:
         raise HTTPException(422, "gateway_host: a gateway site needs the box's LAN address")
     updated = await rt.store.update_site(uid, **fields) if fields else site
+    if "offline_mode" in fields:
+        for key, link in rt.hub.links.items():
+            if key[0] == uid:
+                link.strict = updated.offline_mode == "strict"
     if "cpms_url" in fields:
-        await _reconnect_if_cpms_changed(rt, updated)
+        await reconnect_if_cpms_changed(rt, updated)
+    if updated.charger_auth and not site.charger_auth:
+        # Chargers connected before were never asked for credentials: they come back
+        # through the check now, not whenever they happen to reconnect.
+        for (site_uid, charger_id), link in list(rt.hub.links.items()):
+            if site_uid == uid:
+                log.info(
+                    "site=%s charger=%s reconnecting: authentication now required", uid, charger_id
+                )
+                await link.close(1012, "the site now requires charger authentication")
     return site_out(updated, rt)
+
+
+@router.delete(
+    "/sites/{uid}",
+    status_code=204,
+    response_class=Response,
+    responses={204: {"description": "deleted; its connected chargers were disconnected"}},
+)
+async def delete_site(uid: str, rt: RuntimeDep, _: WriterDep) -> Response:
+    """Delete a site and its chargers (connected ones are disconnected with code 1000);
+    the site's connection log is kept."""
+    await delete_site_and_disconnect(rt, uid)
+    return Response(status_code=204)
 
 
 # -- chargers --
@@ -236,7 +353,7 @@ async def patch_charger(
     if fields:
         charger = await rt.store.update_charger(uid, charger_id, **fields)
     if "cpms_url" in fields:
-        await _reconnect_if_cpms_changed(rt, site)
+        await reconnect_if_cpms_changed(rt, site)
     return charger_out(charger, rt.hub.live_state(uid, charger_id), site)
 
 
@@ -275,9 +392,13 @@ async def connection_log(
 @router.get("/connection-log/unknown-sites", response_model=list[AttemptOut])
 async def unknown_site_log(
     rt: RuntimeDep,
-    _: UserDep,
+    access: AccessDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AttemptOut]:
-    """Attempts whose site UID matches no site: a mistyped or stale OCPP URL shows here."""
+    """Attempts whose site UID matches no site: a mistyped or stale OCPP URL shows here.
+
+    Only for users who see every site: these attempts may concern anybody's chargers."""
+    if access.restricted:
+        raise HTTPException(403, "only users who see every site may read this log")
     await rt.hub.flush_attempts()
     return [attempt_out(a) for a in await rt.store.list_unknown_site_attempts(limit)]

@@ -20,6 +20,7 @@ from harmone.loadmgmt.runtime import LoadManager
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.hub import RelayHub
 from harmone.store import Store
+from harmone.store.journal import JournalRepo
 from harmone.store.loadconfig import LoadConfigRepo
 
 __all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
@@ -76,13 +77,16 @@ class HarmoneApp:
             hub = RelayHub(store, self.config.relay)
             await hub.start()
             loadmgmt = LoadManager(
-                hub, LoadConfigRepo(store), hub.clock, self.config.load_options,
+                hub,
+                LoadConfigRepo(store),
+                hub.clock,
+                self.config.load_options,
                 self.config.load_timing,
             )
             await loadmgmt.start()
             base = self.config.public_url or self._listen_url()
             self.runtime = Runtime(self.config, store, hub, base, loadmgmt)
-            self.endpoint = OcppEndpoint(hub)
+            self.endpoint = OcppEndpoint(hub, JournalRepo(store))
             log.info("HARMON-E %s serving; cloud OCPP URLs start with %s", __version__, base)
             try:
                 yield
@@ -120,6 +124,7 @@ async def open_store(db_url: str) -> Store:
 def _build_api(app: HarmoneApp) -> FastAPI:
     from harmone.web import console
     from harmone.web.api import router
+    from harmone.web.api_charger_auth import router as charger_auth_router
     from harmone.web.api_loadmgmt import router as loadmgmt_router
     from harmone.web.api_users import router as users_router
 
@@ -141,6 +146,23 @@ def _build_api(app: HarmoneApp) -> FastAPI:
     api.include_router(router)
     api.include_router(loadmgmt_router)
     api.include_router(users_router)
+    api.include_router(charger_auth_router)
+
+    def openapi() -> dict[str, Any]:
+        # Validation errors are answered as {"detail": "one readable sentence"} (`invalid`
+        # below), not as FastAPI's list of error objects: document what is sent.
+        if api.openapi_schema is None:
+            schemas = FastAPI.openapi(api).get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = {
+                    "title": "HTTPValidationError",
+                    "type": "object",
+                    "properties": {"detail": {"title": "Detail", "type": "string"}},
+                    "required": ["detail"],
+                }
+        return api.openapi_schema  # type: ignore[return-value]
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

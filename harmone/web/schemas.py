@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 __all__ = [
     "AttemptOut",
@@ -79,6 +79,12 @@ def validate_gateway_host(value: str | None) -> str | None:
     return value
 
 
+_CHARGER_AUTH = (
+    "chargers must authenticate with HTTP Basic (user: their identity, password: their own, "
+    "set with PUT .../chargers/{id}/password), checked by HARMON-E at the handshake"
+)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -88,6 +94,12 @@ class SiteIn(_Strict):
     type: Literal["cloud", "gateway"]
     gateway_host: str | None = None
     cpms_url: str | None = None
+    offline_mode: Literal["hold", "strict"] = Field(
+        default="hold",
+        description="CPMS link down: hold = answer locally, journal and replay; "
+        "strict = close the charger",
+    )
+    charger_auth: StrictBool = Field(default=False, description=_CHARGER_AUTH)
 
     _cpms = field_validator("cpms_url")(validate_cpms_url)
     _gw = field_validator("gateway_host")(validate_gateway_host)
@@ -98,6 +110,9 @@ class SitePatch(_Strict):
     type: Literal["cloud", "gateway"] | None = None
     gateway_host: str | None = None
     cpms_url: str | None = None
+    offline_mode: Literal["hold", "strict"] | None = None
+    # Not nullable: only sent when it changes (the API reads exclude_unset).
+    charger_auth: StrictBool = Field(default=False, description=_CHARGER_AUTH)
 
     _cpms = field_validator("cpms_url")(validate_cpms_url)
     _gw = field_validator("gateway_host")(validate_gateway_host)
@@ -111,6 +126,8 @@ class SiteOut(BaseModel):
     cpms_url: str | None
     ocpp_url: str
     created_at: datetime
+    offline_mode: Literal["hold", "strict"]
+    charger_auth: bool = Field(default=False, description=_CHARGER_AUTH)
 
 
 class ConnectorOut(BaseModel):
@@ -137,6 +154,9 @@ class ChargerOut(BaseModel):
     remote_addr: str | None = None
     connected_since: datetime | None = None
     connectors: list[ConnectorOut]
+    password_set: bool = Field(
+        default=False, description="HARMON-E holds an HTTP Basic password for this charger"
+    )
 
 
 class ChargerPatch(_Strict):

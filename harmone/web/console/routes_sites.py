@@ -1,0 +1,292 @@
+"""Site pages: the list, creation, and a site's tabs (Control Hub, charging stations,
+connection log, settings), deletion, and the live stream of the charging stations tab.
+
+Changes go through the REST API's own handlers, so that the console and the API cannot
+drift apart (same validation, same reconnection of chargers when a CPMS changes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from harmone.store.records import Site
+from harmone.web.access import Forbidden
+from harmone.web.api import (
+    RuntimeDep,
+    attempt_out,
+    charger_out,
+    create_site,
+    delete_site_and_disconnect,
+    patch_site,
+    site_out,
+)
+from harmone.web.app import Runtime
+from harmone.web.console.auth import ConsoleSession, PageError, SessionDep, checked_form
+from harmone.web.console.forms import FormErrors, field, validate
+from harmone.web.console.render import render
+from harmone.web.console.sse import event_stream_response, site_stream
+from harmone.web.console.state import console_state
+from harmone.web.schemas import SiteIn, SitePatch
+
+__all__ = ["load_site", "require", "router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+_NOTICES = {
+    "created": "Site created. Copy its OCPP URL below and paste it into each of its chargers.",
+    "saved": "Site settings saved.",
+    "deleted": "Site deleted. Its chargers were removed from HARMON-E.",
+}
+
+
+def require(check: Any) -> None:
+    """Run an Access check; a Forbidden becomes a 403 page."""
+    try:
+        check()
+    except Forbidden as exc:
+        raise PageError(403, "Not allowed", str(exc)) from None
+
+
+async def load_site(rt: Runtime, session: ConsoleSession, uid: str) -> Site:
+    """The site, or a 404 page, also for sites outside the user's scope (indistinguishable)."""
+    site = await rt.store.find_site(uid) if session.access.sees(uid) else None
+    if site is None:
+        raise PageError(
+            404,
+            "Site not found",
+            "There is no such site, or you do not have access to it.",
+        )
+    return site
+
+
+def _notice(request: Request) -> str | None:
+    return _NOTICES.get(request.query_params.get("done", ""))
+
+
+def _site_form_values(form_fields: dict[str, str]) -> dict[str, object]:
+    kind = form_fields["type"]
+    return {
+        "name": form_fields["name"],
+        "type": kind,
+        # A cloud site has no gateway; the field may still hold text from switching type.
+        "gateway_host": (form_fields["gateway_host"] or None) if kind == "gateway" else None,
+        "cpms_url": form_fields["cpms_url"] or None,
+    }
+
+
+async def _site_tab(
+    request: Request,
+    rt: Runtime,
+    session: ConsoleSession,
+    site: Site,
+    tab: str,
+    extra: dict[str, Any] | None = None,
+    status: int = 200,
+) -> Response:
+    live = rt.hub.live_for_site(site.uid)
+    context: dict[str, Any] = {
+        "site": site_out(site, rt),
+        "tab": tab,
+        "online": sum(1 for lc in live if lc.connected),
+        "notice": _notice(request),
+    }
+    context.update(extra or {})
+    return render(request, f"sites/{tab}.html", context, session=session, status=status)
+
+
+# -- list and create --
+@router.get("/sites")
+async def sites_page(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    query = request.query_params.get("q", "").strip()
+    sites = session.access.visible(await rt.store.list_sites())
+    if query:
+        needle = query.lower()
+        sites = [
+            s
+            for s in sites
+            if any(
+                needle in (value or "").lower()
+                for value in (s.name, s.uid, s.gateway_host, s.cpms_url)
+            )
+        ]
+    counts = await rt.store.charger_counts()
+    rows = [
+        {
+            "site": site_out(s, rt),
+            "chargers": counts.get(s.uid, 0),
+            "online": sum(1 for lc in rt.hub.live_for_site(s.uid) if lc.connected),
+        }
+        for s in sites
+    ]
+    return render(
+        request,
+        "sites/list.html",
+        {"rows": rows, "query": query, "notice": _notice(request)},
+        session=session,
+    )
+
+
+@router.get("/sites/new")
+async def new_site_page(request: Request, session: SessionDep) -> Response:
+    require(session.access.require_site_creator)
+    values = {"name": "", "type": "cloud", "gateway_host": "", "cpms_url": ""}
+    return render(request, "sites/new.html", {"values": values, "errors": {}}, session=session)
+
+
+@router.post("/sites")
+async def create_site_form(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    form = await checked_form(request, session)
+    require(session.access.require_site_creator)
+    fields = {k: field(form, k) for k in ("name", "type", "gateway_host", "cpms_url")}
+    body, errors = validate(SiteIn, _site_form_values(fields))
+    if body is not None:
+        try:
+            created = await create_site(body, rt, session.access)
+        except HTTPException as exc:
+            errors = _field_error(str(exc.detail))
+        else:
+            return RedirectResponse(f"/sites/{created.uid}?done=created", status_code=303)
+    return render(
+        request,
+        "sites/new.html",
+        {"values": fields, "errors": errors},
+        session=session,
+        status=422,
+    )
+
+
+def _field_error(detail: str) -> FormErrors:
+    """'gateway_host: a gateway site needs …' -> {'gateway_host': 'A gateway site needs …'}."""
+    name, sep, message = detail.partition(": ")
+    if sep and name.isidentifier():
+        return {name: message[:1].upper() + message[1:]}
+    return {"form": detail}
+
+
+# -- a site's tabs --
+@router.get("/sites/{uid}")
+async def site_home(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    await load_site(rt, session, uid)
+    suffix = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(f"/sites/{uid}/control-hub{suffix}", status_code=303)
+
+
+@router.get("/sites/{uid}/control-hub")
+async def control_hub(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    site = await load_site(rt, session, uid)
+    await rt.hub.flush_attempts()
+    latest = await rt.store.list_attempts(uid, 1)
+    return await _site_tab(
+        request,
+        rt,
+        session,
+        site,
+        "control-hub",
+        {"latest": attempt_out(latest[0]) if latest else None},
+    )
+
+
+@router.get("/sites/{uid}/chargers")
+async def chargers_tab(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    site = await load_site(rt, session, uid)
+    chargers = [
+        charger_out(c, rt.hub.live_state(uid, c.id), site)
+        for c in await rt.store.list_chargers(uid)
+    ]
+    return await _site_tab(request, rt, session, site, "chargers", {"chargers": chargers})
+
+
+@router.get("/sites/{uid}/events")
+async def chargers_events(
+    uid: str, request: Request, rt: RuntimeDep, session: SessionDep
+) -> StreamingResponse:
+    site = await load_site(rt, session, uid)
+    return event_stream_response(site_stream(rt, console_state(request).settings, site.uid))
+
+
+@router.get("/sites/{uid}/connection-log")
+async def connection_log_tab(
+    uid: str, request: Request, rt: RuntimeDep, session: SessionDep
+) -> Response:
+    site = await load_site(rt, session, uid)
+    await rt.hub.flush_attempts()
+    attempts = [attempt_out(a) for a in await rt.store.list_attempts(uid, 200)]
+    return await _site_tab(request, rt, session, site, "connection-log", {"attempts": attempts})
+
+
+@router.get("/sites/{uid}/settings")
+async def settings_tab(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    site = await load_site(rt, session, uid)
+    require(session.access.require_writer)
+    values = {
+        "name": site.name,
+        "type": site.type,
+        "gateway_host": site.gateway_host or "",
+        "cpms_url": site.cpms_url or "",
+    }
+    return await _site_tab(request, rt, session, site, "settings", {"values": values, "errors": {}})
+
+
+@router.post("/sites/{uid}/settings")
+async def save_settings(
+    uid: str, request: Request, rt: RuntimeDep, session: SessionDep
+) -> Response:
+    form = await checked_form(request, session)
+    site = await load_site(rt, session, uid)
+    require(session.access.require_writer)
+    fields = {k: field(form, k) for k in ("name", "type", "gateway_host", "cpms_url")}
+    body, errors = validate(SitePatch, _site_form_values(fields))
+    if body is not None:
+        try:
+            await patch_site(uid, body, rt, session.access.user)
+        except HTTPException as exc:
+            errors = _field_error(str(exc.detail))
+        else:
+            return RedirectResponse(f"/sites/{uid}/settings?done=saved", status_code=303)
+    return await _site_tab(
+        request, rt, session, site, "settings", {"values": fields, "errors": errors}, 422
+    )
+
+
+# -- delete --
+@router.get("/sites/{uid}/delete")
+async def delete_page(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    site = await load_site(rt, session, uid)
+    require(session.access.require_writer)
+    chargers = await rt.store.list_chargers(uid)
+    return await _site_tab(request, rt, session, site, "delete", {"chargers": len(chargers)})
+
+
+@router.post("/sites/{uid}/delete")
+async def delete_site_form(
+    uid: str, request: Request, rt: RuntimeDep, session: SessionDep
+) -> Response:
+    await checked_form(request, session)
+    site = await load_site(rt, session, uid)
+    require(session.access.require_writer)
+    disconnected = await delete_site_and_disconnect(rt, site.uid)
+    log.info(
+        "site=%s deleted by %s (%d charger(s) disconnected)",
+        site.uid,
+        session.access.user.email,
+        disconnected,
+    )
+    return RedirectResponse("/sites?done=deleted", status_code=303)
+
+
+# -- attempts on unknown sites --
+@router.get("/connection-log")
+async def unknown_sites_log(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
+    """Attempts whose site UID matches no site: a mistyped or outdated OCPP URL, or a
+    deleted site. Only for users who see every site (these may be anybody's chargers)."""
+    if session.access.restricted:
+        raise PageError(403, "Not allowed", "Only users who see every site can read this log.")
+    await rt.hub.flush_attempts()
+    attempts = [attempt_out(a) for a in await rt.store.list_unknown_site_attempts(200)]
+    return render(request, "sites/unknown.html", {"attempts": attempts}, session=session)
