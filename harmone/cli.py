@@ -85,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.backoff_max,
         help="longest delay between CPMS reconnect attempts (default %(default)s)",
     )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve over TLS (wss://, https://): the server certificate chain, PEM; "
+        "needs --tls-key",
+    )
+    p.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="the private key of --tls-cert, PEM"
+    )
+    p.add_argument(
+        "--upstream-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA certificates (PEM) that wss:// CPMS certificates must chain to "
+        "(default: the system's trust store)",
+    )
 
     p = sub.add_parser("token", help="API tokens")
     tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -148,6 +165,7 @@ def _run(args: argparse.Namespace) -> int:
             flood_rate=args.flood_rate,
             flood_burst=args.flood_burst,
             backoff_max=args.backoff_max,
+            upstream_ca=args.upstream_ca,
         )
         config = ServerConfig(
             db_url=_need_db(args),
@@ -155,6 +173,8 @@ def _run(args: argparse.Namespace) -> int:
             port=args.port,
             public_url=normalise_public_url(args.public_url) if args.public_url else None,
             relay=relay,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
         return serve(config)
     if args.command == "simulate":

@@ -5,13 +5,21 @@ Core code receives these objects; it never reads the environment itself.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harmone.errors import ConfigError
 from harmone.loadmgmt.controller import Timing
 from harmone.loadmgmt.model import AllocationOptions
 
-__all__ = ["RelayConfig", "ServerConfig", "normalise_public_url"]
+__all__ = [
+    "RelayConfig",
+    "ServerConfig",
+    "check_tls_files",
+    "check_upstream_ca",
+    "normalise_public_url",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,16 @@ class RelayConfig:
     attempts_kept_per_site: int = 1000
     #: Proxy for upstream connections: None means connect directly.
     upstream_proxy: str | None = None
+    #: CA certificates (PEM) that wss:// CPMS certificates are verified against; None: the
+    #: system's trust store.
+    upstream_ca: Path | None = None
+    #: Charger authentication: this many wrong credentials within `auth_failure_window`
+    #: seconds lock a charger out (HTTP 429) until the oldest of them ages out.
+    auth_max_failures: int = 10
+    auth_failure_window: float = 300.0
+    #: At most this many CPMS handshakes in progress at once: after a restart or a blip,
+    #: thousands of chargers reconnect together and the CPMS must not be hit by all of them.
+    max_concurrent_dials: int = 100
 
     def __post_init__(self) -> None:
         if self.upstream_connect_timeout <= 0 or self.call_timeout <= 0:
@@ -51,6 +69,12 @@ class RelayConfig:
             raise ConfigError("max frame size must be at least 1024 bytes")
         if self.flood_rate <= 0 or self.flood_burst < 1:
             raise ConfigError("flood limits must be positive")
+        if self.max_concurrent_dials < 1:
+            raise ConfigError("max_concurrent_dials must be at least 1")
+        if self.auth_max_failures < 1 or self.auth_failure_window <= 0:
+            raise ConfigError("the charger authentication lock-out limits must be positive")
+        if self.upstream_ca is not None:
+            check_upstream_ca(self.upstream_ca)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +92,66 @@ class ServerConfig:
     #: Load management: reaction timings and allocator tuning (defaults suit real sites).
     load_timing: Timing = field(default_factory=Timing)
     load_options: AllocationOptions = field(default_factory=AllocationOptions)
+    #: The OCPP endpoint (and the console and API) over TLS: certificate chain and private
+    #: key, PEM. Both or neither; with them, chargers use wss:// (security profile 2).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        if self.tls_cert is not None and self.tls_key is not None:
+            check_tls_files(self.tls_cert, self.tls_key)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def _readable(path: Path, option: str) -> None:
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
+
+
+def _no_passphrase() -> str:
+    # Without this callback OpenSSL would prompt on the terminal for an encrypted key.
+    raise ConfigError("the key is encrypted; HARMON-E needs it unencrypted (protect the file)")
+
+
+def check_tls_files(cert: Path, key: Path) -> None:
+    """ConfigError, in one line, unless `cert` and `key` make a usable server certificate.
+
+    Checked at start-up so that an operator sees which file is wrong, not an OpenSSL trace
+    from inside the server.
+    """
+    _readable(cert, "--tls-cert")
+    _readable(key, "--tls-key")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        raise ConfigError(f"--tls-cert {cert}: no PEM certificate in it") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, _no_passphrase)
+    except ConfigError as exc:
+        raise ConfigError(f"--tls-key {key}: {exc}") from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"--tls-key {key} is not the private key of the certificate in --tls-cert {cert}"
+            ) from None
+        raise ConfigError(f"--tls-key {key}: no usable PEM private key in it") from None
+
+
+def check_upstream_ca(path: Path) -> None:
+    """ConfigError unless `path` holds at least one PEM CA certificate."""
+    _readable(path, "--upstream-ca")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError:
+        raise ConfigError(f"--upstream-ca {path}: no PEM CA certificate in it") from None
 
 
 def normalise_public_url(url: str) -> str:

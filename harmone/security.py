@@ -24,12 +24,14 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 __all__ = [
+    "CHARGER_PASSWORD_LENGTHS",
     "MIN_PASSWORD_LENGTH",
     "TOKEN_PREFIX",
     "CachedToken",
     "NewToken",
     "TokenCache",
     "burn_password_check",
+    "charger_password_problem",
     "hash_password",
     "new_token",
     "parse_token",
@@ -47,6 +49,11 @@ _TOKEN_SECRET_BYTES = 32  # 256 bits of secret
 _TOKEN_RE = re.compile(r"hm_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})")
 
 _hasher = PasswordHasher()
+
+#: A charger's HTTP Basic password (OCPP security profiles 1 and 2): OCPP 2.0.1's
+#: BasicAuthPassword is a passwordString of 16 to 40 characters, and a 1.6 AuthorizationKey
+#: (16 to 20 bytes, written as hex) fits the same range.
+CHARGER_PASSWORD_LENGTHS = (16, 40)
 
 
 def hash_password(password: str) -> str:
@@ -68,6 +75,23 @@ def password_needs_rehash(password_hash: str) -> bool:
         return _hasher.check_needs_rehash(password_hash)
     except InvalidHashError:
         return True
+
+
+def charger_password_problem(password: str) -> str | None:
+    """Why `password` cannot be a charger's password, or None if it can.
+
+    Printable ASCII only: chargers take the password from a configuration key or a local UI,
+    and anything else is encoded differently by different firmwares in the Basic header.
+    """
+    low, high = CHARGER_PASSWORD_LENGTHS
+    if not low <= len(password) <= high:
+        return (
+            f"a charger password has {low} to {high} characters "
+            f"(OCPP BasicAuthPassword), not {len(password)}"
+        )
+    if any(not 0x20 <= ord(c) <= 0x7E for c in password):
+        return "a charger password may contain only printable ASCII characters"
+    return None
 
 
 @cache

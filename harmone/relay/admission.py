@@ -22,6 +22,10 @@ class Refusal(Exception):
 
     status: int
     reason: str
+    #: Extra response headers, e.g. WWW-Authenticate on a 401.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: What the charger is told when it must be less than the log says; None: the reason.
+    answer: str | None = None
 
     def __str__(self) -> str:
         return f"HTTP {self.status}: {self.reason}"

@@ -16,6 +16,7 @@ import uvicorn
 from harmone.config import ServerConfig
 from harmone.errors import ConfigError
 from harmone.web.app import HarmoneApp, Runtime, create_app, open_store
+from harmone.web.head_deadline import HeadDeadlineProtocol
 
 __all__ = ["RunningServer", "bind_socket", "running_server", "serve"]
 
@@ -49,20 +50,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _listen_url(sock: socket.socket, host: str) -> str:
+def _listen_url(sock: socket.socket, host: str, tls: bool = False) -> str:
     port = sock.getsockname()[1]
     shown = host
     if host in ("0.0.0.0", "::", ""):
         shown = socket.gethostname()
     elif ":" in host:
         shown = f"[{host}]"
-    return f"ws://{shown}:{port}"
+    return f"{'wss' if tls else 'ws'}://{shown}:{port}"
 
 
 def _uvicorn_config(app: HarmoneApp, config: ServerConfig) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         lifespan="on",
+        # h11 with a deadline on each request head: uvicorn has none (slowloris)
+        http=HeadDeadlineProtocol,
         ws="websockets-sansio",
         ws_max_size=config.relay.max_frame_bytes,
         ws_per_message_deflate=True,
@@ -72,13 +75,17 @@ def _uvicorn_config(app: HarmoneApp, config: ServerConfig) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         server_header=False,
+        # Checked by ServerConfig already; uvicorn loads them (TLS 1.2 or newer, Python's
+        # default for a server context).
+        ssl_certfile=config.tls_cert,
+        ssl_keyfile=config.tls_key,
     )
 
 
 @dataclass(slots=True)
 class RunningServer:
     app: HarmoneApp
-    url: str  # http://host:port
+    url: str  # http://host:port (https:// with TLS)
 
     @property
     def runtime(self) -> Runtime:
@@ -90,7 +97,7 @@ class RunningServer:
 async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     """Run HARMON-E inside the current event loop (tests, benchmarks)."""
     sock = bind_socket(config.host, config.port)
-    app = create_app(config, lambda: _listen_url(sock, config.host))
+    app = create_app(config, lambda: _listen_url(sock, config.host, config.tls))
     server = _Server(_uvicorn_config(app, config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -100,7 +107,8 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
                 raise ConfigError("server stopped during start-up")
             await asyncio.sleep(0.01)
         port = sock.getsockname()[1]
-        yield RunningServer(app, f"http://{config.host}:{port}")
+        scheme = "https" if config.tls else "http"
+        yield RunningServer(app, f"{scheme}://{config.host}:{port}")
     finally:
         server.should_exit = True
         await task
@@ -119,7 +127,7 @@ async def _serve(config: ServerConfig) -> int:
     except BaseException:
         await store.close()
         raise
-    app = create_app(config, lambda: _listen_url(sock, config.host), store)
+    app = create_app(config, lambda: _listen_url(sock, config.host, config.tls), store)
     server = _Server(_uvicorn_config(app, config))
     loop = asyncio.get_running_loop()
 
