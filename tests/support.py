@@ -83,6 +83,8 @@ class RawCpms:
     conns: dict[str, ServerConnection] = field(default_factory=dict)
     closed: dict[str, int | None] = field(default_factory=dict)
     connects: int = 0
+    handshaking: int = 0
+    peak_handshaking: int = 0
     _server: Server | None = None
 
     @property
@@ -120,8 +122,13 @@ class RawCpms:
             for h in request.headers.get_all("Sec-WebSocket-Protocol")
             for p in h.split(",")
         ]
-        if self.accept_delay:
-            await asyncio.sleep(self.accept_delay)
+        self.handshaking += 1
+        self.peak_handshaking = max(self.peak_handshaking, self.handshaking)
+        try:
+            if self.accept_delay:
+                await asyncio.sleep(self.accept_delay)
+        finally:
+            self.handshaking -= 1
         if self.refuse_status is not None:
             return conn.respond(self.refuse_status, "refused by test CPMS\n")
         return None

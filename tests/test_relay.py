@@ -307,3 +307,16 @@ from harmone.config import RelayConfig  # noqa: E402
 RelayConfigSmall = RelayConfig(
     upstream_connect_timeout=1.0, max_frame_bytes=4096, backoff_initial=0.05, backoff_max=0.3
 )
+
+
+async def test_cpms_handshakes_are_bounded_during_a_reconnect_burst(tmp_path: Path) -> None:
+    relay = RelayConfig(
+        upstream_connect_timeout=5.0, backoff_initial=0.05, backoff_max=0.3, max_concurrent_dials=2
+    )
+    async with RawCpms(accept_delay=0.3) as cpms, harmone_server(tmp_path, relay=relay) as srv:
+        _, url = await make_site(srv, cpms.url)
+        chargers = await asyncio.gather(*(charger(f"{url}/B-{i}") for i in range(6)))
+        await wait_for(lambda: len(cpms.conns) == 6, 10)
+        assert cpms.peak_handshaking == 2
+        for ws in chargers:
+            await ws.close()

@@ -25,6 +25,7 @@ __all__ = [
     "decode",
     "parse_envelope",
     "payload_of",
+    "replace_id",
 ]
 
 
@@ -45,10 +46,21 @@ _ID_ONLY = re.compile(r'\s*\[\s*\d+\s*,\s*"((?:[^"\\]|\\.){1,36})"')
 
 #: OCPP-J caps message ids at 36 characters.
 MAX_ID_LENGTH = 36
+_DIGITS = frozenset("0123456789")
 
 
-def _unescape(raw: str) -> str:
-    return raw if "\\" not in raw else str(json.loads(f'"{raw}"'))
+def _unescape(raw: str) -> str | None:
+    """The JSON string body `raw` decoded; None if it is not one HARMON-E can echo: a bad
+    escape (`\\q`, a short `\\u12`), or an escaped lone surrogate (`\\ud800`), which has no
+    UTF-8 form, so that an answer quoting it could not be sent."""
+    if "\\" not in raw:
+        return raw
+    try:
+        value = str(json.loads(f'"{raw}"'))
+        value.encode("utf-8")
+    except ValueError:  # UnicodeEncodeError is one
+        return None
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +83,11 @@ def parse_envelope(text: str) -> Envelope:
     if m is None or not text.rstrip().endswith("]"):
         idm = _ID_ONLY.match(text)
         head = text.lstrip()[1:].lstrip()[:1] if text.lstrip().startswith("[") else ""
-        details: dict[str, Any] = {"type": int(head)} if head.isdigit() else {}
-        if idm:
-            details["id"] = _unescape(idm.group(1))
+        # ASCII digits only: str.isdigit() is also true for "²", which int() refuses
+        details: dict[str, Any] = {"type": int(head)} if head in _DIGITS else {}
+        readable_id = _unescape(idm.group(1)) if idm else None
+        if readable_id is not None:
+            details["id"] = readable_id
         raise FrameError(
             "not an OCPP-J frame: expected a JSON array [type, id, ...]", details=details
         )
@@ -82,10 +96,12 @@ def parse_envelope(text: str) -> Envelope:
         mtype = MessageType(int(m.group(1)))
     except ValueError:
         raise FrameError(
-            f"unknown message type {m.group(1)}",
+            f"unknown message type {m.group(1)[:10]}",
             code="MessageTypeNotSupported",
-            details={"id": msg_id},
+            details={"id": msg_id} if msg_id is not None else {},
         ) from None
+    if msg_id is None:
+        raise FrameError("message id is not a valid JSON string", details={"type": int(mtype)})
     if not msg_id or len(msg_id) > MAX_ID_LENGTH:
         raise FrameError(
             f"message id must be 1 to {MAX_ID_LENGTH} characters", details={"type": int(mtype)}
@@ -97,7 +113,19 @@ def parse_envelope(text: str) -> Envelope:
         raise FrameError(f"{mtype.name} without an {what}", details=where)
     if mtype in (MessageType.CALLRESULT, MessageType.CALLRESULTERROR) and third is not None:
         raise FrameError(f"{mtype.name} must carry an object payload", details=where)
-    return Envelope(mtype, msg_id, _unescape(third) if third is not None else None)
+    action = _unescape(third) if third is not None else None
+    if third is not None and action is None:
+        raise FrameError("action or error code is not a valid JSON string", details=where)
+    return Envelope(mtype, msg_id, action)
+
+
+def replace_id(text: str, new_id: str) -> str:
+    """The same frame with another message id; every other byte is kept (replayed frames)."""
+    m = _ENVELOPE.match(text)
+    if m is None:
+        raise FrameError("not an OCPP-J frame: expected a JSON array [type, id, ...]")
+    quoted = _DUMP(new_id)
+    return text[: m.start(2) - 1] + quoted + text[m.end(2) + 1 :]
 
 
 def decode(text: str) -> list[Any]:

@@ -105,7 +105,27 @@ class CloseCharger:
     reason: str
 
 
-Effect = ToCharger | ToCpms | OwnCallResult | Observe | Note | CloseCharger
+@dataclass(frozen=True, slots=True)
+class Journal:
+    """A charger call answered locally that the CPMS must still receive (offline journal).
+
+    Emitted *before* the local answer: the adapter makes it durable first, so that nothing the
+    charger was told is lost if HARMON-E dies right after answering.
+    """
+
+    action: str
+    text: str
+    answer: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TxMapEnded:
+    """A 1.6 transaction whose local id was mapped to the CPMS's has been stopped."""
+
+    local_id: int
+
+
+Effect = ToCharger | ToCpms | OwnCallResult | Observe | Note | CloseCharger | Journal | TxMapEnded
 LocalAnswer = Callable[[OcppVersion, str, Any], dict[str, Any]]
 
 
@@ -128,6 +148,11 @@ class _Outgoing:
     deadline: float = 0.0
 
 
+#: 1.6 calls whose transactionId refers to the charger's (local) id and the CPMS's.
+_TX_TO_CPMS = frozenset({"MeterValues", "StopTransaction"})
+_TX_TO_CHARGER = frozenset({"RemoteStopTransaction", "SetChargingProfile"})
+
+
 def default_id_factory() -> str:
     # 35 characters: within OCPP-J's 36, and the "hm-" prefix makes HARMON-E's own calls
     # recognisable in captures. Uniqueness against the CPMS's ids is still checked explicitly.
@@ -147,9 +172,16 @@ class ChargerSession:
         id_factory: Callable[[], str] = default_id_factory,
         upstream_up: bool = False,
         now: float = 0.0,
+        journaled: frozenset[str] = frozenset(),
     ) -> None:
         self.version = version
         self.watched = watched
+        #: Actions that, answered locally, must still reach the CPMS (see `Journal`).
+        self.journaled = journaled
+        #: 1.6 transactions started while the CPMS link was down: the id HARMON-E gave the
+        #: charger -> the id the CPMS assigned on replay (and back), applied to later frames.
+        self.tx_to_cpms: dict[int, int] = {}
+        self.tx_to_charger: dict[int, int] = {}
         self.limits = limits or SessionLimits()
         self.upstream_up = upstream_up
         self._local_answer = local_answer
@@ -199,6 +231,8 @@ class ChargerSession:
         if env.type is MessageType.CALL:
             assert env.action is not None
             if self.upstream_up:
+                if self.tx_to_cpms and env.action in _TX_TO_CPMS:
+                    text = self._rewrite_tx(text, env, self.tx_to_cpms, effects)
                 self._remember_charger_call(env.id, env.action, text)
                 effects.append(ToCpms(text))
                 if env.action in self.watched:
@@ -280,10 +314,11 @@ class ChargerSession:
             return self._broken_frame(text, exc, "CPMS", ToCpms)
         if env.type is MessageType.CALL:
             assert env.action is not None
+            effects: list[Effect] = []
+            if self.tx_to_charger and env.action in _TX_TO_CHARGER:
+                text = self._rewrite_tx(text, env, self.tx_to_charger, effects)
             if env.action in self.watched:
-                effects: list[Effect] = [Observe("cpms", env.type, env.action, text)]
-            else:
-                effects = []
+                effects.append(Observe("cpms", env.type, env.action, text))
             self._queue.append(_Outgoing("cpms", env.id, env.action, text))
             effects.extend(self._dispatch(now))
             return effects
@@ -364,6 +399,37 @@ class ChargerSession:
             effects.extend(self._answer_locally(env, text))
         return effects
 
+    # -- transaction ids (1.6 offline starts) --
+    def map_transaction(self, local_id: int, cpms_id: int) -> None:
+        self.tx_to_cpms[local_id] = cpms_id
+        self.tx_to_charger[cpms_id] = local_id
+
+    def _rewrite_tx(
+        self, text: str, env: Envelope, mapping: dict[int, int], effects: list[Effect]
+    ) -> str:
+        """Swap a mapped transactionId in a 1.6 frame. Only frames that carry a mapped id are
+        re-serialised; every other frame still passes as the exact text received."""
+        try:
+            frame = decode(text)
+        except FrameError:
+            return text
+        payload = payload_of(frame, env)
+        holder = payload
+        if env.action == "SetChargingProfile" and isinstance(payload, dict):
+            holder = payload.get("csChargingProfiles")
+        if not isinstance(holder, dict):
+            return text
+        old = holder.get("transactionId")
+        if not isinstance(old, int) or isinstance(old, bool) or old not in mapping:
+            return text
+        new = holder["transactionId"] = mapping[old]
+        if env.action == "StopTransaction" and mapping is self.tx_to_cpms:
+            # the transaction is over: its mapping is not needed any more
+            del self.tx_to_cpms[old]
+            self.tx_to_charger.pop(new, None)
+            effects.append(TxMapEnded(old))
+        return call_frame(env.id, str(env.action), payload)
+
     # -- internals --
     def _dispatch(self, now: float) -> list[Effect]:
         if self._inflight is not None or not self._queue:
@@ -401,18 +467,21 @@ class ChargerSession:
                 )
             )
         else:
+            if env.action in self.journaled:
+                effects.append(Journal(env.action, text, response))
             effects.append(ToCharger(call_result_frame(env.id, response)))
             note = "answered locally" if not self.upstream_up else "answered"
             effects.append(Note(logging.DEBUG, f"{env.action} {note}"))
         if env.action in self.watched:
             effects.append(Observe("charger", env.type, env.action, text))
-            if isinstance(effects[0], ToCharger):
+            answer = next(e for e in effects if isinstance(e, ToCharger))
+            if answer.text.startswith("[3"):
                 effects.append(
                     Observe(
                         "harmone",
                         MessageType.CALLRESULT,
                         env.action,
-                        effects[0].text,
+                        answer.text,
                         request_text=text,
                     )
                 )

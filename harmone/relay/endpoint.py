@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -23,11 +23,14 @@ from harmone.ocpp.session import ChargerSession, SessionLimits
 from harmone.ocpp.standalone import StandaloneResponder
 from harmone.ocpp.versions import SUPPORTED_SUBPROTOCOLS, version_for_subprotocol
 from harmone.relay.admission import Refusal, choose_subprotocol, split_ocpp_path
+from harmone.relay.charger_auth import ChargerAuthenticator
 from harmone.relay.hub import RelayHub
 from harmone.relay.link import ChargerLink
 from harmone.relay.observer import WATCHED_ACTIONS
+from harmone.relay.offline import JOURNALED, OfflineJournal
 from harmone.relay.state import LiveCharger
-from harmone.relay.upstream import UpstreamRefused, cpms_endpoint, dial
+from harmone.relay.upstream import UpstreamRefused, cpms_endpoint
+from harmone.store.journal import JournalRepo
 from harmone.store.records import Attempt
 
 __all__ = ["OcppEndpoint"]
@@ -49,14 +52,22 @@ def _transaction_ids() -> Callable[[], int]:
 class OcppEndpoint:
     """ASGI app for WebSocket scopes; `hub` owns the resulting links."""
 
-    def __init__(self, hub: RelayHub) -> None:
+    def __init__(self, hub: RelayHub, journal: JournalRepo | None = None) -> None:
         self.hub = hub
+        #: where hold-mode sites keep what their chargers say while the CPMS is away
+        self.journal = journal
         self.responder = StandaloneResponder(
             hub.clock, _transaction_ids(), heartbeat_interval=hub.config.heartbeat_interval
         )
         cfg = hub.config
         self.limits = SessionLimits(
             call_timeout=cfg.call_timeout, flood_rate=cfg.flood_rate, flood_burst=cfg.flood_burst
+        )
+        self.authenticator = ChargerAuthenticator(
+            hub.directory,
+            max_failures=cfg.auth_max_failures,
+            window=cfg.auth_failure_window,
+            clock=hub.clock.monotonic,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -105,12 +116,21 @@ class OcppEndpoint:
             usable = choose_subprotocol(offered, SUPPORTED_SUBPROTOCOLS)
         except Refusal as refusal:
             attempt(False, refusal.reason, refusal.status)
-            await _deny(send, refusal.status, refusal.reason)
+            await _deny(send, refusal.status, refusal.answer or refusal.reason, refusal.headers)
             return
 
         headers = dict(scope.get("headers") or [])
         auth_raw = headers.get(b"authorization")
         authorization = auth_raw.decode("latin-1") if auth_raw is not None else None
+        if site.charger_auth:
+            # Before the CPMS is dialled and before an older connection of this identity is
+            # replaced: an unauthenticated charger must not reach the CPMS or displace anyone.
+            try:
+                await self.authenticator.check(site_uid, identity, authorization)
+            except Refusal as refusal:
+                attempt(False, refusal.reason, refusal.status)
+                await _deny(send, refusal.status, refusal.answer or refusal.reason, refusal.headers)
+                return
         key = (site_uid, identity)
         lock = self.hub.lock_for(key)
         try:
@@ -135,6 +155,7 @@ class OcppEndpoint:
                     remote,
                     attempt,
                     registered=charger is not None,
+                    strict=site.offline_mode == "strict",
                 )
         finally:
             self.hub.release_lock(key, lock)
@@ -154,6 +175,7 @@ class OcppEndpoint:
         attempt: Callable[..., None],
         *,
         registered: bool,
+        strict: bool = False,
     ) -> ChargerLink | None:
         cfg = self.hub.config
         upstream: ClientConnection | None = None
@@ -161,13 +183,14 @@ class OcppEndpoint:
         upstream_error: str | None = None
         if cpms_url is not None:
             task = asyncio.create_task(
-                dial(
+                self.hub.dial(
                     cpms_endpoint(cpms_url, identity),
                     usable,
                     authorization,
                     open_timeout=max(10.0, cfg.upstream_connect_timeout),
                     max_size=cfg.max_frame_bytes,
                     proxy=cfg.upstream_proxy,
+                    ca_file=cfg.upstream_ca,
                 )
             )
             done, _ = await asyncio.wait({task}, timeout=cfg.upstream_connect_timeout)
@@ -185,6 +208,15 @@ class OcppEndpoint:
                     return None
                 except UpstreamUnavailable as exc:
                     upstream_error = str(exc)
+            if strict and upstream is None:
+                # strict mode: like a direct connection, no CPMS means no connection
+                if pending is not None:
+                    pending.cancel()
+                    await asyncio.gather(pending, return_exceptions=True)
+                reason = f"{upstream_error} (the site is in strict offline mode)"
+                attempt(False, reason, 503)
+                await _deny(send, 503, reason)
+                return None
         chosen = usable[0]
         if upstream is not None:
             if upstream.subprotocol is None:
@@ -198,6 +230,20 @@ class OcppEndpoint:
                 chosen = str(upstream.subprotocol)
         version = version_for_subprotocol(chosen)
         assert version is not None  # usable only holds supported subprotocols
+        journal: OfflineJournal | None = None
+        tx_maps: dict[int, int] = {}
+        if cpms_url is not None and not strict and self.journal is not None:
+            # what this charger said during an earlier outage (or before a restart) is
+            # replayed before any live traffic
+            journal = OfflineJournal(
+                self.journal,
+                site_uid,
+                identity,
+                version,
+                await self.journal.pending(site_uid, identity),
+            )
+            tx_maps = await self.journal.tx_maps(site_uid, identity)
+        live_now = upstream is not None and not (journal and journal.pending)
         try:
             if not registered:
                 await self.hub.directory.register_charger(site_uid, identity)
@@ -221,16 +267,19 @@ class OcppEndpoint:
         live.remote_addr = remote
         # Set before the first frame is read: a BootNotification sent right after the
         # handshake must go to the CPMS, not be answered locally.
-        live.upstream_connected = upstream is not None
+        live.upstream_connected = live_now
         live.upstream_error = upstream_error
         session = ChargerSession(
             version,
             local_answer=self.responder.answer,
             watched=WATCHED_ACTIONS,
             limits=self.limits,
-            upstream_up=upstream is not None,
+            upstream_up=live_now,
             now=self.hub.clock.monotonic(),
+            journaled=JOURNALED[version] if journal is not None else frozenset(),
         )
+        for local_id, cpms_id in tx_maps.items():
+            session.map_transaction(local_id, cpms_id)
         link = ChargerLink(
             self.hub,
             live,
@@ -243,14 +292,19 @@ class OcppEndpoint:
             pending_dial=pending,
             config=cfg,
             clock=self.hub.clock,
+            journal=journal,
+            strict=strict,
         )
         self.hub.attach(link)
         attempt(True, None, 101, chosen)
         return link
 
 
-async def _deny(send: Send, status: int, reason: str) -> None:
-    """Refuse at the handshake with an HTTP status (ASGI WebSocket Denial Response)."""
+async def _deny(
+    send: Send, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Refuse at the handshake with an HTTP status (ASGI WebSocket Denial Response);
+    `headers` are added to the response (e.g. WWW-Authenticate on a 401)."""
     body = (reason + "\n").encode()
     await send(
         {
@@ -259,6 +313,7 @@ async def _deny(send: Send, status: int, reason: str) -> None:
             "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
+                *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers),
             ],
         }
     )

@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from websockets.asyncio.client import ClientConnection
+
 from harmone.clock import Clock, SystemClock
 from harmone.config import RelayConfig
 from harmone.errors import ChargerNotConnected
@@ -17,7 +19,8 @@ from harmone.ocpp.session import Observe
 from harmone.relay.link import ChargerLink
 from harmone.relay.observer import apply_observation
 from harmone.relay.state import ChargerKey, FrameRecord, LiveCharger
-from harmone.store.records import Attempt, Charger, ChargerState, Site
+from harmone.relay.upstream import dial
+from harmone.store.records import Attempt, Charger, ChargerState, PasswordCheck, Site
 
 __all__ = ["ChargerEvent", "Directory", "HubListener", "RelayHub"]
 
@@ -38,6 +41,10 @@ class Directory(Protocol):
     async def add_attempts(self, attempts: list[Attempt], keep_per_site: int = ...) -> None: ...
 
     async def mark_all_disconnected(self) -> None: ...
+
+    async def verify_charger_password(
+        self, site_uid: str, charger_id: str, password: str
+    ) -> PasswordCheck: ...
 
 
 ChargerEvent = tuple[str, ChargerKey]  # ("changed" | "frame", key)
@@ -67,10 +74,16 @@ class RelayHub:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.links: dict[ChargerKey, ChargerLink] = {}
+        #: bounds CPMS handshakes in progress (see RelayConfig.max_concurrent_dials)
+        self.dial_slots = asyncio.Semaphore(config.max_concurrent_dials)
         self.live: dict[ChargerKey, LiveCharger] = {}
         self._dirty: set[ChargerKey] = set()
         self._seen_dirty: set[ChargerKey] = set()
         self._attempts: list[Attempt] = []
+        # Held while a batch of attempts is being written, so that `flush_attempts` returns
+        # only once everything logged before it is in the database, including a batch the
+        # background writer took a moment earlier.
+        self._attempts_writing = asyncio.Lock()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._last_seen_flush = 0.0
@@ -169,6 +182,11 @@ class RelayHub:
         if not lock.locked() and self._locks.get(key) is lock:
             del self._locks[key]
 
+    async def dial(self, *args: Any, **kwargs: Any) -> ClientConnection:
+        """`upstream.dial` within the concurrency bound (waiting for a slot if needed)."""
+        async with self.dial_slots:
+            return await dial(*args, **kwargs)
+
     # -- HARMON-E's own calls --
     async def call(
         self,
@@ -196,15 +214,16 @@ class RelayHub:
 
     async def flush_attempts(self) -> None:
         """Write buffered connection attempts now (so a log read right after sees them)."""
-        attempts, self._attempts = self._attempts, []
-        if attempts:
-            try:
-                await self.directory.add_attempts(
-                    attempts, keep_per_site=self.config.attempts_kept_per_site
-                )
-            except BaseException:
-                self._attempts = attempts + self._attempts
-                raise
+        async with self._attempts_writing:
+            attempts, self._attempts = self._attempts, []
+            if attempts:
+                try:
+                    await self.directory.add_attempts(
+                        attempts, keep_per_site=self.config.attempts_kept_per_site
+                    )
+                except BaseException:
+                    self._attempts = attempts + self._attempts
+                    raise
 
     def _publish(self, event: ChargerEvent) -> None:
         for queue in self._subscribers:
@@ -234,15 +253,10 @@ class RelayHub:
             self._last_seen_flush = now
         self._dirty.clear()
         states = [self.live[k].snapshot() for k in keys if k in self.live]
-        attempts, self._attempts = self._attempts, []
         try:
             if states:
                 await self.directory.save_charger_states(states)
-            if attempts:
-                await self.directory.add_attempts(
-                    attempts, keep_per_site=self.config.attempts_kept_per_site
-                )
         except BaseException:
             self._dirty |= keys
-            self._attempts = attempts + self._attempts
             raise
+        await self.flush_attempts()

@@ -22,21 +22,27 @@ from harmone.errors import (
     CallErrorReceived,
     CallTimeout,
     ChargerNotConnected,
+    StoreError,
     UpstreamUnavailable,
 )
+from harmone.ocpp.framing import call_error_frame, parse_envelope
 from harmone.ocpp.session import (
     ChargerSession,
     CloseCharger,
     Effect,
+    Journal,
     Note,
     Observe,
     OwnCallResult,
     ToCharger,
     ToCpms,
+    TxMapEnded,
 )
+from harmone.ocpp.versions import error_code
 from harmone.relay.backoff import Backoff
+from harmone.relay.offline import OfflineJournal
 from harmone.relay.state import FrameRecord, LiveCharger, Party
-from harmone.relay.upstream import UpstreamRefused, cpms_endpoint, dial
+from harmone.relay.upstream import UpstreamRefused, cpms_endpoint
 
 if TYPE_CHECKING:
     from harmone.relay.hub import RelayHub
@@ -64,8 +70,14 @@ class ChargerLink:
         pending_dial: asyncio.Task[ClientConnection] | None,
         config: RelayConfig,
         clock: Clock,
+        journal: OfflineJournal | None = None,
+        strict: bool = False,
     ) -> None:
         self.hub = hub
+        #: hold mode: what the charger says while its CPMS link is down, to replay later
+        self.journal = journal
+        #: strict mode: the charger is closed when its CPMS link is lost
+        self.strict = strict
         self.live = live
         self.session = session
         self.subprotocol = subprotocol
@@ -84,6 +96,7 @@ class ChargerLink:
         self._upstream_task: asyncio.Task[None] | None = None
         self._closing = False
         self._charger_open = True
+        self._refuse_next_answer = False
         self.closed = asyncio.Event()
 
     # -- public --
@@ -170,7 +183,27 @@ class ChargerLink:
                 await self._send_upstream(effect.text)
             elif kind is ToCharger:
                 assert isinstance(effect, ToCharger)
+                if self._refuse_next_answer:
+                    # the journal could not store the call: make the charger retry it later
+                    # rather than tell it the message was taken care of
+                    self._refuse_next_answer = False
+                    msg_id = parse_envelope(effect.text).id
+                    await self._send_charger(
+                        call_error_frame(
+                            msg_id,
+                            error_code(self.session.version, "internal"),
+                            "HARMON-E could not store this message; send it again later",
+                        )
+                    )
+                    continue
                 await self._send_charger(effect.text)
+            elif kind is Journal:
+                assert isinstance(effect, Journal)
+                await self._journal_write(effect)
+            elif kind is TxMapEnded:
+                assert isinstance(effect, TxMapEnded)
+                if self.journal is not None:
+                    await self.journal.end_mapping(effect.local_id)
             elif kind is Observe:
                 assert isinstance(effect, Observe)
                 if effect.sender == "harmone":
@@ -187,6 +220,19 @@ class ChargerLink:
                 log.warning("%s %s", self._ctx, effect.reason)
                 await self.close(effect.code, effect.reason)
         self._arm_timer()
+
+    async def _journal_write(self, entry: Journal) -> None:
+        if self.journal is None:
+            return
+        try:
+            await self.journal.write(entry)
+        except StoreError:
+            log.exception(
+                "%s could not journal %s; the charger is asked to resend it",
+                self._ctx,
+                entry.action,
+            )
+            self._refuse_next_answer = True
 
     def _resolve_own(self, result: OwnCallResult) -> None:
         fut = self._own_waiters.get(result.id)
@@ -268,6 +314,22 @@ class ChargerLink:
                     return
                 self._upstream = ws
             backoff.reset()
+            if self.journal is not None and self.journal.pending:
+                self._set_upstream_error(
+                    f"replaying {self.journal.pending} journaled message(s) to the CPMS"
+                )
+                replayed = await self.journal.replay(
+                    ws,
+                    self.session,
+                    self._apply,
+                    lambda text: self._record("harmone", "cpms", text),
+                    self._config.call_timeout,
+                )
+                if not replayed:
+                    self._upstream = None
+                    await ws.close(1011, "replay failed")
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
             await self._upstream_up()
             try:
                 async for message in ws:
@@ -285,6 +347,9 @@ class ChargerLink:
                 return
             code = ws.close_code
             self._set_upstream_error(f"CPMS closed the connection (code {code})")
+            if self.strict:
+                await self.close(1012, "CPMS connection lost")
+                return
             await self._apply(self.session.set_upstream(False))
             await asyncio.sleep(backoff.next_delay())
 
@@ -293,13 +358,14 @@ class ChargerLink:
         if pending is not None:
             return await pending
         # After the first handshake the charger is committed to one version: offer only it.
-        return await dial(
+        return await self.hub.dial(
             url,
             [self.subprotocol],
             self._authorization,
             open_timeout=max(10.0, self._config.upstream_connect_timeout),
             max_size=self._config.max_frame_bytes,
             proxy=self._config.upstream_proxy,
+            ca_file=self._config.upstream_ca,
         )
 
     async def _upstream_up(self) -> None:
