@@ -375,7 +375,9 @@ def test_node_results_explain_the_limit() -> None:
     assert cluster.headroom == (0, 0, 0)
     site = alloc.node("site")
     assert site.limit_source is LimitSource.CONFIGURED
-    assert site.headroom == (53, 53, 53)
+    # Above the failed meter, the cluster's unknown building load is counted as the rest of its
+    # fuse (32 - 10 A): 63 - 22 - 10 = 31 A are left at the site, not 53.
+    assert site.headroom == (31, 31, 31)
     [reason] = alloc.connector("a", 1).reasons
     assert str(reason) == (
         "limited by node 'cluster' on L1, L2, L3 (safety limit 10 A, free: 0, 0, 0 A)"
@@ -578,6 +580,9 @@ def _oracle_limits(
             limit = min(limit, node.dynamic_limit)
         if (m is not None or node.metered) and not ok:
             limit = min(limit, node.safety_current)
+            out[node.id] = (limit, tuple(nc))
+            # its parent cannot know its building load: it counts the rest of the fuse
+            return [max(x, node.max_current - node.safety_current) for x in nc]
         out[node.id] = (limit, tuple(nc))
         return nc
 

@@ -205,6 +205,27 @@ async def test_profiles_are_ignored_when_not_obeyed(cpms: SimulatedCpms) -> None
         assert charger.simulated_current(1) == 32.0
 
 
+async def test_profile_delay_makes_the_ev_follow_a_new_limit_late(cpms: SimulatedCpms) -> None:
+    async with SimulatedCharger(cpms.url, "LAG", "1.6", profile_delay=0.3) as charger:
+        await cpms.wait_connected("LAG")
+        await charger.start_transaction()
+        loop = asyncio.get_running_loop()
+        for limit, before in ((10, 32.0), (16, 10.0)):
+            tx = _profile16(limit, purpose="TxProfile")
+            await cpms.call(
+                "LAG", call16.SetChargingProfile(connector_id=1, cs_charging_profiles=tx)
+            )
+            accepted = loop.time()
+            # the charger reports the new limit at once; the EV still draws the old one
+            assert charger.current_limit(1) == limit
+            if loop.time() - accepted < 0.2:
+                assert charger.simulated_current(1) == before
+            await asyncio.sleep(0.35)
+            assert charger.simulated_current(1) == limit
+        with pytest.raises(SimulatorError):
+            SimulatedCharger(cpms.url, "BAD", profile_delay=-1)
+
+
 async def test_v16_central_system_calls_are_answered(cpms: SimulatedCpms) -> None:
     async with SimulatedCharger(cpms.url, "C16", "1.6", heartbeat_interval=30) as charger:
         await cpms.wait_connected("C16")

@@ -231,9 +231,17 @@ def _apply_measurements(
             nc = [max(n, _ma_up(max(0.0, amps))) for n, amps in zip(nc, reading.load, strict=True)]
         flat.nc = nc
         if flat.parent >= 0:
+            # Above a node whose meter is not working, its building load is unknown but
+            # bounded: its chargers get at most its safety current, and the whole subtree can
+            # never draw more than its fuse. So the parent counts the rest of the fuse as
+            # building load; counting 0 would hand that load's share to other chargers.
+            passed = nc
+            if flat.meter in (MeterState.FAILED, MeterState.STALE, MeterState.MISSING):
+                bound = _ma_up(max(0.0, node.max_current - node.safety_current))
+                passed = [max(n, bound) for n in nc]
             up = children_nc[flat.parent]
             for p in range(3):
-                up[p] += nc[p]
+                up[p] += passed[p]
         candidates = [(_ma_down(node.max_current), LimitSource.CONFIGURED)]
         if node.dynamic_limit is not None:
             candidates.append((_ma_down(node.dynamic_limit), LimitSource.DYNAMIC))

@@ -341,7 +341,11 @@ class SiteController:
             tx.sent_limit = amps
             tx.sent_mono = self._clock.monotonic()
             tx.limit_since = self._clock.now()
-            tx.over_since = None
+            # A car already drawing more than the new limit keeps its time over the limit: if
+            # every new limit restarted the count, a charger whose limit keeps moving would
+            # never be found out.
+            if tx.measured is None or max(tx.measured) <= amps + self.timing.tolerance:
+                tx.over_since = None
 
     async def _call(
         self, cid: str, state: ChargerLoad, payload: dict[str, Any], purpose: Purpose
@@ -365,18 +369,23 @@ class SiteController:
 
     def _check_obedience(self, now: datetime) -> None:
         for cid, state in self.chargers.items():
-            over = False
+            over = obeyed = False
             for tx in state.txs.values():
                 if tx.sent_limit is None or tx.measured is None or tx.limit_since is None:
                     continue
-                if now - tx.limit_since < self.options.settle_time:
-                    continue
-                if max(tx.measured) > tx.sent_limit + self.timing.tolerance:
-                    tx.over_since = tx.over_since or now
-                    if now - tx.over_since >= timedelta(seconds=self.timing.reaction_grace):
-                        over = True
-                else:
+                settled = now - tx.limit_since >= self.options.settle_time
+                if max(tx.measured) <= tx.sent_limit + self.timing.tolerance:
                     tx.over_since = None
+                    obeyed = obeyed or settled
+                    continue
+                # Right after a change the car may still be ramping down, unless it was
+                # already over its limit before the change.
+                if tx.over_since is None:
+                    if not settled:
+                        continue
+                    tx.over_since = now
+                if now - tx.over_since >= timedelta(seconds=self.timing.reaction_grace):
+                    over = True
             if over and not state.flagged:
                 state.flagged = "draws more than its limit"
                 log.warning(
@@ -385,7 +394,9 @@ class SiteController:
                     self.site_uid,
                     cid,
                 )
-            elif not over and state.flagged == "draws more than its limit":
+            # Only a car seen obeying lifts the flag: a charger whose car left has shown nothing,
+            # and the next car on it would draw its max before it could be found out again.
+            elif obeyed and not over and state.flagged == "draws more than its limit":
                 state.flagged = None
 
     def _record(self, a: Allocation) -> None:

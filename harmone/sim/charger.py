@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
@@ -487,7 +487,8 @@ class SimulatedCharger:
     the two it knows (offer both in `subprotocols` to test negotiation). Energy and current
     are simulated per connector: a charging connector draws `max_current` per phase, lowered
     by the charging profiles in force when `obey_profiles` is set, and drops to 0 below
-    `min_current` as an EV would.
+    `min_current` as an EV would. With `profile_delay` the EV follows a new limit only that many
+    seconds after the charger accepted it, as real chargers and cars take time to ramp.
     """
 
     def __init__(
@@ -502,6 +503,7 @@ class SimulatedCharger:
         subprotocols: Sequence[str] | None = None,
         basic_auth: tuple[str, str] | None = None,
         obey_profiles: bool = True,
+        profile_delay: float = 0.0,
         phases: int = 3,
         max_current: float = 32.0,
         min_current: float = 6.0,
@@ -518,6 +520,8 @@ class SimulatedCharger:
             raise SimulatorError("need at least one connector and 1 to 3 phases")
         if heartbeat_interval <= 0 or meter_interval <= 0:
             raise SimulatorError("intervals must be positive")
+        if profile_delay < 0:
+            raise SimulatorError("profile_delay must not be negative")
         self.url_base = url_base.rstrip("/")
         self.charge_point_id = charge_point_id
         self.requested_version: OcppVersion = version
@@ -526,6 +530,7 @@ class SimulatedCharger:
         self.subprotocols = list(subprotocols) if subprotocols is not None else [f"ocpp{version}"]
         self.basic_auth = basic_auth
         self.obey_profiles = obey_profiles
+        self.profile_delay = profile_delay
         self.phases = phases
         self.max_current = max_current
         self.min_current = min_current
@@ -542,6 +547,9 @@ class SimulatedCharger:
 
         self.connectors = {i: ConnectorState(i) for i in range(1, connectors + 1)}
         self.profiles: list[InstalledProfile] = []
+        #: (loop time, profiles) after each change, for `profile_delay`: the EV follows the
+        #: snapshot that is `profile_delay` old. Only the snapshots it may still need are kept.
+        self._profile_history: deque[tuple[float, tuple[InstalledProfile, ...]]] = deque()
         #: Every call the central system made, as (action, payload) in arrival order.
         self.received_calls: list[tuple[str, dict[str, Any]]] = []
         #: Every frame received, exactly as it arrived (all connections).
@@ -900,17 +908,22 @@ class SimulatedCharger:
             for p in self.profiles
             if not (p.connector_id == connector_id and p.purpose == "TxProfile")
         ]
+        self._profiles_changed()
         self._log.info("transaction %s stopped on connector %d (%s)", tid, connector_id, reason)
 
     # -- load -------------------------------------------------------------------------------
 
     def current_limit(self, connector_id: int) -> float | None:
         """The per-phase current (A) the installed profiles allow on a connector, if any."""
+        return self._limit(self.profiles, connector_id, asyncio.get_running_loop().time())
+
+    def _limit(
+        self, profiles: Sequence[InstalledProfile], connector_id: int, now: float
+    ) -> float | None:
         state = self._connector(connector_id)
-        now = asyncio.get_running_loop().time()
 
         def best(purposes: tuple[str, ...], target: int) -> float | None:
-            found = [p for p in self.profiles if p.purpose in purposes and p.connector_id == target]
+            found = [p for p in profiles if p.purpose in purposes and p.connector_id == target]
             if not found:
                 return None
             return max(found, key=lambda p: p.stack_level).limit_amps(now, self.phases)
@@ -932,10 +945,33 @@ class SimulatedCharger:
         state = self._connector(connector_id)
         if state.transaction_id is None or not state.operative:
             return 0.0
-        limit = self.current_limit(connector_id) if self.obey_profiles else None
+        limit = self._followed_limit(connector_id) if self.obey_profiles else None
         amps = self.max_current if limit is None else min(self.max_current, limit)
         # Below the IEC 61851 minimum an EV cannot charge at all.
         return amps if amps >= self.min_current else 0.0
+
+    def _followed_limit(self, connector_id: int) -> float | None:
+        """The limit the EV follows: the one in force `profile_delay` seconds ago."""
+        now = asyncio.get_running_loop().time()
+        if self.profile_delay <= 0:
+            return self._limit(self.profiles, connector_id, now)
+        then = now - self.profile_delay
+        profiles: tuple[InstalledProfile, ...] = ()
+        for at, snapshot in self._profile_history:
+            if at > then:
+                break
+            profiles = snapshot
+        return self._limit(profiles, connector_id, then)
+
+    def _profiles_changed(self) -> None:
+        if self.profile_delay <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        history = self._profile_history
+        history.append((now, tuple(self.profiles)))
+        # The newest snapshot at least `profile_delay` old is the oldest one still followed.
+        while len(history) > 1 and history[1][0] <= now - self.profile_delay:
+            history.popleft()
 
     def _install_profile(self, connector_id: int, profile: dict[str, Any]) -> str:
         new = InstalledProfile(connector_id, profile, asyncio.get_running_loop().time())
@@ -957,6 +993,7 @@ class SimulatedCharger:
             )
         ]
         self.profiles.append(new)
+        self._profiles_changed()
         self._log.info(
             "profile %s (%s) on connector %d: %.1f A",
             new.profile_id, new.purpose, connector_id, new.limit_amps(new.received_at, self.phases)
@@ -979,6 +1016,7 @@ class SimulatedCharger:
         kept = [p for p in self.profiles if not matches(p)]
         removed = len(kept) != len(self.profiles)
         self.profiles = kept
+        self._profiles_changed()
         return removed
 
     # -- reactions to the central system -------------------------------------------------
