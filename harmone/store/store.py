@@ -40,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -58,7 +59,7 @@ from harmone.security import (
     verify_password,
     verify_token_secret,
 )
-from harmone.store.db import SQLITE_BEGIN_OPTION, create_engine, describe_url
+from harmone.store.db import SQLITE_BEGIN_OPTION, create_engine, describe_url, to_async_url
 from harmone.store.models import (
     ApiTokenRow,
     AttemptRow,
@@ -207,6 +208,22 @@ def _name(value: object, what: str, *, required: bool) -> str | None:
     return value
 
 
+def _check_sqlite_directory(url: str) -> None:
+    """Refuse an SQLite file in a directory that does not exist, before any driver thread is
+    started: the message is clearer, and aiosqlite's failed-connect clean-up (which races with
+    the event loop's end) never runs."""
+    parsed = make_url(to_async_url(url))
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return
+    directory = Path(parsed.database).expanduser().resolve().parent
+    if not directory.is_dir():
+        raise StoreError(
+            f"cannot open database {describe_url(url)}: the directory {directory} does not exist"
+        )
+
+
 def _site_type(value: object) -> str:
     if value not in _SITE_TYPES:
         raise ConfigError(f"a site type is 'cloud' or 'gateway', not {value!r}")
@@ -311,6 +328,7 @@ class Store:
         Does not migrate: call `migrate()` for that. ConfigError for a URL HARMON-E cannot
         use, StoreError for a database that cannot be reached or opened.
         """
+        _check_sqlite_directory(url)
         engine = create_engine(url)
         try:
             async with engine.connect() as conn:
@@ -915,20 +933,24 @@ class Store:
             )
             .on_conflict_do_nothing(index_elements=["site_uid", "id"])
         )
+        # ON CONFLICT DO NOTHING: of concurrent registrations exactly one inserts and none
+        # fails, without a lost race turning into an IntegrityError.
+        charger = await self._upsert_charger(stmt, site_uid, charger_id)
+        if charger.created_at == now:
+            log.info("site=%s charger=%s registered", site_uid, charger_id)
+        return charger
+
+    async def _upsert_charger(self, stmt: Any, site_uid: str, charger_id: str) -> Charger:
+        """Run an INSERT … ON CONFLICT on the chargers table and read the charger back."""
         async with self._session(write=True) as session:
             try:
-                # ON CONFLICT DO NOTHING: of concurrent registrations exactly one inserts and
-                # none fails, without a lost race turning into an IntegrityError.
                 await session.execute(stmt)
             except IntegrityError as exc:  # only the foreign key can fail here
                 raise NotFound(f"no site {site_uid!r}") from exc
             row = await session.get(ChargerRow, (site_uid, charger_id))
             if row is None:  # pragma: no cover - the row exists inside this transaction
-                raise StoreError(f"charger {charger_id!r} vanished while registering it")
-            charger = row.to_record(await self._connectors(session, site_uid, charger_id))
-        if charger.created_at == now:
-            log.info("site=%s charger=%s registered", site_uid, charger_id)
-        return charger
+                raise StoreError(f"charger {charger_id!r} vanished while writing it")
+            return row.to_record(await self._connectors(session, site_uid, charger_id))
 
     async def update_charger(self, site_uid: str, charger_id: str, /, **fields: object) -> Charger:
         """Change a charger's name or cpms_url override; NotFound, ConfigError."""
@@ -973,15 +995,7 @@ class Store:
         stmt = insert.on_conflict_do_update(
             index_elements=["site_uid", "id"], set_={"password_hash": password_hash}
         )
-        async with self._session(write=True) as session:
-            try:
-                await session.execute(stmt)
-            except IntegrityError as exc:  # only the foreign key can fail here
-                raise NotFound(f"no site {site_uid!r}") from exc
-            row = await session.get(ChargerRow, (site_uid, charger_id))
-            if row is None:  # pragma: no cover - the row exists inside this transaction
-                raise StoreError(f"charger {charger_id!r} vanished while setting its password")
-            charger = row.to_record(await self._connectors(session, site_uid, charger_id))
+        charger = await self._upsert_charger(stmt, site_uid, charger_id)
         registered = " (registered)" if charger.created_at == now else ""
         log.info("site=%s charger=%s password set%s", site_uid, charger_id, registered)
         return charger
