@@ -105,7 +105,7 @@ async def test_sqlite_engine_settings(tmp_path: Any) -> None:
 async def test_open_refuses_bad_urls(tmp_path: Any) -> None:
     with pytest.raises(ConfigError):
         await Store.open("oracle://scott@h/d")
-    with pytest.raises(StoreError, match="cannot open database .* does not exist"):
+    with pytest.raises(StoreError, match=r"cannot open database .* does not exist"):
         await Store.open(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
     with pytest.raises(StoreError, match="cannot open database"):
         await Store.open("postgresql://nobody:secret@127.0.0.1:1/nothing")
