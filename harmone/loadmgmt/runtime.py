@@ -141,7 +141,7 @@ class LoadManager:
         state = ctl.charger(live.id, OcppVersion(live.ocpp_version))
         try:
             changed = self._learn(ctl, live.id, state, obs)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
             # A payload that passed the relay but is not what the spec says: ignore it here,
             # the frame itself was relayed unchanged.
             log.info(

@@ -57,7 +57,7 @@ class CpmsCap:
 def _float(value: Any) -> float | None:
     try:
         f = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int of 400 digits
         return None
     return f if f == f and abs(f) != float("inf") else None
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from harmone.errors import ConfigError, Conflict
@@ -77,13 +77,17 @@ async def create_user(body: UserIn, rt: RuntimeDep, _: AdminDep) -> UserOut:
     return user_out(account)
 
 
+#: A user id; the bounds keep ids SQLite's INTEGER cannot hold out of the store (422, not 500).
+UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
 @router.get("/{user_id}", response_model=UserOut)
-async def get_user(user_id: int, rt: RuntimeDep, _: AdminDep) -> UserOut:
+async def get_user(user_id: UserId, rt: RuntimeDep, _: AdminDep) -> UserOut:
     return user_out(await rt.store.get_account(user_id))
 
 
 @router.patch("/{user_id}", response_model=UserOut)
-async def patch_user(user_id: int, body: UserPatch, rt: RuntimeDep, admin: AdminDep) -> UserOut:
+async def patch_user(user_id: UserId, body: UserPatch, rt: RuntimeDep, admin: AdminDep) -> UserOut:
     """Change any of role, sites (null: every site), password. A new password ends the
     user's console sessions."""
     fields = body.model_dump(exclude_unset=True)
@@ -104,7 +108,7 @@ async def patch_user(user_id: int, body: UserPatch, rt: RuntimeDep, admin: Admin
 
 
 @router.delete("/{user_id}", status_code=204, response_class=Response)
-async def delete_user(user_id: int, rt: RuntimeDep, admin: AdminDep) -> Response:
+async def delete_user(user_id: UserId, rt: RuntimeDep, admin: AdminDep) -> Response:
     """Delete a user with their API tokens and console sessions (not yourself)."""
     if user_id == admin.user.id:
         raise Conflict("you cannot delete your own account: ask another admin")

@@ -46,7 +46,7 @@ _NOTICES = {
 async def _account(rt: Runtime, raw_id: str) -> UserAccount:
     try:
         return await rt.store.get_account(int(raw_id))
-    except (ValueError, NotFound):
+    except (ValueError, OverflowError, NotFound):  # OverflowError: beyond SQLite's INTEGER
         raise PageError(404, "User not found", "There is no such user.") from None
 
 

@@ -1,0 +1,701 @@
+"""Hostile input (issue 5): property tests of the frame parser, the session and the readers of
+watched payloads, then the live OCPP endpoint over real sockets, then slowloris.
+
+The pure properties extend `test_framing.py` (plain random text) with frames *built* to reach
+the parser's corners: escapes that are not JSON (`\\q`, `\\u12`, `\\ud800`), digits that are
+not ASCII, huge numbers and deep nesting. The live tests send each kind of bad input from one
+charger and then check that a second, well-behaved charger on the same server is still
+answered by its CPMS, that a new charger can still connect and that the API still answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import charger, harmone_server, make_site, recv_json
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from harmone.clock import SystemClock
+from harmone.config import RelayConfig
+from harmone.errors import FrameError
+from harmone.loadmgmt.traffic import cpms_cap, reading_from_sampled_values
+from harmone.ocpp.framing import MAX_ID_LENGTH, Envelope, decode, parse_envelope
+from harmone.ocpp.session import (
+    ChargerSession,
+    CloseCharger,
+    Effect,
+    Observe,
+    SessionLimits,
+    ToCharger,
+    ToCpms,
+)
+from harmone.ocpp.standalone import StandaloneResponder
+from harmone.ocpp.versions import OcppVersion
+from harmone.relay.observer import WATCHED_ACTIONS, apply_observation
+from harmone.relay.offline import JOURNALED
+from harmone.relay.state import FrameRecord, LiveCharger
+from harmone.web.console.frames import describe_frames
+from harmone.web.head_deadline import HeadDeadlineProtocol
+from harmone.web.serve import RunningServer
+
+# -- strategies ------------------------------------------------------------------------------
+
+#: Pieces that reach the parser's corners when strung together.
+_PIECES = st.sampled_from(
+    [
+        "[",
+        "]",
+        ",",
+        '"',
+        ":",
+        "{",
+        "}",
+        " ",
+        "\n",
+        "\\",
+        '\\"',
+        "\\\\",
+        "\\q",
+        "\\u12",
+        "\\u00e9",
+        "\\ud800",
+        "\\udc00",
+        "\\ud83d\\ude00",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "9",
+        "-1",
+        "0x2",
+        "²",
+        "٣",
+        "null",
+        "true",
+        "1e999",
+        "NaN",
+        "\x00",
+        "é",
+        '"Heartbeat"',
+        '"BootNotification"',
+        '"StatusNotification"',
+        '"MeterValues"',
+        '"hm-1"',
+        "{}",
+        "[]",
+    ]
+)
+_SOUP = st.lists(_PIECES, max_size=40).map("".join)
+_SCALAR = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)  # too big for a float
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10)
+)
+_JSON = st.recursive(
+    _SCALAR,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=15,
+)
+_DEEP = st.integers(min_value=1, max_value=5000).map(lambda d: "[" * d + "]" * d)
+_QUOTED = st.one_of(
+    st.text(max_size=40).map(json.dumps),
+    st.lists(_PIECES, max_size=6).map(lambda p: '"' + "".join(p).replace('"', "") + '"'),
+    st.integers().map(str),
+)
+_ACTION = st.sampled_from(
+    [*sorted(WATCHED_ACTIONS), "Heartbeat", "DataTransfer", "Authorize", "NoSuchAction", ""]
+).map(json.dumps)
+_PAYLOAD = st.one_of(_JSON.map(json.dumps), _DEEP, _SOUP)
+_TYPE = st.sampled_from(["2", "3", "4", "5", "6", "0", "9", "99999999999999999999", "²"])
+
+
+@st.composite
+def _shaped(draw: st.DrawFn) -> str:
+    """`[type, id, action, payload…` with any part possibly wrong."""
+    parts = [draw(_TYPE), draw(_QUOTED), draw(_ACTION | _QUOTED), draw(_PAYLOAD)]
+    parts = parts[: draw(st.integers(1, 4))]
+    tail = draw(st.sampled_from(["]", "", ",", ',"x"]', "]]", " ] "]))
+    return "[" + ",".join(parts) + tail
+
+
+#: Text a charger or a CPMS might send: well-formed, near misses and garbage.
+FRAMES = st.one_of(_shaped(), _SOUP, st.text(max_size=60))
+#: As received from a socket: websockets and uvicorn only deliver valid UTF-8.
+SOCKET_FRAMES = FRAMES.filter(lambda t: _utf8(t))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+@settings(max_examples=1500, deadline=None)
+@given(FRAMES)
+def test_envelope_parser_raises_only_frame_errors(text: str) -> None:
+    try:
+        env = parse_envelope(text)
+    except FrameError as exc:
+        details = exc.details if isinstance(exc.details, dict) else {}
+        if "id" in details:  # an id HARMON-E will quote back in its CallError
+            assert _utf8(details["id"])
+        return
+    assert isinstance(env, Envelope)
+    assert 1 <= len(env.id) <= MAX_ID_LENGTH
+    assert _utf8(env.id) and (env.action is None or _utf8(env.action))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(FRAMES, _DEEP.map(lambda d: f'[2,"1","X",{d}]')))
+def test_decode_raises_only_frame_errors_even_for_deep_nesting(text: str) -> None:
+    with contextlib.suppress(FrameError):
+        frame = decode(text)
+        assert isinstance(frame, list) and len(frame) >= 3
+
+
+def test_a_hundred_thousand_nested_arrays_are_a_frame_error_not_a_crash() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(FrameError):
+        decode(f'[2,"1","BootNotification",{deep}]')
+    env = parse_envelope(f'[2,"1","BootNotification",{deep}]')  # the envelope is still read
+    assert env.action == "BootNotification"
+
+
+# -- the session and what reads watched payloads -----------------------------------------------
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("charger"), SOCKET_FRAMES),
+        st.tuples(st.just("cpms"), SOCKET_FRAMES),
+        st.tuples(st.just("own"), st.sampled_from(["SetChargingProfile", "GetConfiguration"])),
+        st.tuples(st.just("tick"), st.floats(0, 100)),
+        st.tuples(st.just("link"), st.booleans()),
+    ),
+    max_size=25,
+)
+
+
+def _session(version: OcppVersion, up: bool) -> ChargerSession:
+    ids = iter(range(10**9))
+    responder = StandaloneResponder(SystemClock(), lambda: next(ids), heartbeat_interval=300)
+    return ChargerSession(
+        version,
+        local_answer=responder.answer,
+        watched=WATCHED_ACTIONS,
+        limits=SessionLimits(call_timeout=5, flood_rate=5, flood_burst=10),
+        upstream_up=up,
+        journaled=JOURNALED[version],
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(list(OcppVersion)), st.booleans(), _OPS)
+def test_session_turns_any_input_into_effects(
+    version: OcppVersion, up: bool, ops: list[tuple[str, Any]]
+) -> None:
+    """Arbitrary frames both ways, own calls, time and link changes: only effects come out,
+    everything HARMON-E would send can be sent (valid UTF-8), and what observers are handed
+    (the registry, the message inspector) never raises."""
+    session = _session(version, up)
+    live = LiveCharger("site", "cp")
+    now = 0.0
+    for kind, arg in ops:
+        effects: list[Effect]
+        if kind == "charger":
+            effects = session.from_charger(arg, now)
+        elif kind == "cpms":
+            effects = session.from_cpms(arg, now)
+        elif kind == "own":
+            _, effects = session.own_call(arg, {"connectorId": 1}, now)
+        elif kind == "tick":
+            now += arg
+            effects = session.tick(now)
+        else:
+            effects = session.set_upstream(arg)
+        for effect in effects:
+            if isinstance(effect, ToCharger | ToCpms):
+                assert _utf8(effect.text), effect
+            elif isinstance(effect, Observe):
+                apply_observation(live, effect, datetime.now(UTC))
+            elif isinstance(effect, CloseCharger):
+                assert effect.code == 1008
+        texts = [
+            FrameRecord(time.time(), "charger", "cpms", t)
+            for t in (arg,)
+            if kind in ("charger", "cpms")
+        ]
+        describe_frames(texts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.booleans())
+def test_load_management_readers_take_any_payload(payload: Any, is16: bool) -> None:
+    """What load management reads from MeterValues and SetChargingProfile: any JSON, including
+    numbers too big for a float, gives a value or None, never an exception."""
+    sampled = payload if isinstance(payload, list) else [payload]
+    reading_from_sampled_values(1, sampled, 3, 230.0)
+    cpms_cap(payload, is16, 3, 230.0)
+    cpms_cap(
+        {
+            "connectorId": 1,
+            "csChargingProfiles": {
+                "chargingSchedule": {"chargingSchedulePeriod": [{"limit": payload}]}
+            },
+        },
+        True,
+        3,
+        230.0,
+    )
+
+
+def test_the_message_inspector_shows_a_deeply_nested_frame_as_unreadable() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    (shown,) = describe_frames([FrameRecord(time.time(), "charger", "cpms", f'[2,"1","X",{deep}]')])
+    assert shown["kind"] == "Unreadable"
+
+
+# -- the live endpoint -------------------------------------------------------------------------
+
+_CALL_ID = re.compile(r'\s*\[\s*2\s*,\s*"((?:[^"\\]|\\.)*)"')
+CPMS_ANSWER = {"cpms": "answer"}
+MAX_FRAME = 256 * 1024
+RELAY = RelayConfig(
+    upstream_connect_timeout=1.0,
+    call_timeout=5.0,
+    backoff_initial=0.05,
+    backoff_max=0.3,
+    max_frame_bytes=MAX_FRAME,
+    flood_rate=20.0,
+    flood_burst=40,
+)
+
+
+@dataclass
+class GarbageProofCpms:
+    """A CPMS that reads only the id of each CALL (so that no garbage can break it), answers
+    it with CPMS_ANSWER and records every frame."""
+
+    frames: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    conns: dict[str, ServerConnection] = field(default_factory=dict)
+    port: int = 0
+    _server: Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> GarbageProofCpms:
+        self._server = await serve(
+            self._handler,
+            "127.0.0.1",
+            0,
+            subprotocols=[Subprotocol(p) for p in ("ocpp1.6", "ocpp2.0.1")],
+            max_size=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handler(self, conn: ServerConnection) -> None:
+        cpid = conn.request.path.rsplit("/", 1)[-1] if conn.request else "?"
+        self.conns[cpid] = conn
+        with contextlib.suppress(ConnectionClosed):
+            async for message in conn:
+                text = message if isinstance(message, str) else message.decode("latin-1")
+                self.frames[cpid].append(text)
+                m = _CALL_ID.match(text)
+                if m:
+                    await conn.send(f'[3,"{m.group(1)}",{json.dumps(CPMS_ANSWER)}]')
+
+
+@dataclass
+class Relay:
+    """One HARMON-E with a relayed (load-managed) site and a standalone site, and a
+    well-behaved charger that stays connected throughout."""
+
+    srv: RunningServer
+    cpms: GarbageProofCpms
+    relayed: str  # OCPP URL of the site with a CPMS
+    standalone: str  # OCPP URL of the site without one
+    good: ClientConnection
+    api: httpx.AsyncClient
+    counter: int = 0
+
+    async def assert_alive(self) -> None:
+        """The good charger is answered by its CPMS, a new charger gets in, the API answers."""
+        self.counter += 1
+        msg_id = f"alive-{self.counter}"
+        await self.good.send(f'[2,"{msg_id}","Heartbeat",{{}}]')
+        assert await recv_json(self.good) == [3, msg_id, CPMS_ANSWER]
+        async with await charger(f"{self.relayed}/NEW-{self.counter}") as fresh:
+            await fresh.send('[2,"n","Heartbeat",{}]')
+            assert await recv_json(fresh) == [3, "n", CPMS_ANSWER]
+        assert (await self.api.get("/healthz")).json() == {"status": "ok"}
+
+
+LOAD_CONFIG = {
+    "policy": "equal_share",
+    "min_interval": 0,
+    "tree": {"id": "grid", "max_current": 32},
+    "default_charger": {"max_current": 32, "phases": 3},
+}
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    async with GarbageProofCpms() as cpms, harmone_server(tmp_path, relay=RELAY) as srv:
+        store = srv.runtime.store
+        await store.create_user("fuzz@example.com", "correct horse battery", "admin")
+        token = await store.create_token("fuzz@example.com")
+        site, relayed = await make_site(srv, cpms.url, "Relayed")
+        _, standalone = await make_site(srv, None, "Standalone")
+        async with httpx.AsyncClient(
+            base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ) as api:
+            r = await api.put(f"/api/v1/sites/{site.uid}/load-management", json=LOAD_CONFIG)
+            assert r.status_code == 200, r.text
+            async with await charger(f"{relayed}/GOOD") as good:
+                yield Relay(srv, cpms, relayed, standalone, good, api)
+
+
+async def _next(ws: ClientConnection, timeout: float = 5.0) -> Any:
+    """The next frame decoded, or ("closed", code) once the connection is closed."""
+    try:
+        return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    except ConnectionClosed:
+        return ("closed", ws.close_code)
+
+
+def _big_data_transfer(size: int) -> str:
+    head, tail = '[2,"big","DataTransfer",{"vendorId":"fuzz","data":"', '"}]'
+    return head + "x" * (size - len(head) - len(tail)) + tail
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+HUGE_INT = "9" * 400  # valid JSON, too big for a float
+METER = (
+    '[2,"m","MeterValues",{"connectorId":1,"transactionId":1,"meterValue":[{"timestamp":'
+    '"2026-11-24T10:00:00Z","sampledValue":[{"value":%s,"measurand":"Current.Import"}]}]}]'
+)
+
+# (case, site, frame sent, what the bad charger gets back first): an expected frame prefix,
+# ("closed", code), or None for nothing at all (an answer cannot be answered).
+CASES: list[tuple[str, str, str | bytes, Any]] = [
+    ("truncated JSON", "relayed", '[2,"q","Heartbeat",', [4, "q", "FormationViolation"]),
+    ("an object", "relayed", '{"a": 1}', [4, "-1", "ProtocolError"]),
+    ("null", "relayed", "null", [4, "-1", "ProtocolError"]),
+    ("empty array", "relayed", "[]", [4, "-1", "ProtocolError"]),
+    ("numeric id", "relayed", '[2,1,"Heartbeat",{}]', [4, "-1", "ProtocolError"]),
+    ("string type", "relayed", '["2","x","Heartbeat",{}]', [4, "-1", "ProtocolError"]),
+    ("numeric action", "relayed", '[2,"x",7,{}]', [4, "x", "FormationViolation"]),
+    ("unknown type", "relayed", '[9,"x","Heartbeat",{}]', [4, "x", "GenericError"]),
+    ("id too long", "relayed", f'[2,"{"i" * 37}","Heartbeat",{{}}]', [4, "-1", "ProtocolError"]),
+    ("bad escape in id", "relayed", '[2,"a\\q","Heartbeat",{}]', [4, "-1", "ProtocolError"]),
+    ("lone surrogate id", "standalone", '[2,"\\ud800","Heartbeat",{}]', [4, "-1", "ProtocolError"]),
+    ("bad escape in action", "relayed", '[2,"x","Heart\\u12",{}]', [4, "x", "FormationViolation"]),
+    (
+        "payload not JSON, local",
+        "standalone",
+        '[2,"x","Heartbeat",{oops]',
+        [4, "x", "FormationViolation"],
+    ),
+    (
+        "payload not JSON, relayed as is",
+        "relayed",
+        '[2,"x","Heartbeat",{oops]',
+        [3, "x", CPMS_ANSWER],
+    ),
+    ("unknown action, relayed", "relayed", '[2,"u","NoSuchAction",{}]', [3, "u", CPMS_ANSWER]),
+    (
+        "unknown action, local",
+        "standalone",
+        '[2,"u","NoSuchAction",{}]',
+        [4, "u", "NotImplemented"],
+    ),
+    ("answer to nothing", "relayed", '[3,"never",{}]', None),
+    ("broken error", "relayed", '[4,"x"]', None),
+    (
+        "deep nesting, relayed",
+        "relayed",
+        f'[2,"d","BootNotification",{DEEP}]',
+        [3, "d", CPMS_ANSWER],
+    ),
+    (
+        "deep nesting, local",
+        "standalone",
+        f'[2,"d","BootNotification",{DEEP}]',
+        [4, "d", "FormationViolation"],
+    ),
+    (
+        "deep status, relayed",
+        "relayed",
+        f'[2,"d","StatusNotification",{DEEP}]',
+        [3, "d", CPMS_ANSWER],
+    ),
+    ("float overflow in MeterValues", "relayed", METER % HUGE_INT, [3, "m", CPMS_ANSWER]),
+    ("largest frame", "relayed", _big_data_transfer(MAX_FRAME), [3, "big", CPMS_ANSWER]),
+    ("frame one byte too big", "relayed", _big_data_transfer(MAX_FRAME + 1), ("closed", 1009)),
+    ("binary frame", "relayed", b'[2,"b","Heartbeat",{}]', ("closed", 1003)),
+]
+
+
+@pytest.mark.parametrize(
+    ("site", "frame", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+async def test_hostile_frame_hits_only_its_sender(
+    relay: Relay, site: str, frame: str | bytes, expected: Any
+) -> None:
+    base = relay.relayed if site == "relayed" else relay.standalone
+    async with await charger(f"{base}/BAD", max_size=None) as bad:
+        await bad.send(frame)
+        if expected is None:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(bad.recv(), 0.5)
+        else:
+            got = await _next(bad)
+            if isinstance(expected, tuple):
+                assert got == expected
+            else:
+                assert got[: len(expected)] == expected, got
+        if not isinstance(expected, tuple):  # still open: still served
+            await bad.send('[2,"after","Heartbeat",{}]')
+            after = await _next(bad)
+            assert after[:2] == [3, "after"], after
+    await relay.assert_alive()
+
+
+async def test_message_id_reuse_is_relayed_as_sent(relay: Relay) -> None:
+    async with await charger(f"{relay.relayed}/DUP") as ws:
+        for _ in range(2):
+            await ws.send('[2,"dup","Heartbeat",{}]')
+        assert [await recv_json(ws), await recv_json(ws)] == [[3, "dup", CPMS_ANSWER]] * 2
+        assert relay.cpms.frames["DUP"] == ['[2,"dup","Heartbeat",{}]'] * 2
+    await relay.assert_alive()
+
+
+async def test_a_flooding_charger_is_refused_then_closed_and_nobody_else_notices(
+    relay: Relay,
+) -> None:
+    async with await charger(f"{relay.relayed}/FLOOD") as ws:
+        frames = [f'[2,"f{i}","Heartbeat",{{}}]' for i in range(RELAY.flood_burst * 4)]
+        for text in frames:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(text)
+        answers: list[Any] = []
+        while (got := await _next(ws)) and not isinstance(got, tuple):
+            answers.append(got)
+        assert got == ("closed", 1008)
+    refused = [a for a in answers if a[0] == 4]
+    assert refused and all(a[2] == "GenericError" and "rate limit" in a[3] for a in refused)
+    assert len(relay.cpms.frames["FLOOD"]) <= RELAY.flood_burst + 5  # the rest never left
+    await relay.assert_alive()
+
+
+@pytest.mark.parametrize(
+    ("garbage", "answer"),
+    [
+        ('[2,"a\\q","Reset",{}]', [4, "-1", "ProtocolError"]),  # bad escape in the id
+        ('[2,"r","Re\\u12",{}]', [4, "r", "FormationViolation"]),  # bad escape in the action
+        ("[²]", [4, "-1", "ProtocolError"]),  # a digit int() refuses
+        ('[3,"x\\q",{}]', None),  # a broken answer is not answered
+    ],
+)
+async def test_garbage_from_the_cpms_never_reaches_the_charger_nor_breaks_the_link(
+    relay: Relay, garbage: str, answer: list[Any] | None
+) -> None:
+    async with await charger(f"{relay.relayed}/VICTIM") as ws:
+        await wait_for_conn(relay.cpms, "VICTIM")
+        cpms_side = relay.cpms.conns["VICTIM"]
+        await cpms_side.send(garbage)
+        await cpms_side.send('[2,"ok","Reset",{"type":"Soft"}]')
+        assert await recv_json(ws) == [2, "ok", "Reset", {"type": "Soft"}]  # nothing before it
+        await ws.send('[2,"still","Heartbeat",{}]')
+        assert await recv_json(ws) == [3, "still", CPMS_ANSWER]  # same CPMS link, still up
+        errors = [json.loads(f)[:3] for f in relay.cpms.frames["VICTIM"] if f.startswith("[4")]
+        assert errors == ([answer] if answer is not None else [])
+        links = relay.srv.runtime.hub.links
+        assert [link.live.upstream_connected for k, link in links.items() if k[1] == "VICTIM"] == [
+            True
+        ]
+        assert relay.cpms.conns["VICTIM"] is cpms_side  # never redialled
+    await relay.assert_alive()
+
+
+async def wait_for_conn(cpms: GarbageProofCpms, cpid: str) -> None:
+    for _ in range(500):
+        if cpid in cpms.conns:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{cpid} never reached the CPMS")
+
+
+async def _raw_upgrade(
+    srv: RunningServer, path: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A WebSocket handshake by hand (for frames no client library sends)."""
+    port = int(srv.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_upgrade_request(path))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+def _upgrade_request(path: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+    ).encode()
+
+
+def _masked_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    else:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_only_its_sender(relay: Relay) -> None:
+    path = relay.relayed.split("//", 1)[1].split("/", 1)[1]
+    reader, writer = await _raw_upgrade(relay.srv, f"/{path}/RAW")
+    try:
+        writer.write(_masked_frame(0x1, b'[2,"x","Heartbeat",{"a":"\xff\xfe"}]'))
+        close = await asyncio.wait_for(reader.read(64), 5)
+        assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == 1007  # close, 1007
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    await relay.assert_alive()
+
+
+# -- arbitrary frames over a real socket ----------------------------------------------------
+
+_LIVE_CLOSE_CODES = {1003, 1008, 1009}
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(frames=st.lists(SOCKET_FRAMES, min_size=1, max_size=4), local=st.booleans())
+async def test_live_endpoint_survives_arbitrary_frames(
+    relay: Relay, frames: list[str], local: bool
+) -> None:
+    """Whatever one charger sends, it is answered or closed with a reason, and afterwards a
+    Heartbeat of its own is still answered; the good charger never notices."""
+    base = relay.standalone if local else relay.relayed
+    relay.counter += 1
+    async with await charger(f"{base}/HYP-{relay.counter}") as ws:
+        for text in frames:
+            await ws.send(text)
+        await ws.send('[2,"sentinel","Heartbeat",{}]')
+        for _ in range(len(frames) + 2):  # each frame gets at most one answer
+            got = await _next(ws)
+            if isinstance(got, tuple):
+                assert got[1] in _LIVE_CLOSE_CODES, got
+                break
+            if isinstance(got, list) and got[:2] == [3, "sentinel"]:
+                break
+        else:
+            raise AssertionError("no answer to the sentinel")
+    await relay.assert_alive()
+
+
+# -- slowloris ----------------------------------------------------------------------------------
+
+
+async def test_slowloris_handshakes_are_cut_off_and_others_are_served(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends its upgrade request one byte at a time, and one that sends nothing,
+    are closed once the request-head deadline passes; meanwhile chargers come and go."""
+    monkeypatch.setattr(HeadDeadlineProtocol, "head_timeout", 1.5)
+    port = int(relay.srv.url.rsplit(":", 1)[1])
+    path = "/" + relay.relayed.split("//", 1)[1].split("/", 1)[1] + "/SLOW"
+    request = _upgrade_request(path)
+    slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
+    idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+    try:
+        closed_after: float | None = None
+        for i in range(len(request)):  # one byte every 0.25 s: the whole head would take 50 s
+            try:
+                slow_w.write(request[i : i + 1])
+                await slow_w.drain()
+            except ConnectionError:
+                closed_after = time.monotonic() - started
+                break
+            if slow_r.at_eof():
+                closed_after = time.monotonic() - started
+                break
+            if i % 4 == 0:
+                await relay.assert_alive()  # others are served while it dribbles
+            await asyncio.sleep(0.25)
+            if time.monotonic() - started > 10:
+                break
+        assert closed_after is not None and closed_after < 5, closed_after
+        assert await asyncio.wait_for(idle_r.read(), 5) == b""  # the silent one is gone too
+        await relay.assert_alive()
+    finally:
+        for w in (slow_w, idle_w):
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
+
+
+async def test_the_deadline_stops_once_the_head_is_in(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A charger whose handshake was quick stays connected past the deadline, and a keep-alive
+    HTTP client may pause between requests (its next head gets a new deadline)."""
+    monkeypatch.setattr(HeadDeadlineProtocol, "head_timeout", 0.5)
+    async with await charger(f"{relay.relayed}/PATIENT") as ws:
+        await asyncio.sleep(1.0)
+        await ws.send('[2,"p","Heartbeat",{}]')
+        assert await recv_json(ws) == [3, "p", CPMS_ANSWER]
+    async with httpx.AsyncClient(base_url=relay.srv.url) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        await asyncio.sleep(0.2)
+        assert (await client.get("/healthz")).status_code == 200
