@@ -87,6 +87,8 @@ class ServerConfig:
     #: scheme+host(+port) cloud chargers must use, e.g. wss://ocpp.example.com; None: derived.
     public_url: str | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
+    #: Largest HTTP request body accepted (REST API and console); larger ones get 413.
+    max_request_bytes: int = 4 << 20
     #: Seconds given to connections to close on SIGTERM/SIGINT.
     shutdown_grace: float = 5.0
     #: Load management: reaction timings and allocator tuning (defaults suit real sites).

@@ -202,3 +202,27 @@ async def test_charger_cpms_override_reconnects_it_through_the_new_cpms(
             f"/api/v1/sites/{site['uid']}/chargers/CP-B", json={"cpms_url": "ftp://x"}
         )
         assert r.status_code == 422
+
+
+async def test_oversized_request_bodies_are_refused_before_anything_reads_them(
+    srv: RunningServer,
+) -> None:
+    big = b'{"name": "' + b"x" * (5 << 20) + b'", "type": "cloud"}'
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as anon:
+        r = await anon.post(
+            "/api/v1/sites", content=big, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked
+            for _ in range(6):
+                yield b"x" * (1 << 20)
+
+        r = await anon.post(
+            "/api/v1/sites", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413
+    async with await client_for(srv) as api:  # ordinary requests are untouched
+        assert (
+            await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})
+        ).status_code == 201

@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from ocpp.v16 import call as call16
 from support import harmone_server, make_site, wait_for
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from harmone.sim import SimulatedCharger, SimulatedCpms
 from harmone.store import Store
@@ -286,3 +288,30 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path: Path) -> None:
         proc.kill()
         await proc.wait()
         await cpms.stop()
+
+
+async def test_a_journal_write_failure_makes_the_charger_resend(tmp_path: Path) -> None:
+    from harmone.errors import StoreError
+    from harmone.store.journal import JournalRepo
+
+    class BrokenJournal(JournalRepo):
+        async def append(self, *args: Any, **kwargs: Any) -> Any:
+            raise StoreError("disk full (test)")
+
+    cpms = SimulatedCpms()
+    await cpms.start()
+    port = cpms.port
+    await cpms.stop()
+    async with harmone_server(tmp_path) as srv:
+        _, url = await make_site(srv, f"ws://127.0.0.1:{port}")
+        assert srv.app.endpoint is not None
+        srv.app.endpoint.journal = BrokenJournal(srv.runtime.store)
+        async with websockets.connect(f"{url}/BJ", subprotocols=[Subprotocol("ocpp1.6")]) as ws:
+            await ws.send(
+                '[2,"s1","StartTransaction",{"connectorId":1,"idTag":"T",'
+                '"meterStart":0,"timestamp":"2026-11-24T10:00:00Z"}]'
+            )
+            answer = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert answer[:3] == [4, "s1", "InternalError"]  # not an answer: resend it later
+            await ws.send('[2,"h1","Heartbeat",{}]')  # not journaled: answered as usual
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))[:2] == [3, "h1"]

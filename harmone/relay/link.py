@@ -96,7 +96,6 @@ class ChargerLink:
         self._upstream_task: asyncio.Task[None] | None = None
         self._closing = False
         self._charger_open = True
-        self._refuse_next_answer = False
         self.closed = asyncio.Event()
 
     # -- public --
@@ -176,6 +175,7 @@ class ChargerLink:
 
     # -- effects --
     async def _apply(self, effects: list[Effect]) -> None:
+        unjournaled = False
         for effect in effects:
             kind = type(effect)
             if kind is ToCpms:
@@ -183,10 +183,10 @@ class ChargerLink:
                 await self._send_upstream(effect.text)
             elif kind is ToCharger:
                 assert isinstance(effect, ToCharger)
-                if self._refuse_next_answer:
+                if unjournaled:
                     # the journal could not store the call: make the charger retry it later
                     # rather than tell it the message was taken care of
-                    self._refuse_next_answer = False
+                    unjournaled = False
                     msg_id = parse_envelope(effect.text).id
                     await self._send_charger(
                         call_error_frame(
@@ -199,7 +199,8 @@ class ChargerLink:
                 await self._send_charger(effect.text)
             elif kind is Journal:
                 assert isinstance(effect, Journal)
-                await self._journal_write(effect)
+                # the local answer to this call is the next ToCharger of the same list
+                unjournaled = not await self._journal_write(effect)
             elif kind is TxMapEnded:
                 assert isinstance(effect, TxMapEnded)
                 if self.journal is not None:
@@ -221,18 +222,20 @@ class ChargerLink:
                 await self.close(effect.code, effect.reason)
         self._arm_timer()
 
-    async def _journal_write(self, entry: Journal) -> None:
+    async def _journal_write(self, entry: Journal) -> bool:
+        """Make a journal entry durable; False if the database refused it."""
         if self.journal is None:
-            return
+            return True
         try:
             await self.journal.write(entry)
+            return True
         except StoreError:
             log.exception(
                 "%s could not journal %s; the charger is asked to resend it",
                 self._ctx,
                 entry.action,
             )
-            self._refuse_next_answer = True
+            return False
 
     def _resolve_own(self, result: OwnCallResult) -> None:
         fut = self._own_waiters.get(result.id)

@@ -22,6 +22,7 @@ from harmone.relay.hub import RelayHub
 from harmone.store import Store
 from harmone.store.journal import JournalRepo
 from harmone.store.loadconfig import LoadConfigRepo
+from harmone.web.body_limit import BodyLimit
 
 __all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
 
@@ -57,6 +58,7 @@ class HarmoneApp:
         self.runtime: Runtime | None = None
         self.endpoint: OcppEndpoint | None = None
         self.api = _build_api(self)
+        self._http = BodyLimit(self.api, config.max_request_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -67,7 +69,7 @@ class HarmoneApp:
                 return
             await endpoint(scope, receive, send)
             return
-        await self.api(scope, receive, send)
+        await self._http(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
