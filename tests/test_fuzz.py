@@ -28,7 +28,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import charger, harmone_server, make_site, recv_json
+from support import charger, harmone_server, make_site
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -360,10 +360,10 @@ class Relay:
         self.counter += 1
         msg_id = f"alive-{self.counter}"
         await self.good.send(f'[2,"{msg_id}","Heartbeat",{{}}]')
-        assert await recv_json(self.good) == [3, msg_id, CPMS_ANSWER]
+        assert await _next(self.good) == [3, msg_id, CPMS_ANSWER]
         async with await charger(f"{self.relayed}/NEW-{self.counter}") as fresh:
             await fresh.send('[2,"n","Heartbeat",{}]')
-            assert await recv_json(fresh) == [3, "n", CPMS_ANSWER]
+            assert await _next(fresh) == [3, "n", CPMS_ANSWER]
         assert (await self.api.get("/healthz")).json() == {"status": "ok"}
 
 
@@ -393,9 +393,16 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
 
 
 async def _next(ws: ClientConnection, timeout: float = 5.0) -> Any:
-    """The next frame decoded, or ("closed", code) once the connection is closed."""
+    """The next frame decoded, or ("closed", code) once the connection is closed.
+
+    HARMON-E's own calls (load management's SetChargingProfile on the load-managed site) may
+    come at any time: they are accepted, as a well-behaved charger would, and skipped."""
     try:
-        return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+            if not (frame[:1] == [2] and str(frame[1]).startswith("hm-")):
+                return frame
+            await ws.send(json.dumps([3, frame[1], {"status": "Accepted"}]))
     except ConnectionClosed:
         return ("closed", ws.close_code)
 
@@ -502,7 +509,7 @@ async def test_message_id_reuse_is_relayed_as_sent(relay: Relay) -> None:
     async with await charger(f"{relay.relayed}/DUP") as ws:
         for _ in range(2):
             await ws.send('[2,"dup","Heartbeat",{}]')
-        assert [await recv_json(ws), await recv_json(ws)] == [[3, "dup", CPMS_ANSWER]] * 2
+        assert [await _next(ws), await _next(ws)] == [[3, "dup", CPMS_ANSWER]] * 2
         assert relay.cpms.frames["DUP"] == ['[2,"dup","Heartbeat",{}]'] * 2
     await relay.assert_alive()
 
@@ -542,9 +549,9 @@ async def test_garbage_from_the_cpms_never_reaches_the_charger_nor_breaks_the_li
         cpms_side = relay.cpms.conns["VICTIM"]
         await cpms_side.send(garbage)
         await cpms_side.send('[2,"ok","Reset",{"type":"Soft"}]')
-        assert await recv_json(ws) == [2, "ok", "Reset", {"type": "Soft"}]  # nothing before it
+        assert await _next(ws) == [2, "ok", "Reset", {"type": "Soft"}]  # nothing before it
         await ws.send('[2,"still","Heartbeat",{}]')
-        assert await recv_json(ws) == [3, "still", CPMS_ANSWER]  # same CPMS link, still up
+        assert await _next(ws) == [3, "still", CPMS_ANSWER]  # same CPMS link, still up
         errors = [json.loads(f)[:3] for f in relay.cpms.frames["VICTIM"] if f.startswith("[4")]
         assert errors == ([answer] if answer is not None else [])
         links = relay.srv.runtime.hub.links
@@ -694,7 +701,7 @@ async def test_the_deadline_stops_once_the_head_is_in(
     async with await charger(f"{relay.relayed}/PATIENT") as ws:
         await asyncio.sleep(1.0)
         await ws.send('[2,"p","Heartbeat",{}]')
-        assert await recv_json(ws) == [3, "p", CPMS_ANSWER]
+        assert await _next(ws) == [3, "p", CPMS_ANSWER]
     async with httpx.AsyncClient(base_url=relay.srv.url) as client:
         assert (await client.get("/healthz")).status_code == 200
         await asyncio.sleep(0.2)
