@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import os
 import re
 import time
@@ -21,6 +22,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,15 @@ from websockets.typing import Subprotocol
 from harmone.clock import SystemClock
 from harmone.config import RelayConfig
 from harmone.errors import FrameError
-from harmone.loadmgmt.traffic import cpms_cap, reading_from_sampled_values
-from harmone.ocpp.framing import MAX_ID_LENGTH, Envelope, decode, parse_envelope
+from harmone.loadmgmt.traffic import cpms_cap, current_per_phase
+from harmone.ocpp.events import WATCHED_ACTIONS, MeterReading, ProfileSet, interpret
+from harmone.ocpp.framing import (
+    MAX_ID_LENGTH,
+    Envelope,
+    MessageType,
+    decode,
+    parse_envelope,
+)
 from harmone.ocpp.session import (
     ChargerSession,
     CloseCharger,
@@ -50,7 +59,7 @@ from harmone.ocpp.session import (
 )
 from harmone.ocpp.standalone import StandaloneResponder
 from harmone.ocpp.versions import OcppVersion
-from harmone.relay.observer import WATCHED_ACTIONS, apply_observation
+from harmone.relay.observer import apply_events
 from harmone.relay.offline import JOURNALED
 from harmone.relay.state import FrameRecord, LiveCharger
 from harmone.web.console.frames import describe_frames
@@ -246,7 +255,7 @@ def test_session_turns_any_input_into_effects(
             if isinstance(effect, ToCharger | ToCpms):
                 assert _utf8(effect.text), effect
             elif isinstance(effect, Observe):
-                apply_observation(live, effect, datetime.now(UTC))
+                apply_events(live, effect.events, datetime.now(UTC))
             elif isinstance(effect, CloseCharger):
                 assert effect.code == 1008
         texts = [
@@ -257,25 +266,98 @@ def test_session_turns_any_input_into_effects(
         describe_frames(texts)
 
 
-@settings(max_examples=300, deadline=None)
-@given(_JSON, st.booleans())
-def test_load_management_readers_take_any_payload(payload: Any, is16: bool) -> None:
-    """What load management reads from MeterValues and SetChargingProfile: any JSON, including
-    numbers too big for a float, gives a value or None, never an exception."""
-    sampled = payload if isinstance(payload, list) else [payload]
-    reading_from_sampled_values(1, sampled, 3, 230.0)
-    cpms_cap(payload, is16, 3, 230.0)
-    cpms_cap(
-        {
-            "connectorId": 1,
-            "csChargingProfiles": {
-                "chargingSchedule": {"chargingSchedulePeriod": [{"limit": payload}]}
+def _profile16(limit: Any) -> dict[str, Any]:
+    return {
+        "connectorId": 1,
+        "csChargingProfiles": {
+            "chargingProfileId": 9,
+            "stackLevel": 1,
+            "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Relative",
+            "chargingSchedule": {
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}],
             },
         },
-        True,
-        3,
-        230.0,
+    }
+
+
+def _as_limit(value: Any) -> float | None:
+    """The oracle: a 1.6 schedule limit is a JSON number that is a multiple of 0.1 in exact
+    decimal (the schema's rule) and finite as a float; anything else is not a limit."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:  # more than a float holds: no limit at all, as a charger reads it
+            return math.inf
+    if not math.isfinite(value):
+        return None
+    return value if (Fraction(str(value)) * 10).denominator == 1 else None
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON | st.floats() | st.integers(min_value=-(10**400), max_value=10**400))
+def test_a_cpms_profile_limit_reads_as_the_number_sent_or_not_at_all(value: Any) -> None:
+    """Whatever the CPMS puts in a limit, load management gets the number it sent (as the
+    charger would apply it) or no profile at all: `true` is not 1 A, NaN is not a limit, and a
+    400-digit limit is a profile without a limit, not an error and not a cap."""
+    events = interpret(
+        OcppVersion.V16,
+        "charger",
+        MessageType.CALLRESULT,
+        "SetChargingProfile",
+        {"status": "Accepted"},
+        _profile16(value),
     )
+    expected = _as_limit(value)
+    if expected is None:
+        assert events == (), value
+        return
+    (event,) = events
+    assert isinstance(event, ProfileSet)
+    (period,) = event.profile.schedules[0].periods
+    assert period.limit == expected
+    cap = cpms_cap(event.connector_id, event.profile, 3, 230.0)
+    assert cap.amps == (expected if 0 <= expected < math.inf else None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=30) | st.floats().map(repr) | st.integers().map(str))
+def test_a_sampled_current_reads_as_the_decimal_sent_or_not_at_all(text: str) -> None:
+    """1.6 sends sampled values as strings: a finite decimal is that current, anything else
+    (NaN, 1e999, words) is no reading; it is never a crash or a made-up number."""
+    (event,) = interpret(
+        OcppVersion.V16,
+        "charger",
+        MessageType.CALL,
+        "MeterValues",
+        {
+            "connectorId": 1,
+            "transactionId": 7,
+            "meterValue": [
+                {
+                    "timestamp": "2026-01-01T00:00:00Z",
+                    "sampledValue": [
+                        {"value": "230", "measurand": "Voltage"},
+                        {"value": text, "measurand": "Current.Import", "phase": "L1"},
+                    ],
+                }
+            ],
+        },
+    )
+    assert isinstance(event, MeterReading)
+    try:
+        expected: float | None = float(text)
+    except ValueError:
+        expected = None
+    if expected is not None and not math.isfinite(expected):
+        expected = None
+    currents = [s.value for s in event.samples if s.measurand == "Current.Import"]
+    assert currents == ([] if expected is None else [expected])
+    amps = current_per_phase(event.samples, 1, 230.0)
+    assert amps == (None if expected is None else (max(0.0, expected),))
 
 
 def test_the_message_inspector_shows_a_deeply_nested_frame_as_unreadable() -> None:

@@ -8,19 +8,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from harmone.clock import Clock
-from harmone.errors import ConfigError, FrameError
+from harmone.errors import ConfigError
 from harmone.loadmgmt.config import SiteLoadConfig, parse_config
 from harmone.loadmgmt.controller import ChargerLoad, ConnectorLoad, SiteController, Timing
 from harmone.loadmgmt.meters import MeterPoller
 from harmone.loadmgmt.model import AllocationOptions, Measurement
-from harmone.loadmgmt.traffic import (
-    TxEnded,
-    TxStarted,
-    cpms_cap,
-    cpms_clear,
-    reading_from_sampled_values,
+from harmone.loadmgmt.traffic import cpms_cap, current_per_phase
+from harmone.ocpp.events import (
+    BootAnswered,
+    ChargingNeeds,
+    ConnectorStatusChanged,
+    Event,
+    MeterReading,
+    ProfileRequested,
+    ProfilesCleared,
+    TransactionEnded,
+    TransactionStarted,
 )
-from harmone.ocpp.framing import MessageType, decode, parse_envelope, payload_of
+from harmone.ocpp.framing import MessageType
 from harmone.ocpp.session import Observe
 from harmone.ocpp.versions import OcppVersion
 from harmone.relay.hub import RelayHub
@@ -32,15 +37,6 @@ __all__ = ["LoadManager"]
 log = logging.getLogger(__name__)
 
 _ENDED_STATUSES = {"Available", "Unavailable", "Faulted"}
-
-
-def _payload(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return payload_of(decode(text), parse_envelope(text))
-    except FrameError:
-        return None
 
 
 class LoadManager:
@@ -139,151 +135,96 @@ class LoadManager:
         if ctl is None or not live.ocpp_version:
             return
         state = ctl.charger(live.id, OcppVersion(live.ocpp_version))
-        try:
-            changed = self._learn(ctl, live.id, state, obs)
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-            # A payload that passed the relay but is not what the spec says: ignore it here,
-            # the frame itself was relayed unchanged.
-            log.info(
-                "site=%s charger=%s could not read %s for load management: %s",
-                live.site_uid,
-                live.id,
-                obs.action,
-                exc,
-            )
-            return
+        if obs.sender == "charger" and obs.type is MessageType.CALL and not state.booted:
+            state.booted = True  # a charger that reconnects without booting again
+        changed = False
+        for event in obs.events:
+            changed = self._learn(ctl, live.id, state, event) or changed
         if changed:
             ctl.poke()
 
-    def _learn(self, ctl: SiteController, cid: str, state: ChargerLoad, obs: Observe) -> bool:
-        is16 = state.version is OcppVersion.V16
+    def _learn(self, ctl: SiteController, cid: str, state: ChargerLoad, event: Event) -> bool:
         settings = ctl.config.settings_for(cid)
-        action = obs.action
-        if obs.type is MessageType.CALL and obs.sender == "charger":
-            p = _payload(obs.text)
-            if not isinstance(p, dict):
+        if isinstance(event, ConnectorStatusChanged):
+            if event.connector_id > 0:
+                state.connectors.add(event.connector_id)
+                tx = state.txs.get(event.connector_id)
+                if event.status in _ENDED_STATUSES and tx is not None:
+                    self._end(state, tx.transaction_id, event.connector_id)
+            return True
+        if isinstance(event, TransactionStarted):
+            tx = state.txs.get(event.connector_id)
+            if tx is None or tx.transaction_id != event.transaction_id:
+                self._start(state, event.connector_id, event.transaction_id)
+            return True
+        if isinstance(event, TransactionEnded):
+            self._end(state, event.transaction_id, event.connector_id)
+            return True
+        if isinstance(event, MeterReading):
+            conn: int | None = event.connector_id
+            if conn is None:  # 2.x: only the transaction is named
+                conn = next(
+                    (c for c, t in state.txs.items() if t.transaction_id == event.transaction_id),
+                    None,
+                )
+            if conn is None or conn < 1:
                 return False
-            if action != "BootNotification" and not state.booted:
-                state.booted = True  # a charger that reconnects without booting again
-            if action == "StatusNotification":
-                conn = p.get("connectorId") if is16 else p.get("evseId")
-                status = p.get("status") if is16 else p.get("connectorStatus")
-                if isinstance(conn, int) and conn > 0:
-                    state.connectors.add(conn)
-                    if status in _ENDED_STATUSES and conn in state.txs:
-                        self._end(ctl, cid, state, TxEnded(state.txs[conn].transaction_id, conn))
+            if event.transaction_id is not None and conn not in state.txs:
+                self._start(state, conn, event.transaction_id)
+            tx = state.txs.get(conn)
+            if tx is not None:
+                amps = current_per_phase(event.samples, settings.phases, settings.voltage)
+                if amps is not None:
+                    tx.measured = amps
+                    tx.measured_at = self.clock.now()
+            return True
+        if isinstance(event, ChargingNeeds):
+            tx = state.txs.get(event.connector_id)
+            if tx is not None and event.ev_max_current is not None:
+                tx.car_max = event.ev_max_current
                 return True
-            if action == "StopTransaction":
-                self._end(ctl, cid, state, TxEnded(str(p["transactionId"])))
-                return True
-            if action == "MeterValues":
-                conn = p.get("connectorId") if is16 else p.get("evseId")
-                tx_id = p.get("transactionId") if is16 else None
-                if isinstance(conn, int) and conn > 0:
-                    if tx_id is not None and conn not in state.txs:
-                        self._start(ctl, state, TxStarted(conn, str(tx_id)))
-                    self._readings(ctl, state, conn, p.get("meterValue"), settings)
-                return True
-            if action == "TransactionEvent":
-                return self._transaction_event(ctl, cid, state, p, settings)
-            if action == "NotifyEVChargingNeeds":
-                conn = p.get("evseId")
-                ac = (p.get("chargingNeeds") or {}).get("acChargingParameters") or {}
-                if isinstance(conn, int) and conn in state.txs and "evMaxCurrent" in ac:
-                    state.txs[conn].car_max = float(ac["evMaxCurrent"])
-                    return True
             return False
-        if obs.type is MessageType.CALLRESULT and obs.sender in ("cpms", "harmone"):
-            p = _payload(obs.text)
-            if action == "BootNotification" and isinstance(p, dict):
-                state.booted = p.get("status") == "Accepted"
-                state.default_sent = None
-                return state.booted
-            if action == "StartTransaction" and isinstance(p, dict):
-                req = _payload(obs.request_text)
-                accepted = (p.get("idTagInfo") or {}).get("status") == "Accepted"
-                if accepted and isinstance(req, dict) and "transactionId" in p:
-                    self._start(
-                        ctl, state, TxStarted(int(req["connectorId"]), str(p["transactionId"]))
-                    )
-                    return True
-            return False
-        if obs.type is MessageType.CALL and obs.sender == "cpms":
-            p = _payload(obs.text)
-            if action == "SetChargingProfile":
-                cap = cpms_cap(p, is16, settings.phases, settings.voltage)
-                if cap is not None:
-                    state.caps[cap.connector_id] = cap
-                    if (
-                        cap.purpose in ("TxProfile", "TxDefaultProfile")
-                        and cap.stack_level >= state.stack_level
-                    ):
-                        state.stack_level = cap.stack_level + 1
-                        self._resend(state)
-                    log.info(
-                        "site=%s charger=%s CPMS limits connector %s to %s A (%s, stack level %s)",
-                        ctl.site_uid,
-                        cid,
-                        cap.connector_id,
-                        cap.amps,
-                        cap.purpose,
-                        cap.stack_level,
-                    )
-                    return True
-            elif action == "ClearChargingProfile":
-                target = cpms_clear(p, is16)
-                for k in [k for k in state.caps if not target or k == target]:
-                    del state.caps[k]
-                # the clear may have removed HARMON-E's own profiles too: send them again
+        if isinstance(event, BootAnswered):
+            state.booted = event.accepted
+            state.default_sent = None
+            return state.booted
+        if isinstance(event, ProfileRequested) and event.set_by == "cpms":
+            cap = cpms_cap(event.connector_id, event.profile, settings.phases, settings.voltage)
+            state.caps[cap.connector_id] = cap
+            if (
+                cap.purpose in ("TxProfile", "TxDefaultProfile")
+                and cap.stack_level >= state.stack_level
+            ):
+                state.stack_level = cap.stack_level + 1
                 self._resend(state)
-                return True
+            log.info(
+                "site=%s charger=%s CPMS limits connector %s to %s A (%s, stack level %s)",
+                ctl.site_uid,
+                cid,
+                cap.connector_id,
+                cap.amps,
+                cap.purpose,
+                cap.stack_level,
+            )
+            return True
+        if isinstance(event, ProfilesCleared) and event.set_by == "cpms":
+            target = event.connector_id
+            for k in [k for k in state.caps if not target or k == target]:
+                del state.caps[k]
+            # the clear may have removed HARMON-E's own profiles too: send them again
+            self._resend(state)
+            return True
         return False
 
-    def _transaction_event(
-        self, ctl: SiteController, cid: str, state: ChargerLoad, p: dict[str, Any], settings: Any
-    ) -> bool:
-        info = p.get("transactionInfo") or {}
-        tx_id = str(info.get("transactionId"))
-        evse = (p.get("evse") or {}).get("id")
-        if not isinstance(evse, int):
-            evse = next((c for c, t in state.txs.items() if t.transaction_id == tx_id), None)
-        kind = p.get("eventType")
-        if kind == "Ended":
-            self._end(ctl, cid, state, TxEnded(tx_id, evse))
-            return True
-        if not isinstance(evse, int) or evse < 1:
-            return False
-        state.connectors.add(evse)
-        if evse not in state.txs or state.txs[evse].transaction_id != tx_id:
-            self._start(ctl, state, TxStarted(evse, tx_id))
-        self._readings(ctl, state, evse, p.get("meterValue"), settings)
-        return True
+    def _start(self, state: ChargerLoad, connector_id: int, transaction_id: str) -> None:
+        state.connectors.add(connector_id)
+        state.txs[connector_id] = ConnectorLoad(transaction_id, self.clock.now())
 
-    def _start(self, ctl: SiteController, state: ChargerLoad, ev: TxStarted) -> None:
-        state.connectors.add(ev.connector_id)
-        state.txs[ev.connector_id] = ConnectorLoad(ev.transaction_id, self.clock.now())
-
-    def _end(self, ctl: SiteController, cid: str, state: ChargerLoad, ev: TxEnded) -> None:
+    @staticmethod
+    def _end(state: ChargerLoad, transaction_id: str, connector_id: int | None) -> None:
         for conn, tx in list(state.txs.items()):
-            if tx.transaction_id == ev.transaction_id or ev.connector_id == conn:
+            if tx.transaction_id == transaction_id or connector_id == conn:
                 del state.txs[conn]
-
-    def _readings(
-        self, ctl: SiteController, state: ChargerLoad, conn: int, values: Any, settings: Any
-    ) -> None:
-        tx = state.txs.get(conn)
-        if tx is None or not isinstance(values, list):
-            return
-        for mv in values:
-            if not isinstance(mv, dict):
-                continue
-            sampled = mv.get("sampledValue")
-            if not isinstance(sampled, list):
-                continue
-            reading = reading_from_sampled_values(conn, sampled, settings.phases, settings.voltage)
-            if reading is not None:
-                tx.measured = reading.amps
-                tx.measured_at = self.clock.now()
 
     @staticmethod
     def _resend(state: ChargerLoad) -> None:

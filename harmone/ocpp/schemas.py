@@ -35,6 +35,7 @@ from harmone.ocpp.versions import OcppVersion, error_code
 
 __all__ = [
     "Direction",
+    "acceptable",
     "has_response",
     "known_actions",
     "load_schema",
@@ -259,3 +260,20 @@ def validate_response(
     Raises like `validate_request`; NotImplemented also when the action has no response.
     """
     _validate(version, action, "response", payload, check_formats)
+
+
+#: Violations `acceptable` tolerates: vendor extensions (unknown properties), and format
+#: keywords, which are annotations only unless checked on purpose.
+_TOLERATED = frozenset({"additionalProperties", "format"})
+
+
+def acceptable(version: OcppVersion, action: str, direction: Direction, payload: object) -> bool:
+    """True if `payload` has the types, required fields and values of `action`'s schema, unknown
+    properties aside: the check for frames HARMON-E only reads (it never rejects them)."""
+    if not isinstance(action, str) or (action, direction) not in _index(version):
+        return False
+    validator = _validator(version, action, direction, False)
+    try:
+        return all(e.validator in _TOLERATED for e in validator.iter_errors(payload))
+    except (RecursionError, ValueError):
+        return False

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from harmone.errors import FrameError, OcppError
+from harmone.ocpp.events import WATCHED_ACTIONS, Event, interpret
 from harmone.ocpp.framing import (
     Envelope,
     MessageType,
@@ -58,7 +59,11 @@ Direction = Literal["charger", "cpms", "harmone"]
 
 @dataclass(frozen=True, slots=True)
 class ToCharger:
+    """A frame for the charger: the CPMS's (relayed) or HARMON-E's own (a local answer, a
+    CallError, one of its own calls)."""
+
     text: str
+    origin: Literal["cpms", "harmone"] = "harmone"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +83,17 @@ class OwnCallResult:
 
 @dataclass(frozen=True, slots=True)
 class Observe:
-    """A watched frame: a CALL of a watched action or the answer to one.
+    """A watched frame and what it means: a CALL of a watched action or the answer to one.
 
-    `sender` is who sent this frame; `action` is the action of the CALL it is or answers.
+    `sender` is who sent this frame; `action` is the action of the CALL it is or answers;
+    `events` are its meaning (`harmone.ocpp.events`), decoded and validated here, once.
     """
 
     sender: Direction
     type: MessageType
     action: str
     text: str
-    #: For an answer: the text of the CALL it answers (so the observer can pair them).
-    request_text: str | None = None
+    events: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,8 @@ class Journal:
     action: str
     text: str
     answer: dict[str, Any]
+    #: What the call means (empty for actions HARMON-E does not watch).
+    events: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +174,7 @@ class ChargerSession:
         version: OcppVersion,
         *,
         local_answer: LocalAnswer,
-        watched: frozenset[str] = frozenset(),
+        watched: frozenset[str] = WATCHED_ACTIONS,
         limits: SessionLimits | None = None,
         id_factory: Callable[[], str] = default_id_factory,
         upstream_up: bool = False,
@@ -235,8 +242,7 @@ class ChargerSession:
                     text = self._rewrite_tx(text, env, self.tx_to_cpms, effects)
                 self._remember_charger_call(env.id, env.action, text)
                 effects.append(ToCpms(text))
-                if env.action in self.watched:
-                    effects.append(Observe("charger", env.type, env.action, text))
+                self._observe(effects, "charger", env, env.action, text)
             else:
                 effects.extend(self._answer_locally(env, text))
             return effects
@@ -251,8 +257,7 @@ class ChargerSession:
                         f"CPMS link down: {env.action} SEND from the charger not delivered",
                     )
                 )
-            if env.action in self.watched:
-                effects.append(Observe("charger", env.type, env.action, text))
+            self._observe(effects, "charger", env, env.action, text)
             return effects
         return self._answer_from_charger(env, text, now)
 
@@ -264,7 +269,7 @@ class ChargerSession:
             if slot.owner == "own":
                 effects.append(self._own_result(slot, env, text))
             else:
-                self._forward_answer_to_cpms(slot.action, env, text, effects)
+                self._forward_answer_to_cpms(slot.action, env, text, effects, slot.text)
             effects.extend(self._dispatch(now))
             return effects
         if env.id in self._expired_own:
@@ -278,7 +283,12 @@ class ChargerSession:
         return effects
 
     def _forward_answer_to_cpms(
-        self, action: str | None, env: Envelope, text: str, effects: list[Effect]
+        self,
+        action: str | None,
+        env: Envelope,
+        text: str,
+        effects: list[Effect],
+        request_text: str | None = None,
     ) -> None:
         if self.upstream_up:
             effects.append(ToCpms(text))
@@ -289,8 +299,8 @@ class ChargerSession:
                     f"CPMS link down: the charger's answer to {action or env.id} not delivered",
                 )
             )
-        if action is not None and action in self.watched:
-            effects.append(Observe("charger", env.type, action, text))
+        if action is not None:
+            self._observe(effects, "charger", env, action, text, request_text)
 
     def _own_result(self, slot: _Outgoing, env: Envelope, text: str) -> OwnCallResult:
         try:
@@ -317,18 +327,17 @@ class ChargerSession:
             effects: list[Effect] = []
             if self.tx_to_charger and env.action in _TX_TO_CHARGER:
                 text = self._rewrite_tx(text, env, self.tx_to_charger, effects)
-            if env.action in self.watched:
-                effects.append(Observe("cpms", env.type, env.action, text))
+            self._observe(effects, "cpms", env, env.action, text)
             self._queue.append(_Outgoing("cpms", env.id, env.action, text))
             effects.extend(self._dispatch(now))
             return effects
         if env.type is MessageType.SEND:
-            return [ToCharger(text)]
+            return [ToCharger(text, "cpms")]
         # An answer to one of the charger's calls.
         known = self._charger_calls.pop(env.id, None)
-        effects = [ToCharger(text)]
-        if known is not None and known[0] in self.watched:
-            effects.append(Observe("cpms", env.type, known[0], text, request_text=known[1]))
+        effects = [ToCharger(text, "cpms")]
+        if known is not None:
+            self._observe(effects, "cpms", env, known[0], text, known[1])
         return effects
 
     # -- HARMON-E's own calls --
@@ -437,7 +446,7 @@ class ChargerSession:
         item = self._queue.popleft()
         item.deadline = now + self.limits.call_timeout
         self._inflight = item
-        return [ToCharger(item.text)]
+        return [ToCharger(item.text, "cpms" if item.owner == "cpms" else "harmone")]
 
     def _expire(self, msg_id: str) -> None:
         self._expired_own[msg_id] = None
@@ -452,9 +461,11 @@ class ChargerSession:
     def _answer_locally(self, env: Envelope, text: str) -> list[Effect]:
         assert env.action is not None
         effects: list[Effect] = []
+        events: tuple[Event, ...] = ()
         try:
-            frame = decode(text)
-            response = self._local_answer(self.version, env.action, payload_of(frame, env))
+            payload = payload_of(decode(text), env)
+            events = self._meaning("charger", env.type, env.action, payload)
+            response = self._local_answer(self.version, env.action, payload)
         except OcppError as exc:
             code = exc.code
             if isinstance(exc, FrameError):
@@ -466,26 +477,58 @@ class ChargerSession:
                     f"{env.action} answered locally with CallError {code}: {exc.description}",
                 )
             )
-        else:
-            if env.action in self.journaled:
-                effects.append(Journal(env.action, text, response))
-            effects.append(ToCharger(call_result_frame(env.id, response)))
-            note = "answered locally" if not self.upstream_up else "answered"
-            effects.append(Note(logging.DEBUG, f"{env.action} {note}"))
-        if env.action in self.watched:
-            effects.append(Observe("charger", env.type, env.action, text))
-            answer = next(e for e in effects if isinstance(e, ToCharger))
-            if answer.text.startswith("[3"):
-                effects.append(
-                    Observe(
-                        "harmone",
-                        MessageType.CALLRESULT,
-                        env.action,
-                        answer.text,
-                        request_text=text,
-                    )
-                )
+            if events:
+                effects.append(Observe("charger", env.type, env.action, text, events))
+            return effects
+        if env.action in self.journaled:
+            effects.append(Journal(env.action, text, response, events))
+        answer = call_result_frame(env.id, response)
+        effects.append(ToCharger(answer))
+        note = "answered locally" if not self.upstream_up else "answered"
+        effects.append(Note(logging.DEBUG, f"{env.action} {note}"))
+        # the charger's call first, then the answer it got: observers see them in that order
+        if events:
+            effects.append(Observe("charger", env.type, env.action, text, events))
+        answered = self._meaning("harmone", MessageType.CALLRESULT, env.action, response, payload)
+        if answered:
+            effects.append(Observe("harmone", MessageType.CALLRESULT, env.action, answer, answered))
         return effects
+
+    def _meaning(
+        self, sender: Direction, kind: MessageType, action: str, payload: Any, request: Any = None
+    ) -> tuple[Event, ...]:
+        if action not in self.watched:
+            return ()
+        return interpret(self.version, sender, kind, action, payload, request)
+
+    def _observe(
+        self,
+        effects: list[Effect],
+        sender: Direction,
+        env: Envelope,
+        action: str,
+        text: str,
+        request_text: str | None = None,
+    ) -> None:
+        """Report a watched frame with its meaning; frames that mean nothing are not reported.
+
+        `request_text` is the call an answer answers (answers are read against their call).
+        """
+        if action not in self.watched or env.type in (
+            MessageType.CALLERROR,
+            MessageType.CALLRESULTERROR,
+        ):
+            return
+        try:
+            payload = payload_of(decode(text), env)
+            request = None
+            if request_text is not None:
+                request = payload_of(decode(request_text), parse_envelope(request_text))
+        except FrameError:
+            return
+        events = interpret(self.version, sender, env.type, action, payload, request)
+        if events:
+            effects.append(Observe(sender, env.type, action, text, events))
 
     def _broken_frame(
         self, text: str, exc: FrameError, sender: str, reply: type[ToCharger] | type[ToCpms]

@@ -26,7 +26,6 @@ from harmone.relay.admission import Refusal, choose_subprotocol, split_ocpp_path
 from harmone.relay.charger_auth import ChargerAuthenticator
 from harmone.relay.hub import RelayHub
 from harmone.relay.link import ChargerLink
-from harmone.relay.observer import WATCHED_ACTIONS
 from harmone.relay.offline import JOURNALED, OfflineJournal
 from harmone.relay.state import LiveCharger
 from harmone.relay.upstream import UpstreamRefused, cpms_endpoint
@@ -272,7 +271,6 @@ class OcppEndpoint:
         session = ChargerSession(
             version,
             local_answer=self.responder.answer,
-            watched=WATCHED_ACTIONS,
             limits=self.limits,
             upstream_up=live_now,
             now=self.hub.clock.monotonic(),

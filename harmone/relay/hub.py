@@ -17,7 +17,7 @@ from harmone.config import RelayConfig
 from harmone.errors import ChargerNotConnected
 from harmone.ocpp.session import Observe
 from harmone.relay.link import ChargerLink
-from harmone.relay.observer import apply_observation
+from harmone.relay.observer import apply_events
 from harmone.relay.state import ChargerKey, FrameRecord, LiveCharger
 from harmone.relay.upstream import dial
 from harmone.store.records import Attempt, Charger, ChargerState, PasswordCheck, Site
@@ -153,7 +153,7 @@ class RelayHub:
             self._publish(("frame", live.key))
 
     def observe(self, live: LiveCharger, obs: Observe) -> None:
-        if apply_observation(live, obs, self.clock.now()):
+        if apply_events(live, obs.events, self.clock.now()):
             self.changed(live)
         for listener in self.listeners:
             listener.observed(live, obs)

@@ -196,6 +196,8 @@ class ChargerLink:
                         )
                     )
                     continue
+                if effect.origin == "harmone":
+                    self._record("harmone", "charger", effect.text)
                 await self._send_charger(effect.text)
             elif kind is Journal:
                 assert isinstance(effect, Journal)
@@ -207,8 +209,6 @@ class ChargerLink:
                     await self.journal.end_mapping(effect.local_id)
             elif kind is Observe:
                 assert isinstance(effect, Observe)
-                if effect.sender == "harmone":
-                    self._record("harmone", "charger", effect.text)
                 self.hub.observe(self.live, effect)
             elif kind is OwnCallResult:
                 assert isinstance(effect, OwnCallResult)

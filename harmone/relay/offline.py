@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from harmone.errors import FrameError, StoreError
+from harmone.ocpp.events import ConnectorStatusChanged
 from harmone.ocpp.framing import (
     MessageType,
     call_frame,
@@ -85,19 +86,16 @@ Record = Callable[[str], None]
 
 
 def _status_key(entry: Journal, is16: bool) -> str | None:
+    """Which earlier unsent entry this one makes obsolete: the latest boot and the latest
+    status of each connector are all the CPMS needs to see."""
     if entry.action == "BootNotification":
         return "boot"
-    if entry.action != "StatusNotification":
-        return None
-    try:
-        p = payload_of(decode(entry.text), parse_envelope(entry.text))
-    except FrameError:
-        return None
-    if not isinstance(p, dict):
-        return None
-    if is16:
-        return f"status:{p.get('connectorId')}"
-    return f"status:{p.get('evseId')}/{p.get('connectorId')}"
+    for event in entry.events:
+        if isinstance(event, ConnectorStatusChanged):
+            if is16:
+                return f"status:{event.connector_id}"
+            return f"status:{event.connector_id}/{event.evse_connector}"
+    return None
 
 
 class OfflineJournal:
