@@ -91,8 +91,10 @@ def make_plan(
     timing: Timing,
     options: AllocationOptions,
     now: datetime,
+    busy: frozenset[str] = frozenset(),
 ) -> Plan:
-    """The calls to make now. `allocation` None means allocation failed: pause everything."""
+    """The calls to make now. `allocation` None means allocation failed: pause everything.
+    Chargers in `busy` (a call of theirs still being carried out) get nothing new."""
     targets, retries = _targets(state, allocation, timing, now)
     grants = (
         {}
@@ -104,7 +106,7 @@ def make_plan(
     held: list[tuple[ProfileCall, str]] = []
     increases: list[tuple[ProfileCall, tuple[int, ...], float]] = []
     for cid, ch in state.chargers.items():
-        if not ch.connected or ch.call_since is not None:
+        if not ch.connected or ch.call_since is not None or cid in busy:
             continue
         default = _default_call(cid, ch, config, timing, now)
         if default is not None:

@@ -14,14 +14,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from harmone import __version__
+from harmone.clock import SystemClock
 from harmone.config import ServerConfig
 from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreError
-from harmone.loadmgmt.runtime import LoadManager
+from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.hub import RelayHub
 from harmone.store import Store
 from harmone.store.journal import JournalRepo
 from harmone.store.loadconfig import LoadConfigRepo
+from harmone.store.loadstate import LoadStateRepo
 from harmone.web.body_limit import BodyLimit
 
 __all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
@@ -42,7 +44,7 @@ class Runtime:
     hub: RelayHub
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
-    loadmgmt: LoadManager
+    loadmgmt: LoadManagementService
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,10 +80,11 @@ class HarmoneApp:
         try:
             hub = RelayHub(store, self.config.relay)
             await hub.start()
-            loadmgmt = LoadManager(
+            loadmgmt = LoadManagementService(
                 hub,
                 LoadConfigRepo(store),
-                hub.clock,
+                LoadStateRepo(store),
+                SystemClock(),
                 self.config.load_options,
                 self.config.load_timing,
             )
