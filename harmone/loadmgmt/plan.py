@@ -95,13 +95,13 @@ def make_plan(
 ) -> Plan:
     """The calls to make now. `allocation` None means allocation failed: pause everything.
     Chargers in `busy` (a call of theirs still being carried out) get nothing new."""
-    targets, retries = _targets(state, allocation, timing, now)
     grants = (
         {}
         if allocation is None
         else {(g.charger_id, g.connector_id): g for g in allocation.connectors}
     )
     room = _room(state, config, tree, allocation, grants, options, now)
+    targets, retries = _targets(state, allocation, room, timing, now)
     calls: list[ProfileCall] = []
     held: list[tuple[ProfileCall, str]] = []
     increases: list[tuple[ProfileCall, tuple[int, ...], float]] = []
@@ -147,9 +147,17 @@ def make_plan(
 
 
 def _targets(
-    state: SiteLoadState, allocation: Allocation | None, timing: Timing, now: datetime
+    state: SiteLoadState,
+    allocation: Allocation | None,
+    room: _Room,
+    timing: Timing,
+    now: datetime,
 ) -> tuple[dict[tuple[str, int], float], set[tuple[str, int]]]:
-    """The limit each connector should have, and those to ask again although unchanged."""
+    """The limit each connector should have, and those to ask again although unchanged.
+
+    A flagged charger is counted at the most it could draw, so it is left alone (a new car on
+    it is told 0 A, which it may prove it obeys) unless even that reservation does not fit
+    under a node above it: then it is asked for 0 A too."""
     targets: dict[tuple[str, int], float] = {}
     retries: set[tuple[str, int]] = set()
     if allocation is None:
@@ -159,11 +167,12 @@ def _targets(
         if g.charging and not g.reserved:
             targets[(g.charger_id, g.connector_id)] = round(g.limit_to_send, 1)
     retry = timedelta(seconds=timing.retry_interval)
+    overloaded = {n.node_id for n in allocation.nodes if min(n.headroom) < 0}
     for cid, ch in state.chargers.items():
         if not ch.flagged:
             continue
         for conn, tx in ch.txs.items():
-            if tx.limit is None:
+            if tx.limit is None or overloaded.intersection(room.paths.get(cid, ())):
                 # A new car on a flagged charger is told 0 A: if it obeys, the flag is lifted.
                 targets[(cid, conn)] = 0.0
             elif ch.flagged != OVERDRAW and (

@@ -121,6 +121,9 @@ class ConnectorLoad:
     #: After an accepted decrease: the higher limit that still counts until `previous_until`.
     previous: float | None = None
     previous_until: datetime | None = None
+    #: The draw when the decrease was accepted, if it was above the new limit: a reading that
+    #: shows it fell to the new limit proves the charger applies it.
+    draw_at_accept: float | None = None
     over_since: datetime | None = None
     #: Send the limit again even if unchanged (the charger reconnected, the CPMS cleared).
     refresh: bool = False
@@ -286,9 +289,15 @@ class SiteLoadState:
             return energy is not None
         tx.measured, tx.measured_at = amps, now
         draw = max(amps)
-        # The car already follows the lower limit: its old limit need not be counted any more.
-        if tx.previous is not None and tx.limit is not None and draw <= tx.limit + timing.tolerance:
-            tx.previous = tx.previous_until = None
+        # The car was seen following the lower limit: its old limit need not be counted any
+        # more. (A car that already drew less proves nothing: it could still rise to the old.)
+        if (
+            tx.previous is not None
+            and tx.limit is not None
+            and tx.draw_at_accept is not None
+            and draw <= tx.limit + timing.tolerance
+        ):
+            tx.previous = tx.previous_until = tx.draw_at_accept = None
         return True
 
     def _start(self, state: ChargerLoad, conn: int, transaction_id: str, now: datetime) -> None:
@@ -368,6 +377,10 @@ class SiteLoadState:
         if limit < old - _EPS:
             tx.previous = max(old, tx.previous or 0.0)
             tx.previous_until = now + timedelta(seconds=timing.apply_bound)
+            drawn = max(tx.measured) if tx.measured else None
+            tx.draw_at_accept = (
+                drawn if drawn is not None and drawn > limit + timing.tolerance else None
+            )
         elif limit > old + _EPS:
             tx.last_increase = now
         if tx.limit is None or abs(limit - tx.limit) > _EPS:
@@ -415,7 +428,7 @@ class SiteLoadState:
             over = obeyed = False
             for tx in state.txs.values():
                 if tx.previous_until is not None and now >= tx.previous_until:
-                    tx.previous = tx.previous_until = None
+                    tx.previous = tx.previous_until = tx.draw_at_accept = None
                 draw = self._fresh_draw(tx, options, now)
                 if draw is None or tx.limit is None:
                     continue
@@ -447,12 +460,11 @@ class SiteLoadState:
         The estimate (draw + margin, margin > threshold) caps the car until it draws near its
         cap, which it can only do if it wants more: a car that keeps drawing the same stays
         capped, so grants do not swing back and forth."""
-        limit = tx.limit
-        if limit is None or tx.previous is not None or tx.sending is not None:
+        limit, since = tx.limit, tx.limit_since
+        if limit is None or since is None or tx.previous is not None or tx.sending is not None:
             tx.below_since = None
             return
-        assert tx.limit_since is not None
-        if now - tx.limit_since < timedelta(seconds=timing.apply_bound):
+        if now - since < timedelta(seconds=timing.apply_bound):
             return  # ramping to the new limit
         if draw < limit - options.give_back_below:
             tx.below_since = tx.below_since or now
