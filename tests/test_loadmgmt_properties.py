@@ -77,6 +77,8 @@ def _chargers(delays: list[float], applies: list[float]) -> list[ModelCharger]:
 
 
 _charger = st.sampled_from(NAMES)
+_DYNAMIC = st.sampled_from((None, 0, 12, 25))
+_BUILDING = st.sampled_from((0.0, 3.0, 8.0))
 _arrive = st.tuples(st.just("arrive"), _charger, st.sampled_from((10.0, 13.0, 16.0, 32.0)))
 # Cars arriving while others charge are what most often needs room made: weighted up.
 _calm = st.one_of(_arrive, st.tuples(st.just("leave"), _charger))
@@ -87,8 +89,8 @@ _step = st.one_of(
     _calm,
     _calm,
     _calm,
-    st.tuples(st.just("dynamic"), st.sampled_from(("grid", "hall")), st.sampled_from((None, 0, 12, 25))),
-    st.tuples(st.just("building"), st.lists(st.sampled_from((0.0, 3.0, 8.0)), min_size=3, max_size=3)),
+    st.tuples(st.just("dynamic"), st.sampled_from(("grid", "hall")), _DYNAMIC),
+    st.tuples(st.just("building"), st.lists(_BUILDING, min_size=3, max_size=3)),
     st.tuples(st.just("meter"), st.booleans()),
     st.tuples(st.just("silent"), _charger),
     st.tuples(st.just("slow"), _charger, st.sampled_from((0.6, 1.5, 3.0))),
