@@ -520,19 +520,27 @@ class SiteLoadState:
             amps = max(amps, tx.sending or 0.0, tx.previous or 0.0, draw or 0.0)
         return amps
 
-    def ignoring(self) -> frozenset[str]:
-        """Chargers whose draw is reserved instead of granted: flagged, or over their limit now."""
+    def ignoring(self, config: SiteLoadConfig) -> frozenset[str]:
+        """Chargers whose draw is reserved instead of granted: flagged, over their limit now, or
+        with an idle connector whose TxDefaultProfile is not known (a car may draw its max)."""
+
+        def unknown_default(cid: str, s: ChargerLoad) -> bool:
+            conns = set(config.settings_for(cid).connectors) | s.connectors
+            return any(c not in s.txs and c not in s.defaults for c in conns)
+
         return frozenset(
             cid
             for cid, s in self.chargers.items()
-            if s.flagged or any(tx.over_since is not None for tx in s.txs.values())
+            if s.flagged
+            or any(tx.over_since is not None for tx in s.txs.values())
+            or unknown_default(cid, s)
         )
 
     def tree(self, config: SiteLoadConfig) -> Node:
         chargers = {
             cid: tuple(sorted(s.connectors | set(s.txs))) for cid, s in self.chargers.items()
         }
-        return build_tree(config, chargers, self.ignoring(), self.dynamic_limits)
+        return build_tree(config, chargers, self.ignoring(config), self.dynamic_limits)
 
     def demands(self, config: SiteLoadConfig) -> list[Demand]:
         """The allocator's view of every running transaction (the one place it is built)."""
