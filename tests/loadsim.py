@@ -110,13 +110,14 @@ class SiteSim:
         *,
         meter_interval: float = 0.5,
         building: dict[str, list[float]] | None = None,
+        clock: Any = None,
     ) -> None:
         raw = dict(raw_config)
         raw["chargers"] = {c.cid: c.config() for c in chargers}
         self.config: SiteLoadConfig = parse_config(raw)
         self.chargers = {c.cid: c for c in chargers}
         self.timing, self.options = timing, options
-        self.clock = ManualClock()
+        self.clock = clock or ManualClock()
         self.state = SiteLoadState()
         self.ctl = SiteController(
             "SIM", self.config, self.state, self._send, self.clock, options, timing
@@ -155,7 +156,7 @@ class SiteSim:
     async def _send(self, cid: str, payload: dict[str, Any]) -> Any:
         c = self.chargers[cid]
         async with c.lock:  # a charger handles one call at a time
-            c.received.append((self.clock.t, payload))
+            c.received.append((self.clock.monotonic(), payload))
             if c.answer_delay is None:
                 await asyncio.get_running_loop().create_future()  # never answers
             prof = payload.get("csChargingProfiles") or payload["chargingProfile"]
@@ -165,7 +166,7 @@ class SiteSim:
             limit = float(sched["chargingSchedulePeriod"][0]["limit"])
             tx = prof.get("transactionId")
             if purpose == "TxProfile" and limit != 0 and limit < c.min_current:
-                self.small_grants.append(f"t={self.clock.t:.2f} {cid}: {limit} A")
+                self.small_grants.append(f"t={self.clock.monotonic():.2f} {cid}: {limit} A")
             if c.rejects or (purpose == "TxProfile" and str(tx) != c.tx_id):
                 await self.clock.sleep(c.answer_delay)
                 return {"status": "Rejected"}
@@ -187,7 +188,7 @@ class SiteSim:
             c.default = limit
         else:
             c.tx_limit = limit
-        c.applied.append((self.clock.t, c.limit))
+        c.applied.append((self.clock.monotonic(), c.limit))
         self.check()
 
     # -- HARMON-E's side: what the relay would report ---------------------------------------------
@@ -211,7 +212,7 @@ class SiteSim:
         self.ctl.start()
         self._tasks.append(asyncio.create_task(self._meters()))
         for _ in range(100):
-            await self.clock.advance(0.1)
+            await self._pass(0.1)
             if all(c.default is not None for c in self.chargers.values()):
                 break
         self.history.clear()
@@ -237,14 +238,14 @@ class SiteSim:
     def reading(self, c: ModelCharger) -> None:
         amps = c.draw()
         if c.disobeys and amps > c.limit + self.timing.tolerance and c.cid not in self.revealed:
-            self.revealed[c.cid] = self.clock.t
+            self.revealed[c.cid] = self.clock.monotonic()
         samples = tuple(
             Sample("Current.Import", amps, f"L{i + 1}", "A") for i in range(len(c.rotation))
         )
         self.feed(c.cid, MeterReading(1, c.tx_id, None, samples))
 
     def push(self, node: str) -> None:
-        self.last_push[node] = self.clock.t
+        self.last_push[node] = self.clock.monotonic()
         load = self.building[node]
         self.state.measurement(Measurement(node, (load[0], load[1], load[2]), self.clock.now()))
         self.ctl.poke()
@@ -278,7 +279,7 @@ class SiteSim:
 
     # -- the invariant ---------------------------------------------------------------------------
     def _stale(self, node_id: str) -> bool:
-        age = self.clock.t - self.last_push.get(node_id, -math.inf)
+        age = self.clock.monotonic() - self.last_push.get(node_id, -math.inf)
         return node_id in self.building and age > self.options.meter_max_age.total_seconds()
 
     def allowance(self, node_id: str, phase: int) -> float:
@@ -305,10 +306,10 @@ class SiteSim:
         for node_id in self.parents:
             for p in range(3):
                 hist = self.history.setdefault((node_id, p), deque())
-                hist.append((self.clock.t, self.allowance(node_id, p)))
+                hist.append((self.clock.monotonic(), self.allowance(node_id, p)))
 
     def check(self) -> None:
-        t = self.clock.t
+        t = self.clock.monotonic()
         # A decrease may wait for a call already in flight, and a slow charger is found out
         # only after `answer_grace`: reaction grows with the slowest charger as it is now.
         slowest = self._slowest_answer()
@@ -361,8 +362,14 @@ class SiteSim:
             n = self.parents[n]
         return False
 
+    async def _pass(self, seconds: float) -> None:
+        if isinstance(self.clock, ManualClock):
+            await self.clock.advance(seconds)
+        else:
+            await self.clock.sleep(seconds)
+
     async def run(self, seconds: float, step: float = 0.1) -> None:
-        end = self.clock.t + seconds
-        while self.clock.t < end - 1e-9:
-            await self.clock.run_until(min(end, self.clock.t + step))
+        end = self.clock.monotonic() + seconds
+        while self.clock.monotonic() < end - 1e-9:
+            await self._pass(min(step, end - self.clock.monotonic()))
             self.check()

@@ -182,17 +182,17 @@ def test_no_node_is_ever_overloaded_while_limits_change(
 
 
 def test_a_starting_car_waits_for_the_decreases_that_make_room() -> None:
-    """The deterministic core of the property: a third car arrives at a full hall."""
+    """The deterministic core of the property: a third car arrives at a full grid connection."""
     plan = [
-        (2.0, ("arrive", "H1", 16.0)),
-        (2.0, ("arrive", "H2", 16.0)),
-        (3.0, ("arrive", "H3", 16.0)),
+        (2.0, ("arrive", "R1", 32.0)),
+        (2.0, ("arrive", "R2", 32.0)),
+        (3.0, ("arrive", "R3", 32.0)),
     ]
     sim = asyncio.run(_play(plan, [0.05] * 6, [1.0] * 6))
     assert not sim.violations, sim.violations[:5]
-    h3 = sim.chargers["H3"]
-    first_grant = next(t for t, limit in h3.applied if limit > 0)
-    # H1 and H2 were lowered (and applied their lower limit) before H3 got anything
-    for cid in ("H1", "H2"):
-        lowered = [t for t, limit in sim.chargers[cid].applied if 0 < limit < 10]
+    r3 = sim.chargers["R3"]
+    first_grant = next(t for t, limit in r3.applied if limit > 0)
+    # R1 and R2 were lowered (and applied their lower limit) before R3 got anything
+    for cid in ("R1", "R2"):
+        lowered = [t for t, limit in sim.chargers[cid].applied if 0 < limit < 16]
         assert lowered and lowered[0] <= first_grant
