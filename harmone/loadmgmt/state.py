@@ -75,7 +75,7 @@ class Timing:
     #: A SetChargingProfile unanswered this long flags its charger ("does not answer"), s.
     answer_grace: float = 2.0
     #: A car drawing well below its limit this long is capped at its draw plus a margin, s.
-    give_back_after: float = 10.0
+    give_back_after: float = 6.0
     #: A flagged charger that failed a call is sent its safe limit again this often, s.
     retry_interval: float = 10.0
 
@@ -464,8 +464,8 @@ class SiteLoadState:
         if limit is None or since is None or tx.previous is not None or tx.sending is not None:
             tx.below_since = None
             return
-        if now - since < timedelta(seconds=timing.apply_bound):
-            return  # ramping to the new limit
+        if tx.measured_at is None or tx.measured_at <= since:
+            return  # no reading under this limit yet
         if draw < limit - options.give_back_below:
             tx.below_since = tx.below_since or now
             if now - tx.below_since >= timedelta(seconds=timing.give_back_after):
