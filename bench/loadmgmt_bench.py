@@ -624,14 +624,17 @@ async def part_d(events: int) -> Enforcement:
         await sim.stop()
     # give-back and flapping: a car that takes 4 A next to one that takes all it gets
     config = {"min_interval": 10, "tree": {"id": "grid", "max_current": 32}}
-    pair = [loadsim.ModelCharger("G1", "grid"), loadsim.ModelCharger("G2", "grid")]
+    # G1's car takes 4 A (its charger's min current is 0 so that the model car draws it)
+    pair = [
+        loadsim.ModelCharger("G1", "grid", min_current=0.0),
+        loadsim.ModelCharger("G2", "grid"),
+    ]
     sim = loadsim.SiteSim(config, pair, D_TIMING, AllocationOptions(), meter_interval=5.0)
     await sim.start()
     try:
+        t0 = sim.clock.t  # G1's car draws 4 A from its first grant on
         sim.arrive("G1", 4.0, "1")
         sim.arrive("G2", 32.0, "2")
-        await sim.run(3.0)
-        t0 = sim.clock.t
         await sim.run(600.0, step=1.0)
         raised = [t for t, limit in pair[1].applied if t > t0 and limit > 16]
         out.give_back = raised[0] - t0 if raised else math.nan

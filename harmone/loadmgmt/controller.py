@@ -114,7 +114,13 @@ class SiteController:
     async def _run(self) -> None:
         while True:
             wake = asyncio.ensure_future(self._wake.wait())
-            await _within(wake, self._clock, self.timing.tick)
+            wait = self.timing.tick
+            change = self.state.next_change()
+            if change is not None:
+                # an increase may be waiting for an apply wait to end: plan again right then
+                until = (change - self._clock.now()).total_seconds() + self.timing.debounce
+                wait = max(0.0, min(wait, until))
+            await _within(wake, self._clock, wait)
             wake.cancel()
             await self._clock.sleep(self.timing.debounce)  # a burst of events: one round
             self._wake.clear()

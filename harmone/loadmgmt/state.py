@@ -75,7 +75,7 @@ class Timing:
     #: A SetChargingProfile unanswered this long flags its charger ("does not answer"), s.
     answer_grace: float = 2.0
     #: A car drawing well below its limit this long is capped at its draw plus a margin, s.
-    give_back_after: float = 6.0
+    give_back_after: float = 5.0
     #: A flagged charger that failed a call is sent its safe limit again this often, s.
     retry_interval: float = 10.0
 
@@ -468,7 +468,8 @@ class SiteLoadState:
             return  # no reading under this limit yet
         if draw < limit - options.give_back_below:
             tx.below_since = tx.below_since or now
-            if now - tx.below_since >= timedelta(seconds=timing.give_back_after):
+            # (readings on a fixed interval land exactly on the bound; float time may miss it)
+            if now - tx.below_since >= timedelta(seconds=timing.give_back_after - 0.01):
                 estimate = math.ceil((draw + options.give_back_margin) * 10 - 1e-6) / 10
                 tx.car_estimate = estimate
             return
@@ -483,6 +484,16 @@ class SiteLoadState:
         if now - tx.measured_at > options.draw_max_age:
             return None
         return max(tx.measured)
+
+    def next_change(self) -> datetime | None:
+        """The earliest instant time alone changes an exposure (an apply wait ends)."""
+        ends = [
+            tx.previous_until
+            for ch in self.chargers.values()
+            for tx in ch.txs.values()
+            if tx.previous_until is not None
+        ]
+        return min(ends) if ends else None
 
     # -- what follows from the state ---------------------------------------------------------------
     def cpms_limit(self, charger_id: str, connector_id: int) -> float | None:
