@@ -297,10 +297,8 @@ class LoadManagementService:
             return
         ctl = site.controller
         state = ctl.state
-        ch = state.charger(live.id, OcppVersion(live.ocpp_version))
-        changed = False
-        if obs.sender == "charger" and obs.type is MessageType.CALL and not ch.booted:
-            ch.booted = changed = True  # a charger that reconnects without booting again
+        state.charger(live.id, OcppVersion(live.ocpp_version))
+        changed = obs.sender == "charger" and obs.type is MessageType.CALL and state.spoke(live.id)
         settings = ctl.config.settings_for(live.id)
         now = self.clock.now()
         for event in obs.events:

@@ -189,6 +189,15 @@ class SiteLoadState:
         for tx in state.txs.values():
             tx.refresh, tx.sending = True, None
 
+    def spoke(self, charger_id: str) -> bool:
+        """The charger made a call: it is past its boot (one that reconnects without booting
+        again is). True if that is news."""
+        state = self.chargers.get(charger_id)
+        if state is None or state.booted:
+            return False
+        state.booted = True
+        return True
+
     def disconnected(self, charger_id: str) -> None:
         state = self.chargers.get(charger_id)
         if state is not None:
