@@ -8,6 +8,7 @@ from harmone.loadmgmt.allocate import allocate
 from harmone.loadmgmt.config import parse_config
 from harmone.loadmgmt.model import AllocationOptions
 from harmone.loadmgmt.plan import make_plan
+from harmone.loadmgmt.snapshot import restore, snapshot
 from harmone.loadmgmt.state import NO_ANSWER, SiteLoadState, Timing
 from harmone.ocpp.events import MeterReading, Sample, TransactionStarted
 from harmone.ocpp.versions import OcppVersion
@@ -120,8 +121,8 @@ def test_a_snapshot_restores_what_a_restart_needs() -> None:
     _accept(state, "A", "1", 16, 2)
     state.call_sent("B", 1, 20.0, _at(3))  # an increase on its way counts
     state.set_dynamic_limit("grid", 40)
-    back = SiteLoadState.restore(state.snapshot())
-    assert back.snapshot() == state.snapshot()
+    back = restore(snapshot(state))
+    assert snapshot(back) == snapshot(state)
     assert back.chargers["A"].txs[1].limit == 16
     assert back.chargers["B"].txs[1].limit == 20
     assert not back.chargers["A"].connected and back.chargers["A"].txs[1].refresh
@@ -133,8 +134,8 @@ async def test_the_load_state_repository_round_trips(store: Store) -> None:
     repo = LoadStateRepo(store)
     state = _site("A")
     _accept(state, "A", "1", 16, 2)
-    await repo.put(site.uid, state.snapshot())
-    await repo.put(site.uid, state.snapshot())  # an update, not a second row
+    await repo.put(site.uid, snapshot(state))
+    await repo.put(site.uid, snapshot(state))  # an update, not a second row
     saved = await repo.all()
-    assert saved == {site.uid: state.snapshot()}
-    assert SiteLoadState.restore(saved[site.uid]).chargers["A"].txs[1].limit == 16
+    assert saved == {site.uid: snapshot(state)}
+    assert restore(saved[site.uid]).chargers["A"].txs[1].limit == 16

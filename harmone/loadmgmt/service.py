@@ -24,6 +24,8 @@ from harmone.loadmgmt.config import SiteLoadConfig, parse_config
 from harmone.loadmgmt.controller import Sample, SiteController
 from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_push
 from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState, Node
+from harmone.loadmgmt.snapshot import restore
+from harmone.loadmgmt.snapshot import snapshot as take_snapshot
 from harmone.loadmgmt.state import SiteLoadState, Timing
 from harmone.ocpp.framing import MessageType
 from harmone.ocpp.session import Observe
@@ -218,7 +220,7 @@ class LoadManagementService:
         if not saved:
             return SiteLoadState()
         try:
-            state = SiteLoadState.restore(saved)
+            state = restore(saved)
         except (KeyError, TypeError, ValueError) as exc:
             log.error("site=%s stored load state is unreadable, starting afresh: %s", site_uid, exc)
             return SiteLoadState()
@@ -313,7 +315,7 @@ class LoadManagementService:
         if site is None or self.states is None:
             return
         async with site.lock:
-            snapshot = site.controller.state.snapshot()
+            snapshot = take_snapshot(site.controller.state)
             if snapshot != site.written:
                 await self.states.put(site_uid, snapshot)
                 site.written = snapshot

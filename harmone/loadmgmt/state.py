@@ -18,11 +18,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from harmone.errors import ConfigError
 from harmone.loadmgmt.config import ChargerSettings, SiteLoadConfig, build_tree
 from harmone.loadmgmt.model import AllocationOptions, Demand, Measurement, Node
+from harmone.loadmgmt.timing import Timing
 from harmone.loadmgmt.traffic import CpmsCap, cpms_cap, current_per_phase, energy_register
 from harmone.ocpp.events import (
     BootAnswered,
@@ -53,39 +52,6 @@ NO_ANSWER = "does not answer its SetChargingProfile"
 OVERDRAW = "draws more than its limit"
 _ENDED_STATUSES = {"Available", "Unavailable", "Faulted"}
 _EPS = 0.05  # A: limits are sent with one decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """How fast load management reacts and how long it trusts; tests compress it."""
-
-    #: Allocation also runs this often without events (stale meters, flags, apply waits), s.
-    tick: float = 5.0
-    #: A car may draw above its limit this long before its charger is flagged, s.
-    reaction_grace: float = 30.0
-    #: Drawing this much above the limit counts as not obeying (meter noise, rounding), A.
-    tolerance: float = 1.0
-    #: How long HARMON-E waits for an answer to SetChargingProfile before giving up, s.
-    call_timeout: float = 15.0
-    #: Events within this window are handled in one round, s.
-    debounce: float = 0.02
-    #: After accepting a lower limit, a charger and its car may take this long to follow it
-    #: (IEC 61851 gives the car 5 s); a reading at or below the new limit ends the wait early.
-    apply_bound: float = 5.0
-    #: A SetChargingProfile unanswered this long flags its charger ("does not answer"), s.
-    answer_grace: float = 2.0
-    #: A car drawing well below its limit this long is capped at its draw plus a margin, s.
-    give_back_after: float = 5.0
-    #: A flagged charger that failed a call is sent its safe limit again this often, s.
-    retry_interval: float = 10.0
-
-    def __post_init__(self) -> None:
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"load timing {name} must be a finite number >= 0")
-        if self.tick <= 0 or self.call_timeout <= 0:
-            raise ConfigError("load timing tick and call_timeout must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,69 +553,6 @@ class SiteLoadState:
                 )
         return out
 
-    # -- persistence -----------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """What must survive a restart, as JSON: limits are the most each charger may apply."""
-        chargers = {}
-        for cid, s in sorted(self.chargers.items()):
-            txs = {}
-            for conn, tx in sorted(s.txs.items()):
-                limits = [v for v in (tx.limit, tx.sending, tx.previous) if v is not None]
-                txs[str(conn)] = {
-                    "transaction_id": tx.transaction_id,
-                    "charging_since": tx.charging_since.isoformat(),
-                    "limit": max(limits) if limits else None,
-                    "limit_since": _iso(tx.limit_since),
-                    "car_max": tx.car_max,
-                    "car_estimate": tx.car_estimate,
-                    "energy_start_wh": tx.energy_start_wh,
-                    "energy_wh": tx.energy_wh,
-                }
-            chargers[cid] = {
-                "version": s.version.value,
-                "connectors": sorted(s.connectors),
-                "stack_level": s.stack_level,
-                "defaults": {str(k): v for k, v in sorted(s.defaults.items())},
-                "flagged": s.flagged,
-                "flagged_at": _iso(s.flagged_at),
-                "caps": {
-                    str(k): [c.purpose, c.stack_level, c.amps] for k, c in sorted(s.caps.items())
-                },
-                "transactions": txs,
-            }
-        return {"chargers": chargers, "dynamic_limits": dict(sorted(self.dynamic_limits.items()))}
-
-    @classmethod
-    def restore(cls, data: dict[str, Any]) -> SiteLoadState:
-        """The state of a `snapshot`; every charger starts disconnected."""
-        state = cls()
-        state.dynamic_limits = {str(k): float(v) for k, v in data.get("dynamic_limits", {}).items()}
-        for cid, c in data.get("chargers", {}).items():
-            ch = ChargerLoad(OcppVersion(c["version"]), connected=False)
-            ch.connectors = set(c.get("connectors", ()))
-            ch.stack_level = int(c.get("stack_level", 0))
-            ch.defaults = {int(k): float(v) for k, v in c.get("defaults", {}).items()}
-            ch.flagged, ch.flagged_at = c.get("flagged"), _dt(c.get("flagged_at"))
-            ch.caps = {
-                int(k): CpmsCap(int(k), v[0], int(v[1]), v[2]) for k, v in c.get("caps", {}).items()
-            }
-            for conn, t in c.get("transactions", {}).items():
-                since = _dt(t["charging_since"])
-                assert since is not None
-                ch.txs[int(conn)] = ConnectorLoad(
-                    t["transaction_id"],
-                    since,
-                    limit=t.get("limit"),
-                    limit_since=_dt(t.get("limit_since")),
-                    car_max=t.get("car_max"),
-                    car_estimate=t.get("car_estimate"),
-                    energy_start_wh=t.get("energy_start_wh"),
-                    energy_wh=t.get("energy_wh"),
-                    refresh=True,
-                )
-            state.chargers[cid] = ch
-        return state
-
 
 def own_stack_level(cpms_level: int) -> int:
     """The stack level of HARMON-E's own profiles above a CPMS Tx(Default)Profile's level.
@@ -666,11 +569,3 @@ def _cleared(event: ProfilesCleared, p: AcceptedProfile) -> bool:
         and (event.purpose is None or p.profile.purpose is event.purpose)
         and (event.stack_level is None or p.profile.stack_level == event.stack_level)
     )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
