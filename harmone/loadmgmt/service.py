@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -269,8 +270,8 @@ class LoadManagementService:
     def set_dynamic_limit(self, site_uid: str, node_id: str, limit: float | None) -> None:
         """An external limit on a node; None removes it, 0 suspends charging below it."""
         ctl = self._node(site_uid, node_id)
-        if limit is not None and not limit >= 0:
-            raise ConfigError("limit must be >= 0")
+        if limit is not None and not (limit >= 0 and math.isfinite(limit)):
+            raise ConfigError("limit must be a finite number >= 0")
         ctl.state.set_dynamic_limit(node_id, limit)
         ctl.poke()
 
