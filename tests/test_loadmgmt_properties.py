@@ -181,6 +181,28 @@ def test_no_node_is_ever_overloaded_while_limits_change(
     assert not sim.small_grants, sim.small_grants[:5]
 
 
+_busy = st.lists(
+    st.tuples(
+        st.sampled_from((0.05, 0.3, 1.0, 2.5)),
+        st.one_of(_calm, _calm, _calm, st.tuples(st.just("dynamic"), st.just("grid"), _DYNAMIC)),
+    ),
+    min_size=4,
+    max_size=20,
+)
+
+
+@settings(max_examples=_examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_busy, st.lists(st.sampled_from((0.01, 0.1, 0.4)), min_size=6, max_size=6))
+def test_cars_coming_and_going_never_overload_a_node(
+    plan: list[tuple[float, tuple[Any, ...]]], delays: list[float]
+) -> None:
+    """Only cars and limits moving, every charger answering: the case where increases and the
+    decreases that make room for them meet most often (apply at the bound: the worst case)."""
+    sim = asyncio.run(_play(plan, delays, [1.0] * 6))
+    assert not sim.violations, sim.violations[:5]
+    assert not sim.small_grants, sim.small_grants[:5]
+
+
 def test_a_starting_car_waits_for_the_decreases_that_make_room() -> None:
     """The deterministic core of the property: a third car arrives at a full grid connection."""
     plan = [
