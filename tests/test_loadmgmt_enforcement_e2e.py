@@ -94,9 +94,11 @@ async def test_a_starting_cars_first_grant_waits_for_the_decreases(tmp_path: Pat
     async with harmone_server(tmp_path, load_timing=FAST) as srv, await _api(srv) as api:
         site, url = await make_site(srv, None)
         await api.put(f"/api/v1/sites/{site.uid}/load-management", json=config)
+        # The cars to be lowered follow slower (0.5 s) than the new car rises (0.1 s): sent
+        # together, the rise would land first and the sum would exceed the fuse.
         sims = [
-            SimulatedCharger(url, f"Q{i}", ("1.6", "2.0.1")[i % 2], profile_delay=0.3)
-            for i in range(3)
+            SimulatedCharger(url, f"Q{i}", ("1.6", "2.0.1")[i % 2], profile_delay=delay)
+            for i, delay in enumerate((0.5, 0.5, 0.1))
         ]
         async with sims[0], sims[1], sims[2]:
             a, b, c = sims
@@ -106,7 +108,7 @@ async def test_a_starting_cars_first_grant_waits_for_the_decreases(tmp_path: Pat
             await wait_for(lambda: all(s.current_limit(1) == 0 for s in sims), 10)
             # The simulated cars follow what was in force profile_delay ago, and before any
             # profile a car may draw its max: let the 0 A defaults be that old first.
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.7)
             await _charging(a, "TAG-A")
             await _charging(b, "TAG-B")
             await wait_for(lambda: a.current_limit(1) == 10 and b.current_limit(1) == 10, 10)
