@@ -26,7 +26,9 @@ asserted; run it on a quiet machine and compare runs, not single numbers):
 (b) **Event to profile, over real sockets.** HARMON-E runs in this process with a simulated CPMS
     and four simulated chargers (`ocpp` package, 1.6 and 2.0.1) on 127.0.0.1. `--events` times
     each: a car plugs in (the transaction start is sent) until its TxProfile is received by the
-    charger, and a building reading is POSTed until the charger receives the new limit. Also the
+    charger — a first grant waits for the other car's decrease to be applied, which without
+    meter readings is `Timing.apply_bound` (5 s) — and a building reading is POSTed until the
+    charger receives the new limit. Also the
     controller's own measure (event seen -> profile sent). Baseline: a relayed round trip
     (Heartbeat through HARMON-E to the CPMS and back) in the same run. p50 / p99 in ms.
 (d) **Enforcement** (the controller loop with 20 in-process model chargers, tests/loadsim.py):
@@ -369,7 +371,7 @@ class TimedCharger(SimulatedCharger):
             self.profile_arrived.set()
         return status
 
-    async def next_profile(self, after: int, timeout: float = 10.0) -> tuple[float, float]:
+    async def next_profile(self, after: int, timeout: float = 30.0) -> tuple[float, float]:
         async with asyncio.timeout(timeout):
             while len(self.tx_profiles) <= after:
                 self.profile_arrived.clear()
