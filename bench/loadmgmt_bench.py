@@ -460,6 +460,10 @@ async def _measure(
     await first.next_profile(0)
     for i in range(events):
         sim = chargers[1 + i % (len(chargers) - 1)]
+        # keep the grid's meter fresh (meter_max_age 60 s): a stale one would suspend charging
+        r = await api.post(f"{base}/nodes/grid/readings", json={"current": [10, 10, 10]})
+        r.raise_for_status()
+        await _until_limit(first, 30)
         seen = len(sim.tx_profiles)
         t0 = loop.time()
         await sim.start_transaction(1, f"BENCH-{i}")

@@ -239,6 +239,14 @@ class SiteController:
             raise exc
         answer = sending.result()
         status = answer.get("status") if isinstance(answer, dict) else None
+        tx = call.transaction_id
+        if status != "Accepted" and tx is not None and not self.state.running(cid, conn, tx):
+            # A charger rightly refuses a TxProfile for a transaction that has just ended.
+            log.info(
+                "%s refused a TxProfile for ended transaction %s: not held against it", ctx, tx
+            )
+            self.state.call_moot(cid, conn)
+            return
         if status != "Accepted":
             reason = f"rejected its {call.purpose} (status {status})"
             log.warning("%s %s: its draw is reserved instead of its grant", ctx, reason)

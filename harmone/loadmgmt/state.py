@@ -383,6 +383,21 @@ class SiteLoadState:
         if state.flagged != flag:
             state.flagged, state.flagged_at = flag, now
 
+    def call_moot(self, charger_id: str, conn: int) -> None:
+        """The call's transaction ended meanwhile: its outcome says nothing about the charger."""
+        state = self.chargers.get(charger_id)
+        if state is not None:
+            state.call_since = None
+            tx = state.txs.get(conn)
+            if tx is not None:
+                tx.sending = None
+
+    def running(self, charger_id: str, conn: int, transaction_id: str | None) -> bool:
+        """Whether `transaction_id` (None: any) still runs on the connector."""
+        state = self.chargers.get(charger_id)
+        tx = state.txs.get(conn) if state is not None else None
+        return tx is not None and (transaction_id is None or tx.transaction_id == transaction_id)
+
     def call_late(self, charger_id: str, now: datetime) -> bool:
         """The call in flight is unanswered past the grace: flag the charger. True if new."""
         state = self.chargers.get(charger_id)
