@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from harmone.clock import ManualClock
 from harmone.loadmgmt.allocate import allocate
 from harmone.loadmgmt.config import parse_config
+from harmone.loadmgmt.controller import SiteController
 from harmone.loadmgmt.model import AllocationOptions
 from harmone.loadmgmt.plan import make_plan
 from harmone.loadmgmt.snapshot import restore, snapshot
 from harmone.loadmgmt.state import NO_ANSWER, SiteLoadState, Timing
-from harmone.ocpp.events import MeterReading, Sample, TransactionStarted
+from harmone.ocpp.events import MeterReading, Sample, TransactionEnded, TransactionStarted
 from harmone.ocpp.versions import OcppVersion
 from harmone.store import Store
 from harmone.store.loadstate import LoadStateRepo
@@ -139,3 +142,31 @@ async def test_the_load_state_repository_round_trips(store: Store) -> None:
     saved = await repo.all()
     assert saved == {site.uid: snapshot(state)}
     assert restore(saved[site.uid]).chargers["A"].txs[1].limit == 16
+
+
+async def _refused(end_first: bool) -> SiteLoadState:
+    clock = ManualClock()
+    state = _site("A")
+
+    async def send(cid: str, payload: dict[str, Any]) -> Any:
+        if end_first:  # the car leaves while the call is out
+            ended = TransactionEnded("1", 1)
+            state.apply("A", ended, CONFIG.settings_for("A"), TIMING, clock.now())
+        return {"status": "Rejected"}
+
+    ctl = SiteController("S", CONFIG, state, send, clock, OPTIONS, TIMING)
+    ctl.start()
+    ctl.poke()
+    await clock.advance(1.0)
+    await ctl.stop()
+    return state
+
+
+async def test_a_refusal_for_an_ended_transaction_is_not_held_against_the_charger() -> None:
+    state = await _refused(end_first=True)
+    assert state.chargers["A"].flagged is None and state.chargers["A"].call_since is None
+
+
+async def test_a_refused_profile_flags_the_charger() -> None:
+    state = await _refused(end_first=False)
+    assert (state.chargers["A"].flagged or "").startswith("rejected its TxProfile")
