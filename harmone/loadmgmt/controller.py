@@ -120,8 +120,10 @@ class SiteController:
                 # an increase may be waiting for an apply wait to end: plan again right then
                 until = (change - self._clock.now()).total_seconds() + self.timing.debounce
                 wait = max(0.0, min(wait, until))
-            await _within(wake, self._clock, wait)
-            wake.cancel()
+            try:
+                await _within(wake, self._clock, wait)
+            finally:
+                wake.cancel()
             await self._clock.sleep(self.timing.debounce)  # a burst of events: one round
             self._wake.clear()
             try:
@@ -195,6 +197,16 @@ class SiteController:
             except HarmoneError:
                 log.exception("%s could not persist the load state before an increase", ctx)
         sending = asyncio.ensure_future(self._send(cid, call.payload))
+        try:
+            await self._await_answer(call, sending, ctx)
+        finally:
+            if not sending.done():  # stopped while waiting: the call goes with us
+                sending.cancel()
+
+    async def _await_answer(
+        self, call: ProfileCall, sending: asyncio.Future[Any], ctx: str
+    ) -> None:
+        cid = call.charger_id
         timing = self.timing
         done = await _within(sending, self._clock, min(timing.answer_grace, timing.call_timeout))
         if not done:
