@@ -12,6 +12,7 @@ import httpx
 import pytest
 from support import RawCpms, charger, harmone_server, recv_json, wait_for
 
+from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
 
 
@@ -24,8 +25,8 @@ async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
 async def client_for(srv: RunningServer, role: str = "admin") -> httpx.AsyncClient:
     store = srv.runtime.store
     email = f"{role}@example.com"
-    await store.create_user(email, "correct horse battery", role=role)
-    token = await store.create_token(email)
+    await Accounts(store).create_user(email, "correct horse battery", role=role)
+    token = await Accounts(store).create_token(email)
     return httpx.AsyncClient(
         base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )

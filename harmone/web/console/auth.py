@@ -97,7 +97,7 @@ async def optional_session(request: Request, rt: RuntimeDep) -> ConsoleSession |
     if not session_id:
         return None
     settings = console_state(request).settings
-    account = await rt.store.session_account(session_id, settings.session_idle)
+    account = await rt.accounts.session_account(session_id, settings.session_idle)
     if account is None:
         return None
     session = ConsoleSession(Access.of(account), session_id, session_token(session_id))
