@@ -26,7 +26,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -148,12 +147,20 @@ def _gateway_host(value: object) -> str | None:
     return value
 
 
+def _charger_auth(value: object) -> bool:
+    # Strictly a bool: "false" or 0 switching authentication on or off would be a surprise.
+    if not isinstance(value, bool):
+        raise ValueError(f"charger_auth is true or false, not {value!r}")
+    return value
+
+
 SiteName = Annotated[str, BeforeValidator(_site_name), Field(min_length=1, max_length=_MAX_NAME)]
 ChargerName = Annotated[
     Annotated[str, Field(max_length=_MAX_NAME)] | None, BeforeValidator(_charger_name)
 ]
 CpmsUrl = Annotated[str | None, BeforeValidator(_cpms_url)]
 GatewayHost = Annotated[str | None, BeforeValidator(_gateway_host)]
+ChargerAuth = Annotated[bool, BeforeValidator(_charger_auth)]
 
 _CHARGER_AUTH = (
     "chargers must authenticate with HTTP Basic (user: their identity, password: their own, "
@@ -187,7 +194,7 @@ class SiteFields(BaseModel):
         default=None, description="the chargers' CPMS; null: HARMON-E answers them itself"
     )
     offline_mode: OfflineMode = Field(default="hold", description=_OFFLINE_MODE)
-    charger_auth: StrictBool = Field(default=False, description=_CHARGER_AUTH)
+    charger_auth: ChargerAuth = Field(default=False, description=_CHARGER_AUTH)
 
 
 class SiteSettings(SiteFields):

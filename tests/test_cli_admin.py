@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harmone.store.admin import create_token, init_database
+from harmone.services.admin import create_token, init_database
 
 from harmone.errors import ConfigError, NotFound, StoreError
 from harmone.services.accounts import Accounts
