@@ -84,6 +84,36 @@ async def test_bad_site_input_gets_a_4xx_with_a_readable_detail(
         assert (await api.get("/api/v1/sites")).json() == []
 
 
+async def test_site_rules_answer_422_naming_the_field(srv: RunningServer) -> None:
+    """The domain's rules, for a new site and for a change, come back as the field's name and
+    the rule, whichever layer applied them."""
+    gateway_rule = "gateway_host: a gateway site needs the box's LAN address"
+    async with await client_for(srv) as api:
+        r = await api.post("/api/v1/sites", json={"name": "x", "type": "gateway"})
+        assert (r.status_code, r.json()) == (422, {"detail": gateway_rule})
+        r = await api.post("/api/v1/sites", json={"name": "Depot", "type": "cloud"})
+        uid = r.json()["uid"]
+        # The rule spans fields: a cloud site becoming a gateway needs a gateway_host too.
+        r = await api.patch(f"/api/v1/sites/{uid}", json={"type": "gateway"})
+        assert (r.status_code, r.json()) == (422, {"detail": gateway_rule})
+        r = await api.patch(
+            f"/api/v1/sites/{uid}", json={"type": "gateway", "gateway_host": "10.0.0.9"}
+        )
+        assert r.status_code == 200 and r.json()["ocpp_url"] == f"wss://10.0.0.9/{uid}"
+        r = await api.patch(f"/api/v1/sites/{uid}", json={"gateway_host": None})
+        assert (r.status_code, r.json()) == (422, {"detail": gateway_rule})
+        r = await api.patch(f"/api/v1/sites/{uid}", json={"name": None})
+        assert r.status_code == 422 and r.json()["detail"].startswith("name: ")
+        r = await api.patch(f"/api/v1/sites/{uid}", json={"offline_mode": "lax"})
+        assert r.status_code == 422 and r.json()["detail"].startswith("offline_mode: ")
+        site = (await api.get(f"/api/v1/sites/{uid}")).json()
+        assert (site["name"], site["type"], site["gateway_host"]) == (
+            "Depot",
+            "gateway",
+            "10.0.0.9",
+        )
+
+
 async def test_broken_json_and_unknown_objects(srv: RunningServer) -> None:
     async with await client_for(srv) as api:
         r = await api.post(

@@ -403,7 +403,22 @@ async def test_create_site_validation(store: Store) -> None:
         await store.sites.create("x", "datacenter")
     with pytest.raises(ConfigError):
         await store.sites.create("  ", "cloud")
+    with pytest.raises(ConfigError, match="gateway_host: a gateway site needs"):
+        await store.sites.create("x", "gateway")
     assert await store.sites.all() == []
+
+
+async def test_update_site_checks_the_whole_site(store: Store) -> None:
+    """Rules across fields hold after every change, not only on the fields sent."""
+    uid = await make_site(store)
+    with pytest.raises(ConfigError, match="gateway_host: a gateway site needs"):
+        await store.sites.update(uid, type="gateway")
+    site = await store.sites.update(uid, type="gateway", gateway_host=" 10.0.0.9:8443 ")
+    assert (site.type, site.gateway_host) == ("gateway", "10.0.0.9:8443")
+    with pytest.raises(ConfigError, match="gateway_host: a gateway site needs"):
+        await store.sites.update(uid, gateway_host=None)
+    assert await store.sites.get(uid) == site
+    assert (await store.sites.update(uid)) == site  # nothing to change
 
 
 async def test_site_uids_are_unique(store: Store) -> None:

@@ -2,7 +2,7 @@
 
 The session id is 256 random bits in a `__Host-` cookie (Secure, HttpOnly, SameSite=Lax,
 Path=/, no Domain: the browser refuses to let any other origin set or read it); the
-database keeps only its SHA-256 (see `Store.session_account`). Chromium, Firefox and Safari
+database keeps only its SHA-256 (see `Accounts.session_account`). Chromium, Firefox and Safari
 treat http://127.0.0.1 and http://localhost as secure contexts, so Secure cookies work there
 without TLS; anywhere else the console must be served over HTTPS (docs/console.md).
 """

@@ -1,6 +1,6 @@
 """The users pages (admins only): create, edit role and site access, reset a password,
 delete. Nobody can delete themselves or change their own role, so at least one admin
-always remains (the store refuses to remove the last admin as well)."""
+always remains (the accounts service refuses to remove the last admin as well)."""
 
 from __future__ import annotations
 
@@ -195,7 +195,11 @@ async def save_user(
     if not errors:
         try:
             await rt.accounts.update_account(
-                account.user.id, role=role, sites=scope, password=new_password
+                account.user.id,
+                role=role,
+                sites=scope,
+                password=new_password,
+                acting=session.access.user,
             )
         except ConfigError as exc:
             errors = _error_for(str(exc))
@@ -236,7 +240,7 @@ async def delete_user_form(
     if account.user.id == session.access.user.id:
         raise PageError(409, "Not possible", "You cannot delete your own account.")
     try:
-        await rt.accounts.delete_user(account.user.id)
+        await rt.accounts.delete_user(account.user.id, acting=session.access.user)
     except Conflict as exc:
         raise PageError(409, "Not possible", str(exc)) from None
     log.info("user %s deleted by %s", account.user.email, session.access.user.email)
