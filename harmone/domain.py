@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -282,14 +282,18 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(parts) or "invalid input"
 
 
-def settings(model: type[M], fields: Mapping[str, object], what: str) -> M:
-    """`fields` validated as a `model`; ConfigError naming the field otherwise."""
-    unknown = set(fields) - set(model.model_fields)
+def _only_writable(model: type[BaseModel], names: Iterable[str], what: str) -> None:
+    unknown = set(names) - set(model.model_fields)
     if unknown:
         raise ConfigError(
             f"cannot set {', '.join(sorted(unknown))} on a {what} "
             f"(writable: {', '.join(sorted(model.model_fields))})"
         )
+
+
+def settings(model: type[M], fields: Mapping[str, object], what: str) -> M:
+    """`fields` validated as a `model`; ConfigError naming the field otherwise."""
+    _only_writable(model, fields, what)
     try:
         return model.model_validate(dict(fields))
     except ValidationError as exc:
@@ -299,13 +303,9 @@ def settings(model: type[M], fields: Mapping[str, object], what: str) -> M:
 def changed(current: M, changes: Mapping[str, object], what: str) -> M:
     """`current` with `changes` applied, the whole validated again (rules across fields too)."""
     model = type(current)
-    merged: dict[str, Any] = {name: getattr(current, name) for name in model.model_fields}
-    unknown = set(changes) - set(merged)
-    if unknown:
-        # Keeps the message of `settings`: the writable fields, not the merged record's.
-        settings(model, changes, what)
-    merged.update(changes)
-    return settings(model, merged, what)
+    _only_writable(model, changes, what)
+    merged = {name: getattr(current, name) for name in model.model_fields}
+    return settings(model, {**merged, **changes}, what)
 
 
 class Partial(BaseModel):

@@ -13,10 +13,18 @@ __all__ = ["record", "values"]
 R = TypeVar("R")
 
 
-def _names(cls: type[Any]) -> list[str]:
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
-        return list(cls.model_fields)
-    return [f.name for f in dataclasses.fields(cls)]
+_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _names(cls: type[Any]) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        if issubclass(cls, BaseModel):
+            names = tuple(cls.model_fields)
+        else:
+            names = tuple(f.name for f in dataclasses.fields(cls))
+        _NAMES[cls] = names
+    return names
 
 
 def record(cls: type[R], row: object, **given: Any) -> R:
@@ -26,7 +34,7 @@ def record(cls: type[R], row: object, **given: Any) -> R:
     stored before a rule was tightened must still load.
     """
     found = {name: getattr(row, name) for name in _names(cls) if name not in given}
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
+    if issubclass(cls, BaseModel):
         built: R = cls.model_construct(**found, **given)
         return built
     return cls(**found, **given)
