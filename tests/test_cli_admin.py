@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from harmone.services.admin import create_token, init_database
 
 from harmone.errors import ConfigError, NotFound, StoreError
 from harmone.services.accounts import Accounts
+from harmone.services.admin import create_token, init_database
 from harmone.store import Store
 
 REPO = Path(__file__).resolve().parents[1]

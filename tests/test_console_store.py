@@ -93,6 +93,22 @@ async def test_the_last_admin_stays(accounts: Accounts, store: Store) -> None:
     assert [a.user.email for a in await accounts.list_accounts()] == [other.user.email]
 
 
+async def test_admins_cannot_demote_or_delete_themselves(accounts: Accounts) -> None:
+    boss = (await accounts.create_account("boss@example.org", PASSWORD, "admin")).user
+    other = (await accounts.create_account("other@example.org", PASSWORD, "admin")).user
+    with pytest.raises(Conflict, match="your own role"):
+        await accounts.update_account(boss.id, role="viewer", acting=boss)
+    with pytest.raises(Conflict, match="your own account"):
+        await accounts.delete_user(boss.id, acting=boss)
+    # the same changes by another admin, or keeping one's own role, are fine
+    assert (await accounts.update_account(boss.id, role="admin", acting=boss)).user == boss
+    assert (await accounts.update_account(boss.id, role="viewer", acting=other)).user.role == (
+        "viewer"
+    )
+    await accounts.delete_user(boss.id, acting=other)
+    assert [a.user for a in await accounts.list_accounts()] == [other]
+
+
 async def test_sessions(accounts: Accounts, store: Store) -> None:
     user = await accounts.create_account("s@example.org", PASSWORD, "viewer")
     session_id = await accounts.create_session(user.user.id, HOUR)
