@@ -67,12 +67,23 @@ def _connector(row: ConnectorRow) -> Connector:
     return Connector(id=row.connector_id, status=row.status, updated_at=row.updated_at)
 
 
+_IDENTITY_FIELDS = tuple(ChargerIdentity.model_fields)
+
+
 def _state_values(state: ChargerState) -> dict[str, Any]:
-    """The columns `state` changes: its fields that are not None."""
-    values = {name: getattr(state, name) for name in _STATE_FIELDS}
-    if state.identity is not None:
-        values.update(state.identity.model_dump())
-    return {name: value for name, value in values.items() if value is not None}
+    """The columns `state` changes: its fields that are not None (those of its identity too).
+
+    Plain loops over precomputed names: this runs for every state the relay persists.
+    """
+    values: dict[str, Any] = {}
+    for source, names in ((state, _STATE_FIELDS), (state.identity, _IDENTITY_FIELDS)):
+        if source is None:
+            continue
+        for name in names:
+            value = getattr(source, name)
+            if value is not None:
+                values[name] = value
+    return values
 
 
 async def _connectors(
