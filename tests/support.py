@@ -55,7 +55,7 @@ async def harmone_server(
 async def make_site(
     srv: RunningServer, cpms_url: str | None, name: str = "Depot"
 ) -> tuple[Site, str]:
-    site = await srv.runtime.store.create_site(name, "cloud", None, cpms_url)
+    site = await srv.runtime.store.sites.create(name, "cloud", cpms_url=cpms_url)
     return site, ocpp_url(site, srv.runtime.cloud_base_url)
 
 

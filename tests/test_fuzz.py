@@ -62,6 +62,7 @@ from harmone.ocpp.versions import OcppVersion
 from harmone.relay.observer import apply_events
 from harmone.relay.offline import JOURNALED
 from harmone.relay.state import FrameRecord, LiveCharger
+from harmone.services.accounts import Accounts
 from harmone.web.console.frames import describe_frames
 from harmone.web.head_deadline import HeadDeadlineProtocol
 from harmone.web.serve import RunningServer
@@ -461,8 +462,8 @@ LOAD_CONFIG = {
 async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
     async with GarbageProofCpms() as cpms, harmone_server(tmp_path, relay=RELAY) as srv:
         store = srv.runtime.store
-        await store.create_user("fuzz@example.com", "correct horse battery", "admin")
-        token = await store.create_token("fuzz@example.com")
+        await Accounts(store).create_user("fuzz@example.com", "correct horse battery", "admin")
+        token = await Accounts(store).create_token("fuzz@example.com")
         site, relayed = await make_site(srv, cpms.url, "Relayed")
         _, standalone = await make_site(srv, None, "Standalone")
         async with httpx.AsyncClient(

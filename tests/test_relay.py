@@ -16,7 +16,7 @@ from harmone.relay.hub import RelayHub
 
 async def attempts(hub: RelayHub, site_uid: str) -> list[object]:
     await hub.flush_attempts()
-    return list(await hub.directory.list_attempts(site_uid))  # type: ignore[attr-defined]
+    return list(await hub.directory.attempts.of_site(site_uid))  # type: ignore[attr-defined]
 
 
 async def test_frames_are_relayed_byte_exact_both_ways(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ async def test_unknown_site_is_refused_and_kept_in_the_unknown_site_log(tmp_path
             await charger(f"{base}/no-such-site/CP-6")
         assert info.value.response.status_code == 404
         await srv.runtime.hub.flush_attempts()
-        (attempt,) = await srv.runtime.store.list_unknown_site_attempts()
+        (attempt,) = await srv.runtime.store.attempts.unknown_sites()
         assert attempt.site_uid == "no-such-site" and attempt.charge_point_id == "CP-6"
         assert "no such site" in (attempt.reason or "")
 

@@ -77,8 +77,8 @@ async def test_a_full_session_is_relayed_and_registered(tmp_path: Path, version:
             assert result.status == "Accepted"
             assert sim.received_calls[-1][0] == "SetChargingProfile"
             live = srv.runtime.hub.live_state(site.uid, "SIM-1")
-            assert live is not None and live.vendor == "HARMON-E"
-            assert live.serial_number == "SN-42" and live.ocpp_version == version
+            assert live is not None and live.identity.vendor == "HARMON-E"
+            assert live.identity.serial_number == "SN-42" and live.ocpp_version == version
             assert live.connectors[1][0] in ("Available", "Charging", "Occupied")
         await wait_for(lambda: not srv.runtime.hub.links)
         await wait_for(lambda: not cpms.connected("SIM-1"))
@@ -117,7 +117,7 @@ async def test_quick_start_simulate_command_through_harmone(tmp_path: Path) -> N
         assert code == 0
         for i in (1, 2, 3):
             assert any(a == "BootNotification" for a, _ in cpms.calls[f"QS{i:04d}"])
-        chargers = await srv.runtime.store.list_chargers(site.uid)
+        chargers = await srv.runtime.store.chargers.of_site(site.uid)
         assert sorted(c.id for c in chargers) == ["QS0001", "QS0002", "QS0003"]
 
 

@@ -46,6 +46,7 @@ import pytest
 from sqlalchemy import insert
 
 from harmone.config import RelayConfig
+from harmone.services.accounts import Accounts
 from harmone.store import Store
 from harmone.store.models import ChargerRow
 
@@ -209,9 +210,11 @@ async def prepare_database(db_url: str, cpms_url: str) -> tuple[str, str]:
     store = await Store.open(db_url)
     try:
         await store.migrate()
-        await store.create_user("storm@example.com", "correct horse battery", role="admin")
-        token = await store.create_token("storm@example.com")
-        site = await store.create_site("Storm", "cloud", None, cpms_url)
+        await Accounts(store).create_user(
+            "storm@example.com", "correct horse battery", role="admin"
+        )
+        token = await Accounts(store).create_token("storm@example.com")
+        site = await store.sites.create("Storm", "cloud", cpms_url=cpms_url)
         async with store.engine.begin() as conn:
             await conn.execute(
                 insert(ChargerRow),
