@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+from call_ledger import CallLedger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import charger, harmone_server, make_site
@@ -202,11 +203,19 @@ def test_a_hundred_thousand_nested_arrays_are_a_frame_error_not_a_crash() -> Non
 
 # -- the session and what reads watched payloads -----------------------------------------------
 
+#: Well-formed CPMS calls (ids may repeat), so that calls queue up behind each other.
+_CPMS_CALL = st.builds(
+    '[2,"cpms-{}","{}",{{}}]'.format,
+    st.integers(0, 5),
+    st.sampled_from(["Reset", "GetConfiguration", "SetChargingProfile"]),
+)
 _OPS = st.lists(
     st.one_of(
         st.tuples(st.just("charger"), SOCKET_FRAMES),
-        st.tuples(st.just("cpms"), SOCKET_FRAMES),
+        st.tuples(st.just("cpms"), SOCKET_FRAMES | _CPMS_CALL),
         st.tuples(st.just("own"), st.sampled_from(["SetChargingProfile", "GetConfiguration"])),
+        # the charger answers the call in flight: a CallResult (True) or a CallError
+        st.tuples(st.just("answer"), st.booleans()),
         st.tuples(st.just("tick"), st.floats(0, 100)),
         st.tuples(st.just("link"), st.booleans()),
     ),
@@ -233,24 +242,38 @@ def test_session_turns_any_input_into_effects(
     version: OcppVersion, up: bool, ops: list[tuple[str, Any]]
 ) -> None:
     """Arbitrary frames both ways, own calls, time and link changes: only effects come out,
-    everything HARMON-E would send can be sent (valid UTF-8), and what observers are handed
-    (the registry, the message inspector) never raises."""
+    everything HARMON-E would send can be sent (valid UTF-8), what observers are handed (the
+    registry, the message inspector) never raises, and no call is lost: one CALL in flight at
+    most, every CPMS CALL delivered to the charger exactly once and in order, every own call
+    delivered once with exactly one result (see `call_ledger`)."""
     session = _session(version, up)
+    ledger = CallLedger(session.limits.call_timeout)
     live = LiveCharger("site", "cp")
     now = 0.0
     for kind, arg in ops:
         effects: list[Effect]
+        if kind == "answer":
+            if ledger.slot is None:
+                continue
+            msg_id = ledger.slot[0]
+            arg = f'[3,"{msg_id}",{{}}]' if arg else f'[4,"{msg_id}","GenericError","",{{}}]'
+            kind = "charger"
         if kind == "charger":
+            ledger.charger_frame(arg)
             effects = session.from_charger(arg, now)
         elif kind == "cpms":
+            ledger.cpms_frame(arg)
             effects = session.from_cpms(arg, now)
         elif kind == "own":
-            _, effects = session.own_call(arg, {"connectorId": 1}, now)
+            msg_id, effects = session.own_call(arg, {"connectorId": 1}, now)
+            ledger.own_call(msg_id)
         elif kind == "tick":
             now += arg
+            ledger.time(now)
             effects = session.tick(now)
         else:
             effects = session.set_upstream(arg)
+        ledger.effects(effects, now)
         for effect in effects:
             if isinstance(effect, ToCharger | ToCpms):
                 assert _utf8(effect.text), effect
@@ -264,6 +287,8 @@ def test_session_turns_any_input_into_effects(
             if kind in ("charger", "cpms")
         ]
         describe_frames(texts)
+    ledger.drain(session, now)
+    ledger.assert_nothing_lost()
 
 
 def _profile16(limit: Any) -> dict[str, Any]:

@@ -244,34 +244,74 @@ async def test_malformed_and_oversized_frames_hit_only_their_sender(tmp_path: Pa
 
 
 async def test_own_calls_wait_for_the_cpms_call_and_never_reach_the_cpms(tmp_path: Path) -> None:
+    """One CALL in flight towards the charger, and nothing lost: CPMS calls that arrive while
+    one is in flight, and an own call among them, are each delivered once, the CPMS's in order;
+    every answer to a CPMS call reaches the CPMS once; the own call's answer never does."""
     async with RawCpms(auto_answer=False) as cpms, harmone_server(tmp_path) as srv:
         site, url = await make_site(srv, cpms.url)
+        hub = srv.runtime.hub
         async with await charger(f"{url}/CP-12") as ws:
+
+            async def barrier(name: str, then: str | None = None) -> None:
+                """A Heartbeat through the CPMS; `then` is sent by the CPMS just before its
+                answer. Frames on each side are handled in order, so once the charger has the
+                answer HARMON-E has handled everything both sides sent before, and the answer
+                being the charger's next frame shows nothing else was sent to it meanwhile."""
+                call = f'[2,"{name}","Heartbeat",{{}}]'
+                await ws.send(call)
+                await wait_for(lambda: call in cpms.frames["CP-12"])
+                if then is not None:
+                    await cpms.send("CP-12", then)
+                await cpms.send("CP-12", f'[3,"{name}",{{"currentTime":"t"}}]')
+                assert await recv_json(ws) == [3, name, {"currentTime": "t"}]
+
             await wait_for(lambda: "CP-12" in cpms.conns)
             await cpms.send("CP-12", '[2,"cpms-1","Reset",{"type":"Soft"}]')
             assert (await recv_json(ws))[1] == "cpms-1"
+            # while cpms-1 is unanswered: a second CPMS call, an own call, a third CPMS call
+            await barrier("hb-1", then='[2,"cpms-2","GetConfiguration",{}]')
             own = asyncio.create_task(
-                srv.runtime.hub.call(site.uid, "CP-12", "GetConfiguration", {"key": ["X"]})
+                hub.call(site.uid, "CP-12", "GetConfiguration", {"key": ["X"]})
             )
-            with pytest.raises(TimeoutError):  # held while the CPMS's call is unanswered
-                await asyncio.wait_for(ws.recv(), 0.3)
+            await barrier("hb-2", then='[2,"cpms-3","ClearCache",{}]')  # nothing was sent
+            assert not own.done()
             await ws.send('[3,"cpms-1",{"status":"Accepted"}]')
-            mine = await recv_json(ws)
-            assert mine[2] == "GetConfiguration" and mine[1].startswith("hm-")
-            await ws.send(json.dumps([3, mine[1], {"configurationKey": []}]))
-            assert await own == {"configurationKey": []}
-            await asyncio.sleep(0.1)
-            assert cpms.frames["CP-12"] == ['[3,"cpms-1",{"status":"Accepted"}]']
+            received: list[str] = []
+            for _ in range(3):  # each call is sent once the previous one is answered
+                try:
+                    frame = await recv_json(ws)
+                except TimeoutError:
+                    raise AssertionError(f"only {received} reached the charger") from None
+                assert frame[0] == 2, frame
+                received.append(frame[1])
+                if frame[1].startswith("hm-"):
+                    assert frame[2:] == ["GetConfiguration", {"key": ["X"]}]
+                    await ws.send(json.dumps([3, frame[1], {"configurationKey": []}]))
+                    assert await own == {"configurationKey": []}
+                else:
+                    await ws.send(json.dumps([3, frame[1], {"for": frame[1]}]))
+            assert [r for r in received if not r.startswith("hm-")] == ["cpms-2", "cpms-3"]
+            assert len(received) == 3 and own.done()
+            await barrier("hb-3")  # nothing more was sent to the charger
+            # the CPMS got each answer once, in order, and never the own call's answer
+            assert cpms.frames["CP-12"] == [
+                '[2,"hb-1","Heartbeat",{}]',
+                '[2,"hb-2","Heartbeat",{}]',
+                '[3,"cpms-1",{"status":"Accepted"}]',
+                '[3, "cpms-2", {"for": "cpms-2"}]',
+                '[3, "cpms-3", {"for": "cpms-3"}]',
+                '[2,"hb-3","Heartbeat",{}]',
+            ]
             # an own call answered with a CallError raises, and a silent charger times out
-            own = asyncio.create_task(srv.runtime.hub.call(site.uid, "CP-12", "Reset", {}))
+            own = asyncio.create_task(hub.call(site.uid, "CP-12", "Reset", {}))
             mine = await recv_json(ws)
             await ws.send(json.dumps([4, mine[1], "NotSupported", "no", {}]))
             with pytest.raises(CallErrorReceived):
                 await own
             with pytest.raises(CallTimeout):
-                await srv.runtime.hub.call(site.uid, "CP-12", "Reset", {}, timeout=0.2)
+                await hub.call(site.uid, "CP-12", "Reset", {}, timeout=0.2)
         with pytest.raises(ChargerNotConnected):
-            await srv.runtime.hub.call(site.uid, "CP-12", "Reset", {})
+            await hub.call(site.uid, "CP-12", "Reset", {})
 
 
 async def test_compression_is_negotiated(tmp_path: Path) -> None:
