@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +67,39 @@ async def charger(
     )
 
 
+class PeerFailures:
+    """Exceptions inside a fake peer's handlers, raised again in the test.
+
+    A handler runs in a task of its own: an `assert` there would only close its connection
+    (and the test might still pass). `guard()` keeps the exception; `check()`, called when the
+    peer stops, raises it in the test with its message.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[Exception] = []
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            self.errors.append(exc)
+            raise
+
+    def check(self) -> None:
+        errors, self.errors = self.errors, []
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup("fake peer handlers failed", errors)
+
+
 @dataclass
 class RawCpms:
-    """A CPMS that records every frame exactly and answers CALLs with a fixed payload."""
+    """A CPMS that records every frame exactly and answers CALLs with a fixed payload.
+
+    An exception in its handlers (a failed `assert`) is raised again by `stop()`.
+    """
 
     subprotocols: Sequence[str] = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")
     refuse_status: int | None = None
@@ -85,6 +115,7 @@ class RawCpms:
     connects: int = 0
     handshaking: int = 0
     peak_handshaking: int = 0
+    failures: PeerFailures = field(default_factory=PeerFailures)
     _server: Server | None = None
 
     @property
@@ -106,6 +137,7 @@ class RawCpms:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        self.failures.check()
 
     async def __aenter__(self) -> RawCpms:
         await self.start()
@@ -115,6 +147,10 @@ class RawCpms:
         await self.stop()
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        with self.failures.guard():
+            return await self._answer_handshake(conn, request)
+
+    async def _answer_handshake(self, conn: ServerConnection, request: Request) -> Response | None:
         cpid = request.path.rsplit("/", 1)[-1]
         self.headers[cpid] = request.headers
         self.offered[cpid] = [
@@ -134,6 +170,10 @@ class RawCpms:
         return None
 
     async def _handler(self, conn: ServerConnection) -> None:
+        with self.failures.guard():
+            await self._serve(conn)
+
+    async def _serve(self, conn: ServerConnection) -> None:
         cpid = conn.request.path.rsplit("/", 1)[-1] if conn.request else "?"
         self.connects += 1
         self.conns[cpid] = conn

@@ -31,7 +31,7 @@ import pytest
 from call_ledger import CallLedger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import charger, harmone_server, make_site
+from support import PeerFailures, charger, harmone_server, make_site
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -415,6 +415,7 @@ class GarbageProofCpms:
     frames: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     conns: dict[str, ServerConnection] = field(default_factory=dict)
     port: int = 0
+    failures: PeerFailures = field(default_factory=PeerFailures)
     _server: Server | None = None
 
     @property
@@ -436,8 +437,13 @@ class GarbageProofCpms:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+        self.failures.check()
 
     async def _handler(self, conn: ServerConnection) -> None:
+        with self.failures.guard():
+            await self._serve(conn)
+
+    async def _serve(self, conn: ServerConnection) -> None:
         cpid = conn.request.path.rsplit("/", 1)[-1] if conn.request else "?"
         self.conns[cpid] = conn
         with contextlib.suppress(ConnectionClosed):
