@@ -23,6 +23,10 @@ from harmone.store.records import Site
 from harmone.web.api import ocpp_url
 from harmone.web.serve import RunningServer, running_server
 
+#: How long a test waits for something bound to happen before calling it a failure: a guard
+#: against hanging forever, never a claim about speed (that is measured under bench/).
+PATIENCE = 30.0
+
 FAST_RELAY = RelayConfig(
     upstream_connect_timeout=1.0,
     call_timeout=5.0,
@@ -193,11 +197,11 @@ class RawCpms:
     async def send(self, cpid: str, text: str) -> None:
         await self.conns[cpid].send(text)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = PATIENCE) -> None:
         await wait_for(predicate, timeout)
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def wait_for(predicate: Callable[[], bool], timeout: float = PATIENCE) -> None:
     """Poll `predicate` until true; fail the test after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -207,5 +211,5 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> Any:
+async def recv_json(ws: ClientConnection, timeout: float = PATIENCE) -> Any:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))

@@ -31,7 +31,7 @@ import pytest
 from call_ledger import CallLedger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import PeerFailures, charger, harmone_server, make_site
+from support import PATIENCE, PeerFailures, charger, harmone_server, make_site, wait_for
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -505,7 +505,7 @@ async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
                 yield Relay(srv, cpms, relayed, standalone, good, api)
 
 
-async def _next(ws: ClientConnection, timeout: float = 5.0) -> Any:
+async def _next(ws: ClientConnection, timeout: float = PATIENCE) -> Any:
     """The next frame decoded, or ("closed", code) once the connection is closed.
 
     HARMON-E's own calls (load management's SetChargingProfile on the load-managed site) may
@@ -602,16 +602,15 @@ async def test_hostile_frame_hits_only_its_sender(
     base = relay.relayed if site == "relayed" else relay.standalone
     async with await charger(f"{base}/BAD", max_size=None) as bad:
         await bad.send(frame)
-        if expected is None:
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(bad.recv(), 0.5)
-        else:
+        if expected is not None:
             got = await _next(bad)
             if isinstance(expected, tuple):
                 assert got == expected
             else:
                 assert got[: len(expected)] == expected, got
         if not isinstance(expected, tuple):  # still open: still served
+            # Frames from one charger are handled in order, so the answer to this call comes
+            # after anything the bad frame caused: it being next shows nothing else came.
             await bad.send('[2,"after","Heartbeat",{}]')
             after = await _next(bad)
             assert after[:2] == [3, "after"], after
@@ -676,11 +675,7 @@ async def test_garbage_from_the_cpms_never_reaches_the_charger_nor_breaks_the_li
 
 
 async def wait_for_conn(cpms: GarbageProofCpms, cpid: str) -> None:
-    for _ in range(500):
-        if cpid in cpms.conns:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{cpid} never reached the CPMS")
+    await wait_for(lambda: cpid in cpms.conns)
 
 
 async def _raw_upgrade(
@@ -690,7 +685,7 @@ async def _raw_upgrade(
     port = int(srv.url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(_upgrade_request(path))
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)
     assert head.startswith(b"HTTP/1.1 101"), head
     return reader, writer
 
@@ -720,7 +715,7 @@ async def test_a_text_frame_that_is_not_utf8_closes_only_its_sender(relay: Relay
     reader, writer = await _raw_upgrade(relay.srv, f"/{path}/RAW")
     try:
         writer.write(_masked_frame(0x1, b'[2,"x","Heartbeat",{"a":"\xff\xfe"}]'))
-        close = await asyncio.wait_for(reader.read(64), 5)
+        close = await asyncio.wait_for(reader.read(64), PATIENCE)
         assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == 1007  # close, 1007
     finally:
         writer.close()
@@ -770,33 +765,29 @@ async def test_slowloris_handshakes_are_cut_off_and_others_are_served(
     relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client that sends its upgrade request one byte at a time, and one that sends nothing,
-    are closed once the request-head deadline passes; meanwhile chargers come and go."""
+    are closed once the request-head deadline passes, long before the head is complete;
+    meanwhile chargers come and go. (How soon after the deadline: bench/deadlines_bench.py.)"""
     monkeypatch.setattr(HeadDeadlineProtocol, "head_timeout", 1.5)
     port = int(relay.srv.url.rsplit(":", 1)[1])
     path = "/" + relay.relayed.split("//", 1)[1].split("/", 1)[1] + "/SLOW"
     request = _upgrade_request(path)
     slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
     idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
-    started = time.monotonic()
     try:
-        closed_after: float | None = None
-        for i in range(len(request)):  # one byte every 0.25 s: the whole head would take 50 s
+        sent = 0
+        # At least 0.1 s a byte, the head would take 20 s or more; the last byte never goes.
+        while sent < len(request) - 1 and not slow_r.at_eof():
             try:
-                slow_w.write(request[i : i + 1])
+                slow_w.write(request[sent : sent + 1])
                 await slow_w.drain()
             except ConnectionError:
-                closed_after = time.monotonic() - started
                 break
-            if slow_r.at_eof():
-                closed_after = time.monotonic() - started
-                break
-            if i % 4 == 0:
+            sent += 1
+            if sent % 4 == 0:
                 await relay.assert_alive()  # others are served while it dribbles
-            await asyncio.sleep(0.25)
-            if time.monotonic() - started > 10:
-                break
-        assert closed_after is not None and closed_after < 5, closed_after
-        assert await asyncio.wait_for(idle_r.read(), 5) == b""  # the silent one is gone too
+            await asyncio.sleep(0.1)
+        assert sent < len(request) - 1, "the dribbled head was never cut off"
+        assert await asyncio.wait_for(idle_r.read(), PATIENCE) == b""  # the silent one too
         await relay.assert_alive()
     finally:
         for w in (slow_w, idle_w):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import RawCpms, charger, harmone_server, make_site, recv_json, wait_for
+from support import PATIENCE, RawCpms, charger, harmone_server, make_site, recv_json, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harmone.errors import CallErrorReceived, CallTimeout, ChargerNotConnected
@@ -28,10 +28,10 @@ async def test_frames_are_relayed_byte_exact_both_ways(tmp_path: Path) -> None:
             await cpms.wait_for(lambda: cpms.frames["CP-1"] == [weird])
             answer = '[3,"m1",{"currentTime" : "2026-11-24T00:00:00.000+00:00"}]'
             await cpms.send("CP-1", answer)
-            assert await asyncio.wait_for(ws.recv(), 5) == answer
+            assert await asyncio.wait_for(ws.recv(), PATIENCE) == answer
             call = '[2,"srv-1","GetConfiguration",{"key":["HeartbeatInterval"]}]'
             await cpms.send("CP-1", call)
-            assert await asyncio.wait_for(ws.recv(), 5) == call
+            assert await asyncio.wait_for(ws.recv(), PATIENCE) == call
             reply = '[3,"srv-1",{"configurationKey":[]}]'
             await ws.send(reply)
             await cpms.wait_for(lambda: cpms.frames["CP-1"][-1] == reply)
@@ -120,9 +120,9 @@ async def test_unreachable_cpms_does_not_keep_the_charger_out(tmp_path: Path) ->
             # The CPMS comes up: the relay dials it by itself and traffic flows.
             cpms2 = RawCpms(port=port)
             async with cpms2:
-                await wait_for(lambda: "CP-7" in cpms2.conns, 5)
+                await wait_for(lambda: "CP-7" in cpms2.conns)
                 assert cpms2.offered["CP-7"] == ["ocpp2.0.1"]  # only the version in use
-                await wait_for(lambda: live.upstream_connected, 5)
+                await wait_for(lambda: live.upstream_connected)
                 await ws.send('[2,"h2","Heartbeat",{}]')
                 assert await recv_json(ws) == [3, "h2", {"cpms": "answer"}]
 
@@ -148,7 +148,7 @@ async def test_cpms_drop_keeps_the_charger_and_reconnects(tmp_path: Path) -> Non
                 local = await recv_json(ws)
                 assert local[1] == "b" and "currentTime" in local[2]  # answered locally
                 await cpms.start()  # same port
-                await wait_for(lambda: cpms.connects >= 2, 5)
+                await wait_for(lambda: cpms.connects >= 2)
                 await wait_for(
                     lambda: (
                         srv.runtime.hub.links[
@@ -179,7 +179,7 @@ async def test_same_identity_replaces_the_old_connection(tmp_path: Path) -> None
         first = await charger(f"{url}/CP-10")
         second = await charger(f"{url}/CP-10")
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(first.recv(), 5)
+            await asyncio.wait_for(first.recv(), PATIENCE)
         assert first.close_reason and "replaced" in first.close_reason
         await second.send('[2,"x","Heartbeat",{}]')
         assert (await recv_json(second))[1] == "x"
@@ -236,7 +236,7 @@ async def test_malformed_and_oversized_frames_hit_only_their_sender(tmp_path: Pa
         assert cpms.frames["BAD"] == []  # never relayed
         await bad.send("x" * 5000)  # over the 4 KiB limit
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(bad.recv(), 5)
+            await asyncio.wait_for(bad.recv(), PATIENCE)
         assert bad.close_code == 1009
         await good.send('[2,"g","Heartbeat",{}]')
         assert (await recv_json(good))[1] == "g"
@@ -335,7 +335,7 @@ async def test_late_cpms_with_another_version_makes_the_charger_renegotiate(
         ws = await charger(f"{url}/CP-14", ["ocpp2.0.1", "ocpp1.6"])
         assert ws.subprotocol == "ocpp2.0.1"  # accepted before the CPMS answered
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), 10)
+            await asyncio.wait_for(ws.recv(), PATIENCE)
         assert ws.close_code == 1012 and "ocpp1.6" in (ws.close_reason or "")
         cpms.accept_delay = 0
         async with await charger(f"{url}/CP-14", ["ocpp2.0.1", "ocpp1.6"]) as again:
@@ -356,7 +356,7 @@ async def test_cpms_handshakes_are_bounded_during_a_reconnect_burst(tmp_path: Pa
     async with RawCpms(accept_delay=0.3) as cpms, harmone_server(tmp_path, relay=relay) as srv:
         _, url = await make_site(srv, cpms.url)
         chargers = await asyncio.gather(*(charger(f"{url}/B-{i}") for i in range(6)))
-        await wait_for(lambda: len(cpms.conns) == 6, 10)
+        await wait_for(lambda: len(cpms.conns) == 6)
         assert cpms.peak_handshaking == 2
         for ws in chargers:
             await ws.close()

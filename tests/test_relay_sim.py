@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
-from support import harmone_server, make_site, wait_for
+from support import PATIENCE, harmone_server, make_site, wait_for
 
 from harmone.errors import SimulatorError
 from harmone.sim import SimulatedCharger, SimulatedCpms
@@ -129,7 +129,7 @@ async def test_cpms_frames_reach_the_charger_byte_exact(tmp_path: Path) -> None:
             await sim.boot()
             odd = '[2, "cpms-x" , "DataTransfer",{"vendorId" : "acme",  "data":"\\u00e9"}]'
             await cpms.send_raw("SIM-2", odd)
-            await wait_for(lambda: odd in sim.raw_frames, 5)
+            await wait_for(lambda: odd in sim.raw_frames)
 
 
 async def test_standalone_site_serves_a_whole_scenario(tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ async def test_one_charger_failing_does_not_disturb_the_others(tmp_path: Path) -
         for s in sims:
             await s.connect()
         await srv.runtime.hub.links[(site.uid, "OK-0")].close(1011, "test: kill one charger")
-        await sims[0].wait_closed(5)
+        await sims[0].wait_closed(PATIENCE)
         await asyncio.gather(*(s.heartbeat() for s in sims[1:]))
         assert {cpid for cpid, calls in cpms.calls.items() if calls} == {
             f"OK-{i}" for i in range(1, 5)
