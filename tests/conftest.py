@@ -3,8 +3,9 @@
 `db_url` is parametrized over both backends and is always an *empty* database (no schema):
 a fresh file for SQLite; for PostgreSQL one database per test session whose `public` schema
 is dropped and recreated before each test. PostgreSQL tests are skipped when no server
-answers at $HARMONE_TEST_PG (default postgresql://postgres@127.0.0.1:5432/test), unless
-$HARMONE_TEST_PG_REQUIRED is set, in which case they fail.
+answers at $HARMONE_TEST_PG (default postgresql://postgres@127.0.0.1:5432/test), unless the
+run is strict (`support.strict_run`: $HARMONE_TEST_STRICT=1, or $CI set), in which case they
+fail.
 
 Every test also fails when one of its peers failed where nothing awaits it (`swallowed_errors`):
 a fake CPMS's connection handler that raised (websockets only logs it and closes the
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
+from support import strict_run
 
 from harmone.store import Store
 
@@ -89,7 +91,7 @@ def pg_url() -> Iterator[str]:
         run_async(_create_database(name))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         message = f"PostgreSQL not available at {PG_SERVER_URL}: {exc}"
-        if os.environ.get("HARMONE_TEST_PG_REQUIRED"):
+        if strict_run():
             pytest.fail(message)
         pytest.skip(message)
     try:

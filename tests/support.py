@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,17 @@ from harmone.config import RelayConfig, ServerConfig
 from harmone.store.records import Site
 from harmone.web.api import ocpp_url
 from harmone.web.serve import RunningServer, running_server
+
+
+def strict_run() -> bool:
+    """Must this run fail rather than skip tests whose server is missing (PostgreSQL, the
+    browser)? Yes when $HARMONE_TEST_STRICT is 1; when it is unset, whenever $CI is set to
+    anything (CI services set CI=true): the one rule for every such skip."""
+    strict = os.environ.get("HARMONE_TEST_STRICT")
+    if strict is not None:
+        return strict == "1"
+    return bool(os.environ.get("CI"))
+
 
 #: How long a test waits for something bound to happen before calling it a failure: a guard
 #: against hanging forever, never a claim about speed (that is measured under bench/).
