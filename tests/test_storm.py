@@ -57,8 +57,10 @@ STORM = ROOT / "bench" / "storm.py"
 CHARGERS = int(os.environ.get("HARMONE_STORM_CHARGERS", "2000"))
 #: Every process stops by itself after this long, whatever happens to the test.
 LIFETIME = 240.0
-#: How long one API request may take during the storm before the test calls it unanswered.
-API_PATIENCE = 30.0
+#: How long one API request may take during the storm before the test calls it unanswered:
+#: a guard against a hung API, not a latency target (the charger list took 27 s at worst on a
+#: loaded 2-core machine; the worst latency is printed).
+API_PATIENCE = 60.0
 #: How long each phase may take before the test fails.
 PHASE_TIMEOUT = 90.0
 #: Backoff towards the CPMS: short, so that the blip is over in seconds rather than a minute.
