@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from call_ledger import CallLedger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -468,6 +468,11 @@ class Relay:
     api: httpx.AsyncClient
     counter: int = 0
 
+    def new_id(self, prefix: str) -> str:
+        """A charger id no other test of the module used (they share this HARMON-E)."""
+        self.counter += 1
+        return f"{prefix}-{self.counter}"
+
     async def assert_alive(self) -> None:
         """The good charger is answered by its CPMS, a new charger gets in, the API answers."""
         self.counter += 1
@@ -488,8 +493,15 @@ LOAD_CONFIG = {
 }
 
 
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+#: The live tests share one HARMON-E (one event loop for the module): starting one per test
+#: was most of their time, and one bad charger after another on the same server is the harder
+#: test of "one bad charger never affects another".
+LIVE = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def relay(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Relay]:
+    tmp_path = tmp_path_factory.mktemp("fuzz")
     async with GarbageProofCpms() as cpms, harmone_server(tmp_path, relay=RELAY) as srv:
         store = srv.runtime.store
         await store.create_user("fuzz@example.com", "correct horse battery", "admin")
@@ -593,6 +605,7 @@ CASES: list[tuple[str, str, str | bytes, Any]] = [
 ]
 
 
+@LIVE
 @pytest.mark.parametrize(
     ("site", "frame", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
@@ -600,7 +613,7 @@ async def test_hostile_frame_hits_only_its_sender(
     relay: Relay, site: str, frame: str | bytes, expected: Any
 ) -> None:
     base = relay.relayed if site == "relayed" else relay.standalone
-    async with await charger(f"{base}/BAD", max_size=None) as bad:
+    async with await charger(f"{base}/{relay.new_id('BAD')}", max_size=None) as bad:
         await bad.send(frame)
         if expected is not None:
             got = await _next(bad)
@@ -617,19 +630,23 @@ async def test_hostile_frame_hits_only_its_sender(
     await relay.assert_alive()
 
 
+@LIVE
 async def test_message_id_reuse_is_relayed_as_sent(relay: Relay) -> None:
-    async with await charger(f"{relay.relayed}/DUP") as ws:
+    cpid = relay.new_id("DUP")
+    async with await charger(f"{relay.relayed}/{cpid}") as ws:
         for _ in range(2):
             await ws.send('[2,"dup","Heartbeat",{}]')
         assert [await _next(ws), await _next(ws)] == [[3, "dup", CPMS_ANSWER]] * 2
-        assert relay.cpms.frames["DUP"] == ['[2,"dup","Heartbeat",{}]'] * 2
+        assert relay.cpms.frames[cpid] == ['[2,"dup","Heartbeat",{}]'] * 2
     await relay.assert_alive()
 
 
+@LIVE
 async def test_a_flooding_charger_is_refused_then_closed_and_nobody_else_notices(
     relay: Relay,
 ) -> None:
-    async with await charger(f"{relay.relayed}/FLOOD") as ws:
+    cpid = relay.new_id("FLOOD")
+    async with await charger(f"{relay.relayed}/{cpid}") as ws:
         frames = [f'[2,"f{i}","Heartbeat",{{}}]' for i in range(RELAY.flood_burst * 4)]
         for text in frames:
             with contextlib.suppress(ConnectionClosed):
@@ -640,10 +657,11 @@ async def test_a_flooding_charger_is_refused_then_closed_and_nobody_else_notices
         assert got == ("closed", 1008)
     refused = [a for a in answers if a[0] == 4]
     assert refused and all(a[2] == "GenericError" and "rate limit" in a[3] for a in refused)
-    assert len(relay.cpms.frames["FLOOD"]) <= RELAY.flood_burst + 5  # the rest never left
+    assert len(relay.cpms.frames[cpid]) <= RELAY.flood_burst + 5  # the rest never left
     await relay.assert_alive()
 
 
+@LIVE
 @pytest.mark.parametrize(
     ("garbage", "answer"),
     [
@@ -656,21 +674,20 @@ async def test_a_flooding_charger_is_refused_then_closed_and_nobody_else_notices
 async def test_garbage_from_the_cpms_never_reaches_the_charger_nor_breaks_the_link(
     relay: Relay, garbage: str, answer: list[Any] | None
 ) -> None:
-    async with await charger(f"{relay.relayed}/VICTIM") as ws:
-        await wait_for_conn(relay.cpms, "VICTIM")
-        cpms_side = relay.cpms.conns["VICTIM"]
+    cpid = relay.new_id("VICTIM")
+    async with await charger(f"{relay.relayed}/{cpid}") as ws:
+        await wait_for_conn(relay.cpms, cpid)
+        cpms_side = relay.cpms.conns[cpid]
         await cpms_side.send(garbage)
         await cpms_side.send('[2,"ok","Reset",{"type":"Soft"}]')
         assert await _next(ws) == [2, "ok", "Reset", {"type": "Soft"}]  # nothing before it
         await ws.send('[2,"still","Heartbeat",{}]')
         assert await _next(ws) == [3, "still", CPMS_ANSWER]  # same CPMS link, still up
-        errors = [json.loads(f)[:3] for f in relay.cpms.frames["VICTIM"] if f.startswith("[4")]
+        errors = [json.loads(f)[:3] for f in relay.cpms.frames[cpid] if f.startswith("[4")]
         assert errors == ([answer] if answer is not None else [])
         links = relay.srv.runtime.hub.links
-        assert [link.live.upstream_connected for k, link in links.items() if k[1] == "VICTIM"] == [
-            True
-        ]
-        assert relay.cpms.conns["VICTIM"] is cpms_side  # never redialled
+        assert [link.live.upstream_connected for k, link in links.items() if k[1] == cpid] == [True]
+        assert relay.cpms.conns[cpid] is cpms_side  # never redialled
     await relay.assert_alive()
 
 
@@ -710,9 +727,10 @@ def _masked_frame(opcode: int, payload: bytes) -> bytes:
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
+@LIVE
 async def test_a_text_frame_that_is_not_utf8_closes_only_its_sender(relay: Relay) -> None:
     path = relay.relayed.split("//", 1)[1].split("/", 1)[1]
-    reader, writer = await _raw_upgrade(relay.srv, f"/{path}/RAW")
+    reader, writer = await _raw_upgrade(relay.srv, f"/{path}/{relay.new_id('RAW')}")
     try:
         writer.write(_masked_frame(0x1, b'[2,"x","Heartbeat",{"a":"\xff\xfe"}]'))
         close = await asyncio.wait_for(reader.read(64), PATIENCE)
@@ -729,6 +747,7 @@ async def test_a_text_frame_that_is_not_utf8_closes_only_its_sender(relay: Relay
 _LIVE_CLOSE_CODES = {1003, 1008, 1009}
 
 
+@LIVE
 @settings(
     max_examples=60,
     deadline=None,
@@ -741,8 +760,7 @@ async def test_live_endpoint_survives_arbitrary_frames(
     """Whatever one charger sends, it is answered or closed with a reason, and afterwards a
     Heartbeat of its own is still answered; the good charger never notices."""
     base = relay.standalone if local else relay.relayed
-    relay.counter += 1
-    async with await charger(f"{base}/HYP-{relay.counter}") as ws:
+    async with await charger(f"{base}/{relay.new_id('HYP')}") as ws:
         for text in frames:
             await ws.send(text)
         await ws.send('[2,"sentinel","Heartbeat",{}]')
@@ -761,6 +779,7 @@ async def test_live_endpoint_survives_arbitrary_frames(
 # -- slowloris ----------------------------------------------------------------------------------
 
 
+@LIVE
 async def test_slowloris_handshakes_are_cut_off_and_others_are_served(
     relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -769,7 +788,7 @@ async def test_slowloris_handshakes_are_cut_off_and_others_are_served(
     meanwhile chargers come and go. (How soon after the deadline: bench/deadlines_bench.py.)"""
     monkeypatch.setattr(HeadDeadlineProtocol, "head_timeout", 1.5)
     port = int(relay.srv.url.rsplit(":", 1)[1])
-    path = "/" + relay.relayed.split("//", 1)[1].split("/", 1)[1] + "/SLOW"
+    path = "/" + relay.relayed.split("//", 1)[1].split("/", 1)[1] + "/" + relay.new_id("SLOW")
     request = _upgrade_request(path)
     slow_r, slow_w = await asyncio.open_connection("127.0.0.1", port)
     idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
@@ -796,13 +815,14 @@ async def test_slowloris_handshakes_are_cut_off_and_others_are_served(
                 await w.wait_closed()
 
 
+@LIVE
 async def test_the_deadline_stops_once_the_head_is_in(
     relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A charger whose handshake was quick stays connected past the deadline, and a keep-alive
     HTTP client may pause between requests (its next head gets a new deadline)."""
     monkeypatch.setattr(HeadDeadlineProtocol, "head_timeout", 0.5)
-    async with await charger(f"{relay.relayed}/PATIENT") as ws:
+    async with await charger(f"{relay.relayed}/{relay.new_id('PATIENT')}") as ws:
         await asyncio.sleep(1.0)
         await ws.send('[2,"p","Heartbeat",{}]')
         assert await _next(ws) == [3, "p", CPMS_ANSWER]

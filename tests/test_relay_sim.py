@@ -150,7 +150,7 @@ async def test_quick_start_simulate_command_through_harmone(tmp_path: Path) -> N
     async with SimulatedCpms() as cpms, harmone_server(tmp_path) as srv:
         site, url = await make_site(srv, cpms.url)
         code = await run_simulate(
-            url=url, chargers=3, version="2.0.1", prefix="QS", duration=3.0, heartbeat=1.0
+            url=url, chargers=3, version="2.0.1", prefix="QS", duration=1.0, heartbeat=0.5
         )
         assert code == 0
         for i in (1, 2, 3):
