@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -310,6 +310,14 @@ PURPOSES = [
         versions=(V16,),
     ),
     Case(
+        "txprofile-without-id-accepted-as-the-transaction-starts",
+        (("set", 1, prof(1, TX, 8), 40),),
+        at=60,
+        amps=8.0,
+        tx=("T1", 40),
+        versions=(V16,),
+    ),
+    Case(
         "txprofile-without-id-ends-with-the-connectors-transaction",
         (("set", 1, prof(1, TX, 8), 50), ("end", 1, "T1")),
         at=60,
@@ -467,6 +475,48 @@ TIME = [
         at=1800,
         amps=32.0,
         until=3600,
+    ),
+    Case(
+        "recurring-restart-before-its-first-period-is-a-gap",
+        (
+            ("set", 1, prof(1, TX_DEFAULT, 6)),
+            (
+                "set",
+                1,
+                prof(
+                    2,
+                    TX_DEFAULT,
+                    sched((3600, 10), start=0),
+                    kind=RECURRING,
+                    recurrency="Daily",
+                    stack=1,
+                ),
+            ),
+        ),
+        at=2 * 3600,
+        amps=10.0,
+        until=DAY,
+    ),
+    Case(
+        "recurring-gap-until-its-first-period",
+        (
+            ("set", 1, prof(1, TX_DEFAULT, 6)),
+            (
+                "set",
+                1,
+                prof(
+                    2,
+                    TX_DEFAULT,
+                    sched((3600, 10), start=0),
+                    kind=RECURRING,
+                    recurrency="Daily",
+                    stack=1,
+                ),
+            ),
+        ),
+        at=DAY + 60,
+        amps=6.0,
+        until=DAY + 3600,
     ),
     Case(
         "higher-stack-not-yet-valid",
@@ -691,6 +741,14 @@ UNITS = [
         (("set", 1, prof(1, TX_DEFAULT, 6)), ("set", 1, prof(2, TX_DEFAULT, None, stack=1))),
         at=0,
         amps=None,
+        versions=(V21,),
+    ),
+    Case(
+        "several-schedules-one-without-limit",
+        (("set", 1, prof(1, TX, (sched((0, 10)), sched((0, None))), tx="T1")),),
+        at=30,
+        amps=None,
+        tx=("T1", 0),
         versions=(V21,),
     ),
     Case(
@@ -1313,12 +1371,21 @@ def scenarios(draw: st.DrawFn, version: OcppVersion) -> Scenario:
         version, phases=draw(st.sampled_from([1, 3])), voltage=draw(st.sampled_from([230.0, 120.0]))
     )
     at = 0
+    #: (connector, stack level, purpose) of the profiles set so far: reusing one with a new id
+    #: exercises replacement (1.6) and same-level pairs (2.x).
+    slots: list[tuple[int, int, ProfilePurpose]] = []
     for _ in range(draw(st.integers(1, 12))):
-        at += draw(st.integers(0, 10)) * Q
+        at += draw(st.sampled_from([0, 0, 1, 2, 5, 10])) * Q
         what = draw(st.sampled_from(["set", "set", "set", "set", "clear", "start", "start", "end"]))
         if what == "set":
             by = draw(st.sampled_from(["cpms", "harmone"]))
-            s.ops.append(("set", draw(st.integers(0, 2)), draw(profiles(version)), at, by))
+            connector, profile = draw(st.integers(0, 2)), draw(profiles(version))
+            if slots and draw(st.integers(0, 2)) == 0:
+                connector, stack, purpose = draw(st.sampled_from(slots))
+                tx_id = profile.transaction_id if purpose == TX else None
+                profile = replace(profile, stack_level=stack, purpose=purpose, transaction_id=tx_id)
+            slots.append((connector, profile.stack_level, profile.purpose))
+            s.ops.append(("set", connector, profile, at, by))
         elif what == "clear":
             criteria = {
                 "profile_id": draw(st.none() | st.integers(1, 6)),

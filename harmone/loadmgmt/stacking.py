@@ -6,12 +6,13 @@ a TxProfile ends with its transaction). `connector_limit` reads it the way the c
 for one connector at one instant, the current it may give the car and the station-wide cap
 shared by all connectors, and until when that answer holds.
 
-The rules (OCPP 1.6 §3.13, §5.16, §7.7; 2.0.1 Part 2 K01, K02, K10 and the ChargingProfile
-types), in short: within a purpose, the highest stack level that is in force and has a
-schedule period at the instant leads; a TxProfile of the connector's transaction overrides the
-TxDefaultProfiles; the station-wide purposes cap the station on top; the lowest limit is in
-force. docs/load-management.md "What the charger applies" has the details and the choices
-made where the specifications leave one to the charger.
+The rules (OCPP 1.6 §3.13, §5.5, §5.16 and the ChargingProfile / ChargingSchedule types;
+2.0.1 Part 2 chapter K: K01, K02, K10 and the same types), in short: within a purpose, the
+highest stack level that is in force and has a schedule period at the instant leads; a
+TxProfile of the connector's transaction overrides the TxDefaultProfiles; the station-wide
+purposes cap the station on top; the lowest limit is in force. docs/load-management.md "What
+the charger applies" has the details and the choices made where the specifications leave one
+to the charger.
 """
 
 from __future__ import annotations
@@ -135,8 +136,10 @@ class ChargerProfiles:
         return ChargerProfiles(self.version, tuple(p for p in self.profiles if not cleared(p)))
 
     def transaction_ended(self, connector_id: int, transaction_id: str) -> ChargerProfiles:
-        """The transaction ended: its TxProfiles go with it (1.6 §3.13.1, 2.0.1 K01), and so
-        do the TxProfiles without a transaction id on its connector, which were its too."""
+        """The transaction ended: its TxProfiles go with it (1.6 §3.13.1: "after the
+        transaction is stopped, the profile SHOULD be deleted"; a 2.x TxProfile names its
+        transaction, K01.FR.03, and applies to no other), and so do the TxProfiles without a
+        transaction id on its connector, which were its too."""
 
         def ended(p: InstalledProfile) -> bool:
             if p.profile.purpose is not _TX:
