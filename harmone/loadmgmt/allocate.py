@@ -49,7 +49,7 @@ from harmone.loadmgmt.model import (
 from harmone.loadmgmt.phasors import LineItem, charger_lines, sectors, through_delta
 from harmone.loadmgmt.problem import PAIRS, SCALE, Conn, FlatNode, Row, ma_down, ma_up
 from harmone.loadmgmt.solver import Solver
-from harmone.loadmgmt.turns import admission_order, deadline_caps
+from harmone.loadmgmt.turns import admission_order, deadline_caps, least_laxity_first, protected
 
 __all__ = ["allocate"]
 
@@ -85,10 +85,18 @@ def allocate(
     for tier in tiers:
         turn = admission_order(tier, conns, now, options) if len(tier) > 1 else tier
         order.extend(turn)
-        admitted = solver.admit(turn)
-        caps = deadline_caps(admitted, conns, now, options, step)
+        caps = deadline_caps(turn, conns, now, options, step)
         if caps:
-            solver.fill(admitted, caps)
+            # Cars with a deadline: those protected by their turn keep running; then, least
+            # laxity first, each is started and given what finishes it in time; then as much
+            # as it takes. Cars without a deadline share what is left.
+            solver.admit([c for c in turn if c in caps and protected(conns[c], now, options)])
+            urgent = least_laxity_first([c for c in turn if c in caps], conns, now)
+            for c in urgent:
+                solver.admit([c])
+                solver.raise_to([c], caps)
+            solver.raise_to(urgent, {})
+        admitted = solver.admit(turn)
         solver.fill(admitted)
         if len(admitted) > 1:
             solver.round_robin(admitted)

@@ -57,6 +57,17 @@ class Solver:
                 admitted.append(c)
         return admitted
 
+    def raise_to(self, order: list[int], targets: dict[int, int]) -> None:
+        """Greedily, in `order`, raise each car towards its target (at most its need)."""
+        step, grant, need = self.step, self.grant, self.need
+        for c in order:
+            if grant[c] == 0:
+                continue  # paused: only `admit` starts a car, at its min
+            more = min(targets.get(c, need[c]), need[c]) - grant[c]
+            more = min(more, self.room(c) // step * step)
+            if more > 0:
+                self.add(c, more)
+
     def fill(self, members: list[int], caps: dict[int, int] | None = None) -> None:
         """Progressive filling: raise a common level; a car stops at its need (or its cap) or a
         tight row.

@@ -20,7 +20,14 @@ from datetime import datetime
 from harmone.loadmgmt.model import AllocationOptions, Demand
 from harmone.loadmgmt.problem import Conn
 
-__all__ = ["admission_order", "deadline_caps", "laxity_hours", "waited"]
+__all__ = [
+    "admission_order",
+    "deadline_caps",
+    "laxity_hours",
+    "least_laxity_first",
+    "protected",
+    "waited",
+]
 
 
 def waited(d: Demand, now: datetime) -> float:
@@ -39,6 +46,29 @@ def laxity_hours(conn: Conn, now: datetime) -> float | None:
     left = (d.departure - now).total_seconds() / 3600
     watts = conn.charger.watts_per_amp(len(conn.phases)) * conn.need / 1000
     return left - d.energy_needed / watts
+
+
+def protected(conn: Conn, now: datetime, options: AllocationOptions) -> bool:
+    """Started less than `options.min_run` ago: it keeps its turn."""
+    d = conn.demand
+    return d is not None and d.running_since is not None and now - d.running_since < options.min_run
+
+
+def least_laxity_first(members: list[int], conns: list[Conn], now: datetime) -> list[int]:
+    """Cars with a deadline, least laxity first (ties: arrival, charger id, connector id)."""
+
+    def key(c: int) -> tuple[float, datetime, str, int]:
+        conn = conns[c]
+        assert conn.demand is not None
+        lax = laxity_hours(conn, now)
+        return (
+            lax if lax is not None else float("inf"),
+            conn.demand.charging_since,
+            conn.charger.id,
+            conn.connector_id,
+        )
+
+    return sorted(members, key=key)
 
 
 def admission_order(
