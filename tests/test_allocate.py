@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import cmath
 import random
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +32,7 @@ from harmone.loadmgmt import (
     Node,
     Phase,
     Policy,
+    Wiring,
     allocate,
     amps_to_watts,
     watts_to_amps,
@@ -539,18 +540,13 @@ def _big_site(connectors: int) -> tuple[Node, list[Demand]]:
 
 
 @pytest.mark.parametrize("policy", list(Policy))
-def test_a_thousand_connectors_allocate_quickly(policy: Policy) -> None:
+def test_a_thousand_connectors_are_allocated_safely(policy: Policy) -> None:
+    # How fast is measured by bench/loadmgmt_bench.py; here, that the answer holds.
     tree, demands = _big_site(1_000)
     readings = [Measurement("site", (120, 80, 100), NOW)]
-    best = math.inf
-    for _ in range(3):
-        started = time.perf_counter()
-        alloc = allocate(tree, demands, readings, NOW, policy)
-        best = min(best, time.perf_counter() - started)
+    alloc = allocate(tree, demands, readings, NOW, policy)
     assert len(alloc.connectors) == 1_000
     _check_invariants(tree, demands, readings, alloc, AllocationOptions())
-    # Generous against slow CI machines; typically well under 100 ms.
-    assert best < 0.5
 
 
 # --- the oracle ---------------------------------------------------------------------------------
@@ -572,6 +568,9 @@ def _oracle_limits(
         for child in node.children:
             if isinstance(child, Node):
                 below = [a + b for a, b in zip(below, visit(child), strict=True)]
+        if node.delta_wye_ratio is not None:
+            # A primary line carries the difference of two secondary ones, of unknown angle.
+            below = [(below[p] + below[p - 1]) / node.delta_wye_ratio for p in range(3)]
         m = readings.get(node.id)
         ok = m is not None and not m.failed and NOW - m.at <= options.meter_max_age
         nc = [max(b, x, 0.0) for b, x in zip(below, m.load, strict=True)] if ok and m else below
@@ -601,6 +600,8 @@ def _expected_reservation(
 ) -> list[float]:
     out = [0.0, 0.0, 0.0]
     draw = _fresh(d, options)
+    if draw is not None and charger.wiring is Wiring.LL:
+        draw = (draw[0], draw[0])  # one current, out on one line and back on the other
     for i, phase in enumerate(charger.grid_phases):
         if d is None:
             out[phase.index] = (
@@ -659,7 +660,9 @@ def _check_counted_honestly(
                 want = g.limit_to_send if phase in g.phases else 0
                 assert g.per_phase[phase.index] == want
             if set(g.phases) != grid:
-                # Only a fresh reading showing the other phases idle may drop them.
+                # Only a fresh reading showing the other phases idle may drop them; an L-L car
+                # always loads both its lines.
+                assert charger.wiring is not Wiring.LL
                 draw = _fresh(d, options)
                 assert draw is not None
                 for i, phase in enumerate(charger.grid_phases):
@@ -668,7 +671,8 @@ def _check_counted_honestly(
 
 
 def _node_loads(node: Node, alloc: Allocation) -> tuple[list[float], list[float]]:
-    """(controllable grants, reserved) per phase below `node`."""
+    """(controllable grants, reserved) per phase below `node`, as attributed (an L-L grant counts
+    on both its lines): what imbalance limits see."""
     granted = [0.0, 0.0, 0.0]
     reserved = [0.0, 0.0, 0.0]
     for charger in node.chargers():
@@ -680,20 +684,143 @@ def _node_loads(node: Node, alloc: Allocation) -> tuple[list[float], list[float]
     return granted, reserved
 
 
+# --- exact line currents ------------------------------------------------------------------------
+#
+# Written from the physics, not from the allocator: line Lp's voltage is e^{-i 120° p}; a load
+# draws in phase with the voltage across it, so an L-L load between Lp and Lq draws along
+# V_p - V_q, out on Lp and back on Lq; a delta-wye primary line p carries
+# (secondary p - secondary p-1) / ratio.
+
+_V = [cmath.exp(-2j * math.pi * p / 3) for p in range(3)]
+#: The allocator's phasor rows over-count a line current by at most this factor.
+_MODEL_LOSS = 1 / math.cos(math.radians(3.75))
+
+Lines = list[complex]
+
+
+def _per_amp(charger: ChargerSpec, phases: tuple[Phase, ...]) -> Lines:
+    """The line currents of one amp through this charger (its grant on `phases`)."""
+    out = [0j, 0j, 0j]
+    if charger.wiring is Wiring.LL:
+        a, b = (ph.index for ph in charger.grid_phases)
+        along = (_V[a] - _V[b]) / abs(_V[a] - _V[b])
+        out[a] += along
+        out[b] -= along
+    else:
+        for ph in phases:
+            out[ph.index] += _V[ph.index]
+    return out
+
+
+def _load_of(charger: ChargerSpec, g: object) -> Lines:
+    """The line currents this connector makes: its grant, or its reservation."""
+    assert hasattr(g, "per_phase")
+    if g.reserved:  # type: ignore[attr-defined]
+        per_phase = g.per_phase  # type: ignore[attr-defined]
+        if charger.wiring is Wiring.LL:
+            amps = max(per_phase)
+            return [x * amps for x in _per_amp(charger, ())]
+        return [_V[p] * per_phase[p] for p in range(3)]
+    amps = g.limit_to_send  # type: ignore[attr-defined]
+    return [x * amps for x in _per_amp(charger, g.phases)]  # type: ignore[attr-defined]
+
+
+def _up_through(node: Node, lines: Lines) -> Lines:
+    ratio = node.delta_wye_ratio
+    if ratio is None:
+        return lines
+    return [(lines[p] - lines[p - 1]) / ratio for p in range(3)]
+
+
+def _paths(tree: Node) -> dict[str, list[Node]]:
+    """Per charger: its nodes, root first."""
+    paths: dict[str, list[Node]] = {}
+
+    def walk(node: Node, path: list[Node]) -> None:
+        for child in node.children:
+            if isinstance(child, Node):
+                walk(child, [*path, child])
+            else:
+                paths[child.id] = path
+
+    walk(tree, [tree])
+    return paths
+
+
+def _at(path: list[Node], node: Node, lines: Lines) -> Lines:
+    """A connector's line currents as seen at `node` of its `path` (root first)."""
+    for below in reversed(path[path.index(node) :]):
+        lines = _up_through(below, lines)
+    return lines
+
+
+def _line_currents(tree: Node, alloc: Allocation, extra: tuple[str, Lines] | None = None):  # type: ignore[no-untyped-def]
+    """Per node id: (all loads, reserved loads only) as complex line currents, and for each
+    line whether every load on it points the same way (then the allocator's sum is exact)."""
+    paths = _paths(tree)
+    totals: dict[str, tuple[Lines, Lines, list[set[float]]]] = {
+        n.id: ([0j, 0j, 0j], [0j, 0j, 0j], [set(), set(), set()]) for n in _nodes(tree)
+    }
+    for charger in tree.chargers():
+        path = paths[charger.id]
+        for cid in charger.connector_ids:
+            g = alloc.connector(charger.id, cid)
+            load = _load_of(charger, g)
+            wants = not g.reserved and g.need > 0
+            unit = _per_amp(charger, g.phases) if wants else None
+            for node in path:
+                seen = _at(path, node, load)
+                total, fixed, directions = totals[node.id]
+                for p in range(3):
+                    total[p] += seen[p]
+                    if g.reserved:
+                        fixed[p] += seen[p]
+                        if abs(seen[p]) > 1e-9:
+                            directions[p].add(round(math.degrees(cmath.phase(seen[p])), 6))
+                if unit is not None:
+                    per_amp = _at(path, node, unit)
+                    for p in range(3):
+                        if abs(per_amp[p]) > 1e-9:
+                            directions[p].add(round(math.degrees(cmath.phase(per_amp[p])), 6))
+    if extra is not None:
+        charger_id, lines = extra
+        path = paths[charger_id]
+        for node in path:
+            seen = _at(path, node, lines)
+            total = totals[node.id][0]
+            for p in range(3):
+                total[p] += seen[p]
+    return totals
+
+
+def _has_transformer(node: Node) -> bool:
+    return any(isinstance(n, Node) and n.delta_wye_ratio is not None for n in node.walk())
+
+
 def _check_limits(
     tree: Node, measurements: list[Measurement], alloc: Allocation, options: AllocationOptions
 ) -> None:
-    """(1) Load + building load <= effective limit on every phase, unless fixed load alone
-    exceeds it; then nothing controllable below is granted anything on that phase."""
+    """(1) The exact line current (phasor sum) plus building load <= the effective limit on
+    every line of every node, unless fixed load alone exceeds it; then nothing controllable
+    below that could raise it is granted anything on that line."""
     oracle = _oracle_limits(tree, measurements, options)
+    currents = _line_currents(tree, alloc)
     for node in _nodes(tree):
         limit, nc = oracle[node.id]
         assert alloc.node(node.id).limit == pytest.approx(limit, abs=TOL)
-        granted, reserved = _node_loads(node, alloc)
+        total, fixed, _ = currents[node.id]
+        granted, _ = _node_loads(node, alloc)
         for p in range(3):
-            if granted[p] + reserved[p] + nc[p] > limit + TOL:
-                assert granted[p] == 0, (node.id, p, granted, reserved, nc, limit)
-                assert reserved[p] + nc[p] > limit - TOL
+            assert alloc.node(node.id).charger_load[p] == pytest.approx(abs(total[p]), abs=TOL)
+            if abs(total[p]) + nc[p] <= limit + TOL:
+                continue
+            # Overloaded by what cannot be controlled: the model's bound of the fixed load
+            # alone is above the limit, and the grants did not make the line worse than that.
+            assert abs(fixed[p]) * _MODEL_LOSS + nc[p] > limit - TOL, (node.id, p)
+            assert abs(total[p]) <= abs(fixed[p]) * _MODEL_LOSS + TOL, (node.id, p)
+            if not _has_transformer(node):
+                # Below no transformer every load on a line raises it: none is granted.
+                assert granted[p] == 0, (node.id, p, granted, nc, limit)
 
 
 def _check_grant_range(tree: Node, alloc: Allocation, options: AllocationOptions) -> None:
@@ -716,18 +843,15 @@ def _check_grant_range(tree: Node, alloc: Allocation, options: AllocationOptions
 def _check_work_conserving(
     tree: Node, measurements: list[Measurement], alloc: Allocation, options: AllocationOptions
 ) -> None:
-    """(4) a car that wants more is blocked: its next step (or its min) does not fit."""
+    """(4) a car that wants more is blocked: its next step (or its min) does not fit.
+
+    "Does not fit" is exact on a line whose loads all point the same way (the allocator's row
+    is the plain sum there); on a line with L-L loads or behind a transformer, the allocator's
+    rows may over-count the exact current by `_MODEL_LOSS` and no more.
+    """
     oracle = _oracle_limits(tree, measurements, options)
-    paths: dict[str, list[Node]] = {}
-
-    def walk(node: Node, path: list[Node]) -> None:
-        for child in node.children:
-            if isinstance(child, Node):
-                walk(child, [*path, child])
-            else:
-                paths[child.id] = path
-
-    walk(tree, [tree])
+    paths = _paths(tree)
+    before = _line_currents(tree, alloc)
     loads = {node.id: _node_loads(node, alloc) for node in _nodes(tree)}
     for charger in tree.chargers():
         for cid in charger.connector_ids:
@@ -735,20 +859,28 @@ def _check_work_conserving(
             if g.reserved or not g.charging or g.limit_to_send >= g.need - TOL:
                 continue
             nxt = options.step if g.limit_to_send > 0 else _smallest(charger, options)
+            step = [x * nxt for x in _per_amp(charger, g.phases)]
             blocked = []
-            for node in paths[charger.id]:
+            path = paths[charger.id]
+            for node in path:
                 limit, nc = oracle[node.id]
-                granted, reserved = loads[node.id]
-                for phase in g.phases:
-                    p = phase.index
-                    if limit - nc[p] - granted[p] - reserved[p] < nxt + TOL:
-                        blocked.append((node.id, phase))
+                total, _, directions = before[node.id]
+                seen = _at(path, node, step)
+                for p in range(3):
+                    if abs(seen[p]) < 1e-12:
+                        continue
+                    after = abs(total[p] + seen[p])
+                    exact = len(directions[p]) <= 1
+                    if after * (1 if exact else _MODEL_LOSS) + nc[p] > limit - TOL:
+                        blocked.append((node.id, p))
                 if node.max_imbalance is not None:
-                    total = [a + b for a, b in zip(granted, reserved, strict=True)]
-                    for p in (x.index for x in g.phases):
+                    granted, reserved = loads[node.id]
+                    attributed = [a + b for a, b in zip(granted, reserved, strict=True)]
+                    used = {x.index for x in g.phases}
+                    for p in used:
                         for q in range(3):
-                            if q not in {x.index for x in g.phases} and (
-                                total[p] - total[q] + nxt > node.max_imbalance - TOL
+                            if q not in used and (
+                                attributed[p] - attributed[q] + nxt > node.max_imbalance - TOL
                             ):
                                 blocked.append((node.id, "imbalance"))
             assert blocked, (charger, g)
@@ -808,6 +940,11 @@ _AMPS_CAR = _deci(0, 400)
 _AMPS_METER = _deci(-50, 300)
 _FRACTION = st.integers(0, 10).map(lambda n: n / 10)
 _PHASE_COUNT = st.sampled_from((1, 3))
+_WIRING = st.sampled_from((Wiring.LN, Wiring.LL, Wiring.LL, Wiring.THREE_PHASE))
+_RATIO = st.sampled_from((1.0, 2.0, 4.0))
+_HISTORY_AGE = st.integers(0, 14_400)
+_ENERGY = st.integers(0, 60_000).map(float)
+_DEPARTS_IN = st.integers(-3_600, 36_000)
 _MIN_CURRENT = st.sampled_from((6.0, 6.0, 6.0, 0.0, 8.0, 10.0))
 _ROTATION = st.one_of(st.none(), st.permutations((L1, L2, L3)))
 _CONNECTORS = st.sampled_from(((1,), (1,), (1, 2)))
@@ -843,7 +980,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     calm = draw(_INDEX[2]) == 0
 
     def charger() -> ChargerSpec:
-        phases = draw(_PHASE_COUNT)
+        wiring = draw(_WIRING)
+        lines = {Wiring.LN: 1, Wiring.LL: 2, Wiring.THREE_PHASE: 3}[wiring]
         max_current = draw(_AMPS_CHARGER)
         rotation = draw(_ROTATION)
         return ChargerSpec(
@@ -851,8 +989,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_current,
             connector_ids=draw(_CONNECTORS),
             min_current=min(draw(_MIN_CURRENT), max_current),
-            phases=phases,
-            phase_rotation=None if rotation is None else tuple(rotation[:phases]),
+            wiring=wiring,
+            phase_rotation=None if rotation is None else tuple(rotation[:lines]),
             priority=draw(_PRIORITY),
             tx_default_limit=0.0 if calm else draw(_TX_DEFAULT),
             ignores_profile=not calm and draw(_INDEX[9]) == 0,
@@ -874,6 +1012,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_imbalance=draw(_MAYBE_IMBALANCE),
             metered=not calm and draw(_INDEX[4]) == 0,
             children=tuple(children),
+            delta_wye_ratio=draw(_RATIO) if draw(_INDEX[5]) == 0 else None,
         )
 
     tree = node(1)
@@ -884,6 +1023,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                 continue
             measured = draw(_DRAW[spec.phases])
             limit = draw(_MAYBE_LIMIT)
+            state = draw(_INDEX[2])  # 0: not started yet, 1: running, 2: paused
+            deadline = draw(_INDEX[3]) == 0
             demands.append(
                 Demand(
                     spec.id,
@@ -894,6 +1035,11 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     limit_in_force=limit,
                     limit_since=ago(draw(_READING_AGE)) if limit is not None else None,
                     car_max=draw(_MAYBE_CAR),
+                    departure=ago(-draw(_DEPARTS_IN)) if deadline else None,
+                    energy_needed=draw(_ENERGY) if deadline else None,
+                    energy_delivered=draw(_ENERGY),
+                    running_since=ago(draw(_HISTORY_AGE)) if state == 1 else None,
+                    paused_since=ago(draw(_HISTORY_AGE)) if state == 2 else None,
                 )
             )
     measurements = []
