@@ -9,9 +9,17 @@ ACN-Sim (acnportal 0.3.3, `pip install -e '.[bench]'`) replays the charging sess
 EVSEs at 208 V line to line on the three pairs, two 80 A pods, a delta-wye transformer whose
 primary and secondary line currents are limited) with the transformer limited to each of
 `--limits` kW. In the same run, on the same sessions, it schedules with ACN-Sim's own
-uncontrolled charging, FCFS, EDF, LLF and round robin, and with HARMON-E's `allocate` twice:
-without departure information (as with OCPP 1.6: arrival, metered draw, energy so far) and
-with it (a departure time and the energy still needed, as 2.0.1's NotifyEVChargingNeeds gives).
+uncontrolled charging, FCFS, EDF, LLF and round robin, and with HARMON-E's `allocate`:
+
+* `HARMON-E`: what OCPP 1.6 tells: arrival, metered draw, the limit obeyed, energy so far. It
+  does not know when a car will be full, so a car that fills up within a 5-minute period keeps
+  its grant to the end of it;
+* `HARMON-E +stops`: the same, but a car that fills up within the period is capped at what it
+  takes. ACN-Sim's algorithms all do that (from each car's remaining energy); a real controller
+  gets the same effect from the car stopping (SuspendedEV, draw 0) and re-allocating at once,
+  which 5-minute periods cannot show. No departure, no energy need is used otherwise;
+* `HARMON-E +departure`: with a departure time and the energy still needed, as 2.0.1's
+  NotifyEVChargingNeeds (or an operator's default) gives.
 
 It prints per limit and algorithm: the share of requested energy delivered, Jain's fairness
 index of each session's delivered / requested energy, constraint violations (periods in which
@@ -186,12 +194,17 @@ class HarmoneScheduler(algorithms.BaseAlgorithm):  # type: ignore[misc]
     """`allocate` once per period, fed what the controller would know."""
 
     def __init__(
-        self, transformer_kw: float, with_departure: bool, options: AllocationOptions
+        self,
+        transformer_kw: float,
+        with_departure: bool,
+        options: AllocationOptions,
+        sees_stops: bool = False,
     ) -> None:
         super().__init__()
         self.max_recompute = 1
         self.transformer_kw = transformer_kw
         self.with_departure = with_departure
+        self.sees_stops = sees_stops or with_departure
         self.options = options
         self.tree: Node | None = None
         self.clipper: set[str] = set()
@@ -258,7 +271,10 @@ class HarmoneScheduler(algorithms.BaseAlgorithm):  # type: ignore[misc]
         if self.with_departure:
             departure = START + PERIOD * s.estimated_departure
             energy_needed = s.remaining_demand * 1000
-            # What the car can still take this period; ACN-Sim's algorithms cap at it too.
+        if self.sees_stops:
+            # What the car takes before it stops within this period. ACN-Sim's algorithms cap
+            # at it too; a real controller learns it from the stop (SuspendedEV, draw 0) and
+            # re-allocates at once, which 5-minute periods cannot show.
             car_max = s.remaining_demand * 1000 / VOLTAGE / (PERIOD / timedelta(hours=1))
         return Demand(
             s.station_id,
@@ -337,14 +353,18 @@ class Result:
     sessions: int
 
 
+#: The allocator's defaults, with whole amps (the EVSEs take only whole amps).
+OPTIONS = AllocationOptions(step=1.0)
+
 ALGORITHMS: dict[str, Callable[[float], Any]] = {
     "uncontrolled": lambda kw: algorithms.UncontrolledCharging(),
     "FCFS": lambda kw: algorithms.SortedSchedulingAlgo(algorithms.first_come_first_served),
     "EDF": lambda kw: algorithms.SortedSchedulingAlgo(algorithms.earliest_deadline_first),
     "LLF": lambda kw: algorithms.SortedSchedulingAlgo(algorithms.least_laxity_first),
     "round robin": lambda kw: algorithms.RoundRobin(algorithms.first_come_first_served),
-    "HARMON-E": lambda kw: HarmoneScheduler(kw, False, AllocationOptions(step=1.0)),
-    "HARMON-E +departure": lambda kw: HarmoneScheduler(kw, True, AllocationOptions(step=1.0)),
+    "HARMON-E": lambda kw: HarmoneScheduler(kw, False, OPTIONS),
+    "HARMON-E +stops": lambda kw: HarmoneScheduler(kw, False, OPTIONS, sees_stops=True),
+    "HARMON-E +departure": lambda kw: HarmoneScheduler(kw, True, OPTIONS),
 }
 
 

@@ -411,12 +411,9 @@ class AllocationOptions:
     active_phase_threshold: float = 1.0
     #: Taking turns: a car started after a pause keeps its turn at least this long (unless a
     #: limit forces otherwise), so that no car is switched on and off every round.
-    min_run: timedelta = timedelta(minutes=30)
+    min_run: timedelta = timedelta(minutes=60)
     #: A car paused this long goes before every car that is not protected by `min_run`.
-    max_wait: timedelta = timedelta(minutes=90)
-    #: Taking turns without departures: a car ranks by the energy it got (Wh) less this power
-    #: (W) times the hours it has been plugged in.
-    turn_power: float = 1000.0
+    max_wait: timedelta = timedelta(minutes=120)
     #: With a departure and an energy need, a car is first given the current that finishes it
     #: in time, times this margin (the rest is then shared equally).
     deadline_margin: float = 1.2
@@ -428,7 +425,6 @@ class AllocationOptions:
             raise ConfigError("option step must be at least 0.001 A")
         if self.give_back_margin <= self.give_back_below:
             raise ConfigError("option give_back_margin must be larger than give_back_below")
-        _current(self.turn_power, "option turn_power")
         if _number(self.deadline_margin, "option deadline_margin") < 1:
             raise ConfigError("option deadline_margin must be at least 1")
         for name in ("settle_time", "meter_max_age", "draw_max_age", "min_run", "max_wait"):

@@ -8,10 +8,7 @@ Admission order within a tier (docs/load-management.md, "Taking turns"):
 2. cars that have waited at least `max_wait` (paused, or never started since arrival), longest
    first;
 3. the rest: cars with a departure and an energy need by least laxity (the time they can still
-   afford to wait), then the others by least energy delivered this session less
-   `turn_power` times the hours they have been plugged in (so that, of two cars that got the
-   same, the one that has waited longer -- and, without a departure, is likely to leave
-   sooner -- goes first), longest wait first.
+   afford to wait), then the others by least energy delivered this session, longest wait first.
 
 Ties are broken by arrival, charger id, connector id, so the order is deterministic.
 """
@@ -96,8 +93,7 @@ def admission_order(
         lax = laxity_hours(conn, now)
         if lax is not None:
             return (2, 0.0, lax, -wait, *tail)
-        present = max(0.0, (now - d.charging_since).total_seconds()) / 3600
-        return (2, 1.0, d.energy_delivered - options.turn_power * present, -wait, *tail)
+        return (2, 1.0, d.energy_delivered, -wait, *tail)
 
     return sorted(tier, key=key)
 
