@@ -1266,8 +1266,9 @@ def test_phasor_rows_bound_the_line_current_tightly(loads: list[tuple[float, int
         (row.fixed + sum(c * grants[k] for k, c in row.coefficients.items())) / SCALE
         for row in sectors(items)
     ]
+    # mA; coefficients are rounded up to 1e-6, so each load may add up to 0.08 mA.
     assert max(rows) >= exact - 1e-6
-    assert max(rows) <= exact * _MODEL_LOSS + 1e-3 * len(loads)
+    assert max(rows) <= exact * _MODEL_LOSS + 0.1 * len(loads) + 1
 
 
 # --- taking turns and deadlines -----------------------------------------------------------------
