@@ -747,11 +747,13 @@ def _paths(tree: Node) -> dict[str, list[Node]]:
     return paths
 
 
-def _at(path: list[Node], node: Node, lines: Lines) -> Lines:
-    """A connector's line currents as seen at `node` of its `path` (root first)."""
-    for below in reversed(path[path.index(node) :]):
-        lines = _up_through(below, lines)
-    return lines
+def _along(path: list[Node], lines: Lines) -> list[Lines]:
+    """A connector's line currents as seen at each node of its `path` (root first)."""
+    out: list[Lines] = []
+    for node in reversed(path):
+        lines = _up_through(node, lines)
+        out.append(lines)
+    return out[::-1]
 
 
 def _line_currents(tree: Node, alloc: Allocation):  # type: ignore[no-untyped-def]
@@ -767,9 +769,8 @@ def _line_currents(tree: Node, alloc: Allocation):  # type: ignore[no-untyped-de
             g = alloc.connector(charger.id, cid)
             load = _load_of(charger, g)
             wants = not g.reserved and g.need > 0
-            unit = _per_amp(charger, g.phases) if wants else None
-            for node in path:
-                seen = _at(path, node, load)
+            units = _along(path, _per_amp(charger, g.phases)) if wants else None
+            for n, (node, seen) in enumerate(zip(path, _along(path, load), strict=True)):
                 total, fixed, directions = totals[node.id]
                 for p in range(3):
                     total[p] += seen[p]
@@ -777,8 +778,8 @@ def _line_currents(tree: Node, alloc: Allocation):  # type: ignore[no-untyped-de
                         fixed[p] += seen[p]
                         if abs(seen[p]) > 1e-9:
                             directions[p].add(round(math.degrees(cmath.phase(seen[p])), 6))
-                if unit is not None:
-                    per_amp = _at(path, node, unit)
+                if units is not None:
+                    per_amp = units[n]
                     for p in range(3):
                         if abs(per_amp[p]) > 1e-9:
                             directions[p].add(round(math.degrees(cmath.phase(per_amp[p])), 6))
@@ -854,10 +855,9 @@ def _check_work_conserving(
             step = [x * nxt for x in _per_amp(charger, g.phases)]
             blocked = []
             path = paths[charger.id]
-            for node in path:
+            for node, seen in zip(path, _along(path, step), strict=True):
                 limit, nc = oracle[node.id]
                 total, _, directions = before[node.id]
-                seen = _at(path, node, step)
                 for p in range(3):
                     if abs(seen[p]) < 1e-12:
                         continue

@@ -311,7 +311,7 @@ def _constraints(
                 loads = through_delta(loads, ratio)
             here = items[i]
             for owner, p, size, angle in loads:
-                here[p].append(LineItem(owner, size, angle))
+                here[p].append(LineItem(owner, size, angle))  # a tuple: cheap
     rows: list[Row] = []
     slack: list[int] = []
     for i, flat in enumerate(nodes):

@@ -26,6 +26,7 @@ import cmath
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from harmone.loadmgmt.model import ChargerSpec, Wiring
 from harmone.loadmgmt.problem import SCALE
@@ -62,8 +63,7 @@ def charger_lines(charger: ChargerSpec, used: Iterable[int]) -> tuple[tuple[int,
     return tuple((p, _norm(-120.0 * p)) for p in sorted(used))
 
 
-@dataclass(frozen=True, slots=True)
-class LineItem:
+class LineItem(NamedTuple):
     """One load on one line: `owner` is a connector index (`size` per mA of its grant) or -1 for
     a fixed load (`size` in mA)."""
 
@@ -119,7 +119,8 @@ def _up(value: float) -> int:
 def sectors(items: Sequence[LineItem]) -> list[Sector]:
     """The rows that bound the line current of `items` (see the module docstring)."""
     loaded = [it for it in items if it.size > 0]
-    arc = _arc([it.angle for it in loaded]) if loaded else (0.0, 0.0)
+    angles = {it.angle for it in loaded}
+    arc = _arc(list(angles)) if len(angles) > 1 else (0.0, 0.0)
     if arc is None or arc[1] <= _SAME:
         # One direction: the sum is exact. No arc under 180 degrees (not met with the wirings
         # above): the arithmetic sum is always a safe bound.

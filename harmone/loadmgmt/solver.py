@@ -25,7 +25,7 @@ ROUND_ROBIN_ROUNDS = 8
 class Solver:
     """Grants in mA; `slack[k]` is what row k has left (in its scaled units)."""
 
-    __slots__ = ("grant", "need", "pos", "slack", "smallest", "step", "terms")
+    __slots__ = ("grant", "need", "pos", "posrows", "slack", "smallest", "step", "terms")
 
     def __init__(self, slack: list[int], conns: list[Conn], step: int) -> None:
         self.slack = slack
@@ -35,6 +35,7 @@ class Solver:
         self.smallest = [c.smallest for c in conns]
         self.terms = [c.terms for c in conns]
         self.pos = [[(k, a) for k, a in c.terms if a > 0] for c in conns]
+        self.posrows = [{k for k, _ in p} for p in self.pos]
 
     def room(self, c: int) -> int:
         """How much more connector `c` could be granted (mA) without breaking a row."""
@@ -135,8 +136,9 @@ class Solver:
                     elif room < delta:
                         delta = room
             if tight:
+                posrows = self.posrows
                 for k in tight:
-                    for c in [c for c in rising if any(j == k and a > 0 for j, a in terms[c])]:
+                    for c in [c for c in rising if k in posrows[c]]:
                         stop(c)
                 continue
             level += delta
