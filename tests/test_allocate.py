@@ -1237,6 +1237,7 @@ _ANGLE_SETS = st.sampled_from(
         (0.0, 30.0, -30.0),  # L-N / three-phase and both L-L pairs on one secondary line
         (30.0, -30.0, -90.0, 0.0, -60.0),  # what a delta-wye primary line sees
         (10.0, 100.0, 170.0),  # any arc below 180 degrees
+        (0.0, 90.0, 150.0, -120.0, -30.0),  # wider: below a transformer below a transformer
     )
 )
 

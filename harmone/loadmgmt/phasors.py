@@ -11,13 +11,15 @@ power-factor-corrected on-board chargers of cars do). With line Lp's voltage at 
 
 So a line carries |sum of I_k * v_k| with fixed unit phasors v_k: less than the arithmetic sum
 when the v_k differ (two L-L loads sharing a line: sqrt(3) instead of 2 when equal). That
-magnitude is convex but not linear; the allocator needs linear rows. All v_k of a line lie in
-one arc narrower than 180 degrees, and so does their sum z. The arc is cut into sectors of at
-most `MAX_SECTOR` degrees; for z in a sector of half-width w centred on phi,
-|z| <= Re(z * e^{-i phi}) / cos(w), and that right-hand side is linear in the currents. One row
-per sector, each row <= limit, therefore bounds |z| by the limit wherever z lies (safe), and
-over-counts |z| by at most 1/cos(w) - 1 = 0.21 % (uses what is there). When all loads of a line
-point the same way (no L-L loads, no transformer), the one row is the plain sum, exact.
+magnitude is convex but not linear; the allocator needs linear rows. The v_k of a line lie in
+one arc narrower than 180 degrees (60 on a secondary line, 120 on a delta primary), and so does
+their sum z; where they do not (a transformer below a transformer), the arc is the whole
+circle. The arc is cut into sectors of at most `MAX_SECTOR` degrees; for z in a sector of
+half-width w centred on phi, |z| <= Re(z * e^{-i phi}) / cos(w), and that right-hand side is
+linear in the currents. One row per sector, each row <= limit, therefore bounds |z| by the
+limit wherever z lies (safe), and over-counts |z| by at most 1/cos(w) - 1 = 0.21 % (uses what
+is there). When all loads of a line point the same way (no L-L loads, no transformer), the one
+row is the plain sum, exact.
 """
 
 from __future__ import annotations
@@ -121,9 +123,12 @@ def sectors(items: Sequence[LineItem]) -> list[Sector]:
     loaded = [it for it in items if it.size > 0]
     angles = {it.angle for it in loaded}
     arc = _arc(list(angles)) if len(angles) > 1 else (0.0, 0.0)
-    if arc is None or arc[1] <= _SAME:
-        # One direction: the sum is exact. No arc under 180 degrees (not met with the wirings
-        # above): the arithmetic sum is always a safe bound.
+    if arc is None:
+        # No arc under 180 degrees holds them (a transformer below a transformer): the sectors
+        # go round the whole circle, which bounds |z| wherever z lies, as tightly.
+        arc = (0.0, 360.0)
+    if arc[1] <= _SAME:
+        # One direction: the sum is exact.
         coefficients: dict[int, int] = {}
         fixed = 0
         for it in loaded:
