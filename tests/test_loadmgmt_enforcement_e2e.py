@@ -17,6 +17,7 @@ from support import harmone_server, make_site, ocpp_url, wait_for
 from test_loadmgmt_e2e import _api, _tx_limits
 
 from harmone.loadmgmt.state import Timing
+from harmone.services.accounts import Accounts
 from harmone.sim import SimulatedCharger
 
 CONFIG: dict[str, Any] = {
@@ -185,9 +186,9 @@ async def test_a_restart_keeps_cars_charging_at_their_grants(tmp_path: Path) -> 
     await sim.wait_closed(10)
     sent_before = len(_tx_limits(sim))
     async with harmone_server(tmp_path, db_url=db, load_timing=FAST) as srv:
-        store = srv.runtime.store
-        await store.create_user("rs@example.com", "correct horse battery", "admin")
-        token = await store.create_token("rs@example.com")
+        accounts = Accounts(srv.runtime.store)
+        await accounts.create_user("rs@example.com", "correct horse battery", "admin")
+        token = await accounts.create_token("rs@example.com")
         async with httpx.AsyncClient(
             base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         ) as api:

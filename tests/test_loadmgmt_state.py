@@ -16,7 +16,6 @@ from harmone.loadmgmt.state import NO_ANSWER, SiteLoadState, Timing
 from harmone.ocpp.events import MeterReading, Sample, TransactionEnded, TransactionStarted
 from harmone.ocpp.versions import OcppVersion
 from harmone.store import Store
-from harmone.store.loadstate import LoadStateRepo
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 TIMING = Timing()
@@ -133,8 +132,8 @@ def test_a_snapshot_restores_what_a_restart_needs() -> None:
 
 
 async def test_the_load_state_repository_round_trips(store: Store) -> None:
-    site = await store.create_site("LS", "cloud", None, None)
-    repo = LoadStateRepo(store)
+    site = await store.sites.create("LS", "cloud")
+    repo = store.loadstate
     state = _site("A")
     _accept(state, "A", "1", 16, 2)
     await repo.put(site.uid, snapshot(state))

@@ -63,7 +63,7 @@ class OcppEndpoint:
             call_timeout=cfg.call_timeout, flood_rate=cfg.flood_rate, flood_burst=cfg.flood_burst
         )
         self.authenticator = ChargerAuthenticator(
-            hub.directory,
+            hub.directory.chargers,
             max_failures=cfg.auth_max_failures,
             window=cfg.auth_failure_window,
             clock=hub.clock.monotonic,
@@ -105,7 +105,7 @@ class OcppEndpoint:
 
         try:
             site_uid, identity = split_ocpp_path(path)
-            site = await self.hub.directory.find_site(site_uid)
+            site = await self.hub.directory.sites.find(site_uid)
             if site is None:
                 raise Refusal(
                     404,
@@ -139,7 +139,7 @@ class OcppEndpoint:
                     await old.close(1000, "replaced by a new connection from the same charger")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(old.closed.wait(), 5.0)
-                charger = await self.hub.directory.find_charger(site_uid, identity)
+                charger = await self.hub.directory.chargers.find(site_uid, identity)
                 cpms_url = (
                     charger.cpms_url if charger and charger.cpms_url else None
                 ) or site.cpms_url
@@ -245,7 +245,7 @@ class OcppEndpoint:
         live_now = upstream is not None and not (journal and journal.pending)
         try:
             if not registered:
-                await self.hub.directory.register_charger(site_uid, identity)
+                await self.hub.directory.chargers.register(site_uid, identity)
             await send({"type": "websocket.accept", "subprotocol": chosen})
         except BaseException:
             if upstream is not None:

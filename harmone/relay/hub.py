@@ -20,31 +20,12 @@ from harmone.relay.link import ChargerLink
 from harmone.relay.observer import apply_events
 from harmone.relay.state import ChargerKey, FrameRecord, LiveCharger
 from harmone.relay.upstream import dial
-from harmone.store.records import Attempt, Charger, ChargerState, PasswordCheck, Site
+from harmone.store.records import Attempt
+from harmone.store.store import Store
 
-__all__ = ["ChargerEvent", "Directory", "HubListener", "RelayHub"]
+__all__ = ["ChargerEvent", "HubListener", "RelayHub"]
 
 log = logging.getLogger(__name__)
-
-
-class Directory(Protocol):
-    """What the relay needs from storage (the real `Store` satisfies it)."""
-
-    async def find_site(self, uid: str) -> Site | None: ...
-
-    async def find_charger(self, site_uid: str, charger_id: str) -> Charger | None: ...
-
-    async def register_charger(self, site_uid: str, charger_id: str) -> Charger: ...
-
-    async def save_charger_states(self, states: list[ChargerState]) -> None: ...
-
-    async def add_attempts(self, attempts: list[Attempt], keep_per_site: int = ...) -> None: ...
-
-    async def mark_all_disconnected(self) -> None: ...
-
-    async def verify_charger_password(
-        self, site_uid: str, charger_id: str, password: str
-    ) -> PasswordCheck: ...
 
 
 ChargerEvent = tuple[str, ChargerKey]  # ("changed" | "frame", key)
@@ -67,9 +48,7 @@ class RelayHub:
     flush_interval = 0.25
     seen_flush_interval = 5.0
 
-    def __init__(
-        self, directory: Directory, config: RelayConfig, clock: Clock | None = None
-    ) -> None:
+    def __init__(self, directory: Store, config: RelayConfig, clock: Clock | None = None) -> None:
         self.directory = directory
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -95,7 +74,7 @@ class RelayHub:
     # -- life --
     async def start(self) -> None:
         # Nothing is connected to a process that just started, whatever the DB says.
-        await self.directory.mark_all_disconnected()
+        await self.directory.chargers.mark_all_disconnected()
         self._writer = asyncio.create_task(self._write_loop())
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -218,7 +197,7 @@ class RelayHub:
             attempts, self._attempts = self._attempts, []
             if attempts:
                 try:
-                    await self.directory.add_attempts(
+                    await self.directory.attempts.add(
                         attempts, keep_per_site=self.config.attempts_kept_per_site
                     )
                 except BaseException:
@@ -255,7 +234,7 @@ class RelayHub:
         states = [self.live[k].snapshot() for k in keys if k in self.live]
         try:
             if states:
-                await self.directory.save_charger_states(states)
+                await self.directory.chargers.save_states(states)
         except BaseException:
             self._dirty |= keys
             raise

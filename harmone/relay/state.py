@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from harmone.store.records import ChargerState
+from harmone.store.records import ChargerIdentity, ChargerState
 
 __all__ = ["ChargerKey", "FrameRecord", "LiveCharger", "Party"]
 
@@ -37,10 +37,7 @@ class LiveCharger:
     remote_addr: str | None = None
     connected_since: datetime | None = None
     last_seen: datetime | None = None
-    vendor: str | None = None
-    model: str | None = None
-    serial_number: str | None = None
-    firmware_version: str | None = None
+    identity: ChargerIdentity = field(default_factory=ChargerIdentity)
     connectors: dict[int, tuple[str, datetime]] = field(default_factory=dict)
     frames: deque[FrameRecord] = field(default_factory=lambda: deque(maxlen=200))
 
@@ -57,9 +54,6 @@ class LiveCharger:
             connected=self.connected,
             upstream_connected=self.upstream_connected,
             last_seen=self.last_seen,
-            vendor=self.vendor,
-            model=self.model,
-            serial_number=self.serial_number,
-            firmware_version=self.firmware_version,
+            identity=self.identity,
             connectors=dict(self.connectors),
         )

@@ -12,14 +12,14 @@ from typing import Any
 from sqlalchemy import select
 
 from harmone.clock import utcnow
+from harmone.store.db import Transactions
 from harmone.store.models import LoadStateRow
-from harmone.store.store import Store
 
 __all__ = ["LoadStateRepo"]
 
 
 class LoadStateRepo:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     async def put(self, site_uid: str, state: dict[str, Any]) -> None:

@@ -20,10 +20,8 @@ from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreErr
 from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.hub import RelayHub
+from harmone.services.accounts import Accounts
 from harmone.store import Store
-from harmone.store.journal import JournalRepo
-from harmone.store.loadconfig import LoadConfigRepo
-from harmone.store.loadstate import LoadStateRepo
 from harmone.web.body_limit import BodyLimit
 
 __all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
@@ -46,6 +44,11 @@ class Runtime:
     cloud_base_url: str
     loadmgmt: LoadManagementService
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Users, console sessions and API tokens (holds the cache of verified tokens).
+    accounts: Accounts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accounts = Accounts(self.store)
 
 
 class HarmoneApp:
@@ -82,8 +85,8 @@ class HarmoneApp:
             await hub.start()
             loadmgmt = LoadManagementService(
                 hub,
-                LoadConfigRepo(store),
-                LoadStateRepo(store),
+                store.loadconfig,
+                store.loadstate,
                 SystemClock(),
                 self.config.load_options,
                 self.config.load_timing,
@@ -91,7 +94,7 @@ class HarmoneApp:
             await loadmgmt.start()
             base = self.config.public_url or self._listen_url()
             self.runtime = Runtime(self.config, store, hub, base, loadmgmt)
-            self.endpoint = OcppEndpoint(hub, JournalRepo(store))
+            self.endpoint = OcppEndpoint(hub, store.journal)
             log.info("HARMON-E %s serving; cloud OCPP URLs start with %s", __version__, base)
             try:
                 yield
