@@ -41,8 +41,10 @@ class RelayConfig:
     flood_burst: int = 200
     #: Heartbeat interval HARMON-E gives a charger when it answers BootNotification itself.
     heartbeat_interval: int = 300
-    #: How many recent frames per charger are kept for the message inspector.
+    #: How many recent frames per charger are kept for the message inspector, and at most
+    #: how many bytes of them (the oldest go first).
     inspector_frames: int = 200
+    inspector_bytes: int = 16384
     #: How many connection attempts per site are kept (older ones are pruned).
     attempts_kept_per_site: int = 1000
     #: Proxy for upstream connections: None means connect directly.

@@ -11,10 +11,10 @@ from support import RawCpms, charger, harmone_server, make_site, recv_json, wait
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harmone.errors import CallErrorReceived, CallTimeout, ChargerNotConnected
-from harmone.relay.hub import RelayHub
+from harmone.relay.registry import RelayRegistry
 
 
-async def attempts(hub: RelayHub, site_uid: str) -> list[object]:
+async def attempts(hub: RelayRegistry, site_uid: str) -> list[object]:
     await hub.flush_attempts()
     return list(await hub.directory.list_attempts(site_uid))  # type: ignore[attr-defined]
 

@@ -28,7 +28,7 @@ from harmone.ocpp.events import (
 from harmone.ocpp.framing import MessageType
 from harmone.ocpp.session import Observe
 from harmone.ocpp.versions import OcppVersion
-from harmone.relay.hub import RelayHub
+from harmone.relay.registry import RelayRegistry
 from harmone.relay.state import LiveCharger
 from harmone.store.loadconfig import LoadConfigRepo
 
@@ -42,7 +42,7 @@ _ENDED_STATUSES = {"Available", "Unavailable", "Faulted"}
 class LoadManager:
     def __init__(
         self,
-        hub: RelayHub,
+        hub: RelayRegistry,
         repo: LoadConfigRepo,
         clock: Clock,
         options: AllocationOptions | None = None,

@@ -26,6 +26,7 @@ __all__ = [
     "parse_envelope",
     "payload_of",
     "replace_id",
+    "swap_int_member",
 ]
 
 
@@ -126,6 +127,68 @@ def replace_id(text: str, new_id: str) -> str:
         raise FrameError("not an OCPP-J frame: expected a JSON array [type, id, ...]")
     quoted = _DUMP(new_id)
     return text[: m.start(2) - 1] + quoted + text[m.end(2) + 1 :]
+
+
+_MEMBER_VALUE = re.compile(r"\s*:\s*(-?\d+)(?=\s*[,}])")
+
+
+def swap_int_member(
+    text: str, path: tuple[str, ...], mapping: dict[int, int]
+) -> tuple[str, int] | None:
+    """Rewrite one integer member of a frame's payload in place.
+
+    `path` names the member from the payload object down (e.g. ``("transactionId",)`` or
+    ``("csChargingProfiles", "transactionId")``). If that member holds an integer that is a
+    key of `mapping`, returns the frame with only those digits replaced by the mapped value,
+    every other byte as received, and the old value; otherwise None.
+    """
+    # Walk the JSON text: depth 1 is the frame array, 2 the payload object; strings are
+    # skipped whole so that a key-like text inside a value never matches.
+    keys: list[str | None] = []  # the member each open object/array was entered through
+    pending_key: str | None = None
+    depth = 0
+    i, n = 0, len(text)
+    target = len(path) + 1
+    while i < n:
+        c = text[i]
+        if c == '"':
+            end = i + 1
+            while end < n and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            if end >= n:
+                return None
+            raw = text[i + 1 : end]
+            i = end + 1
+            m = _MEMBER_VALUE.match(text, i) if depth == target else None
+            j = i
+            while j < n and text[j] in " \t\r\n":
+                j += 1
+            is_key = j < n and text[j] == ":"
+            if is_key:
+                pending_key = _unescape(raw)
+                if (
+                    m is not None
+                    and pending_key == path[-1]
+                    and tuple(keys[2:]) == path[:-1]
+                    and keys[:1] == [None]
+                ):
+                    old = int(m.group(1))
+                    if old in mapping:
+                        new = str(mapping[old])
+                        return text[: m.start(1)] + new + text[m.end(1) :], old
+            continue
+        if c in "[{":
+            keys.append(pending_key)
+            pending_key = None
+            depth += 1
+        elif c in "]}":
+            if keys:
+                keys.pop()
+            depth -= 1
+        elif c == ",":
+            pending_key = None
+        i += 1
+    return None
 
 
 def decode(text: str) -> list[Any]:

@@ -15,6 +15,8 @@ Rules it enforces (see docs/relay.md):
   ids that are checked against the ids the CPMS has in use, so they cannot collide.
 * While the CPMS link is down, the charger's calls are answered locally (standalone responder);
   frames that cannot be delivered are reported, never dropped silently.
+* A charger call the CPMS leaves unanswered for the call timeout makes the CPMS count as away
+  (`CpmsSilent`): the charger is answered locally, once, and the call is not sent again.
 * Broken frames are not forwarded: the sender gets the protocol's CallError when it was a call.
 * A charger that floods is answered with CallErrors beyond its budget, and closed if it goes on.
 """
@@ -39,12 +41,14 @@ from harmone.ocpp.framing import (
     decode,
     parse_envelope,
     payload_of,
+    swap_int_member,
 )
 from harmone.ocpp.versions import OcppVersion, error_code
 
 __all__ = [
     "ChargerSession",
     "CloseCharger",
+    "CpmsSilent",
     "Effect",
     "Note",
     "Observe",
@@ -121,7 +125,7 @@ class Journal:
     action: str
     text: str
     answer: dict[str, Any]
-    #: What the call means (empty for actions HARMON-E does not watch).
+    #: What the call and HARMON-E's answer mean (empty for actions HARMON-E does not watch).
     events: tuple[Event, ...] = ()
 
 
@@ -132,7 +136,26 @@ class TxMapEnded:
     local_id: int
 
 
-Effect = ToCharger | ToCpms | OwnCallResult | Observe | Note | CloseCharger | Journal | TxMapEnded
+@dataclass(frozen=True, slots=True)
+class CpmsSilent:
+    """The CPMS left a charger call unanswered for the call timeout: it is treated as away
+    (the adapter closes its link and redials; the session already answered the charger)."""
+
+    action: str
+    id: str
+
+
+Effect = (
+    ToCharger
+    | ToCpms
+    | OwnCallResult
+    | Observe
+    | Note
+    | CloseCharger
+    | Journal
+    | TxMapEnded
+    | CpmsSilent
+)
 LocalAnswer = Callable[[OcppVersion, str, Any], dict[str, Any]]
 
 
@@ -155,9 +178,16 @@ class _Outgoing:
     deadline: float = 0.0
 
 
-#: 1.6 calls whose transactionId refers to the charger's (local) id and the CPMS's.
+#: 1.6 calls whose transactionId refers to the charger's (local) id and the CPMS's, and where
+#: in their payload it is.
 _TX_TO_CPMS = frozenset({"MeterValues", "StopTransaction"})
 _TX_TO_CHARGER = frozenset({"RemoteStopTransaction", "SetChargingProfile"})
+TX_ID_PATH: dict[str, tuple[str, ...]] = {
+    "MeterValues": ("transactionId",),
+    "StopTransaction": ("transactionId",),
+    "RemoteStopTransaction": ("transactionId",),
+    "SetChargingProfile": ("csChargingProfiles", "transactionId"),
+}
 
 
 def default_id_factory() -> str:
@@ -195,8 +225,9 @@ class ChargerSession:
         self._new_id = id_factory
         self._inflight: _Outgoing | None = None
         self._queue: deque[_Outgoing] = deque()
-        # charger->CPMS calls awaiting the CPMS's answer: id -> (action, text)
-        self._charger_calls: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # charger->CPMS calls awaiting the CPMS's answer: id -> (action, text, deadline);
+        # deadlines grow with insertion, so the first is the next to expire
+        self._charger_calls: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
         # own ids that timed out or were cancelled: their late answers are swallowed
         self._expired_own: OrderedDict[str, None] = OrderedDict()
         self._tokens = float(self.limits.flood_burst)
@@ -214,7 +245,11 @@ class ChargerSession:
         return len(self._queue)
 
     def next_deadline(self) -> float | None:
-        return self._inflight.deadline if self._inflight else None
+        own = self._inflight.deadline if self._inflight else None
+        if not self._charger_calls or not self.upstream_up:
+            return own
+        theirs = next(iter(self._charger_calls.values()))[2]
+        return theirs if own is None else min(own, theirs)
 
     # -- charger -> HARMON-E --
     def from_charger(self, text: str, now: float) -> list[Effect]:
@@ -240,7 +275,7 @@ class ChargerSession:
             if self.upstream_up:
                 if self.tx_to_cpms and env.action in _TX_TO_CPMS:
                     text = self._rewrite_tx(text, env, self.tx_to_cpms, effects)
-                self._remember_charger_call(env.id, env.action, text)
+                self._remember_charger_call(env.id, env.action, text, now)
                 effects.append(ToCpms(text))
                 self._observe(effects, "charger", env, env.action, text)
             else:
@@ -367,12 +402,27 @@ class ChargerSession:
 
     # -- time and link --
     def tick(self, now: float) -> list[Effect]:
-        """Free the slot of a call whose answer is overdue."""
+        """Free the slot of a call whose answer is overdue; give up on a CPMS that leaves a
+        charger call unanswered for the call timeout."""
+        effects: list[Effect] = []
+        if self.upstream_up and self._charger_calls:
+            msg_id, (action, _, deadline) = next(iter(self._charger_calls.items()))
+            if now >= deadline:
+                effects.append(
+                    Note(
+                        logging.WARNING,
+                        f"CPMS did not answer {action} ({msg_id}) within "
+                        f"{self.limits.call_timeout:g} s; treating it as away",
+                    )
+                )
+                # Sent on a link that was up: the CPMS has it, so it is answered locally
+                # but not journaled (never delivered twice).
+                effects.extend(self.set_upstream(False, delivered=True))
+                effects.append(CpmsSilent(action, msg_id))
         slot = self._inflight
         if slot is None or now < slot.deadline:
-            return []
+            return effects
         self._inflight = None
-        effects: list[Effect] = []
         if slot.owner == "own":
             self._expire(slot.id)
             effects.append(OwnCallResult(slot.id, timed_out=True))
@@ -387,26 +437,45 @@ class ChargerSession:
         effects.extend(self._dispatch(now))
         return effects
 
-    def set_upstream(self, up: bool) -> list[Effect]:
+    def set_upstream(self, up: bool, *, delivered: bool = False) -> list[Effect]:
         """The CPMS link went up or down. On loss, the charger's unanswered calls are
-        answered locally so that it does not wait for answers that cannot come."""
+        answered locally so that it does not wait for answers that cannot come.
+
+        `delivered`: those calls certainly reached the CPMS (it went silent rather than
+        away), so they are not journaled for replay.
+        """
         self.upstream_up = up
         if up:
             return []
         effects: list[Effect] = []
         pending = list(self._charger_calls.items())
         self._charger_calls.clear()
-        for msg_id, (action, text) in pending:
+        for msg_id, (action, text, _) in pending:
             env = Envelope(MessageType.CALL, msg_id, action)
-            effects.append(
-                Note(
-                    logging.WARNING,
-                    f"CPMS link lost before it answered {action} ({msg_id}); it may or may not "
-                    "have been processed there; answering the charger locally",
+            if not delivered:
+                effects.append(
+                    Note(
+                        logging.WARNING,
+                        f"CPMS link lost before it answered {action} ({msg_id}); it may or "
+                        "may not have been processed there; answering the charger locally",
+                    )
                 )
-            )
-            effects.extend(self._answer_locally(env, text))
+            effects.extend(self._answer_locally(env, text, journal=not delivered))
         return effects
+
+    def started_transaction(self, answer: str) -> int | None:
+        """The transactionId of a 1.6 StartTransaction answer (`answer` is the CPMS's answer
+        to a replayed start). Read even when the idTag was not accepted: the charger's
+        StopTransaction for it still needs the CPMS's id."""
+        try:
+            env = parse_envelope(answer)
+            payload = payload_of(decode(answer), env)
+        except FrameError:
+            return None
+        if env.type is not MessageType.CALLRESULT or not isinstance(payload, dict):
+            return None
+        value = payload.get("transactionId")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     # -- transaction ids (1.6 offline starts) --
     def map_transaction(self, local_id: int, cpms_id: int) -> None:
@@ -416,28 +485,18 @@ class ChargerSession:
     def _rewrite_tx(
         self, text: str, env: Envelope, mapping: dict[int, int], effects: list[Effect]
     ) -> str:
-        """Swap a mapped transactionId in a 1.6 frame. Only frames that carry a mapped id are
-        re-serialised; every other frame still passes as the exact text received."""
-        try:
-            frame = decode(text)
-        except FrameError:
+        """Swap a mapped transactionId in a 1.6 frame, in place: only its digits change, every
+        other byte is the sender's."""
+        assert env.action is not None
+        swapped = swap_int_member(text, TX_ID_PATH[env.action], mapping)
+        if swapped is None:
             return text
-        payload = payload_of(frame, env)
-        holder = payload
-        if env.action == "SetChargingProfile" and isinstance(payload, dict):
-            holder = payload.get("csChargingProfiles")
-        if not isinstance(holder, dict):
-            return text
-        old = holder.get("transactionId")
-        if not isinstance(old, int) or isinstance(old, bool) or old not in mapping:
-            return text
-        new = holder["transactionId"] = mapping[old]
+        text, old = swapped
         if env.action == "StopTransaction" and mapping is self.tx_to_cpms:
             # the transaction is over: its mapping is not needed any more
-            del self.tx_to_cpms[old]
-            self.tx_to_charger.pop(new, None)
+            self.tx_to_charger.pop(self.tx_to_cpms.pop(old), None)
             effects.append(TxMapEnded(old))
-        return call_frame(env.id, str(env.action), payload)
+        return text
 
     # -- internals --
     def _dispatch(self, now: float) -> list[Effect]:
@@ -453,12 +512,13 @@ class ChargerSession:
         while len(self._expired_own) > self.limits.remembered_calls:
             self._expired_own.popitem(last=False)
 
-    def _remember_charger_call(self, msg_id: str, action: str, text: str) -> None:
-        self._charger_calls[msg_id] = (action, text)
+    def _remember_charger_call(self, msg_id: str, action: str, text: str, now: float) -> None:
+        self._charger_calls.pop(msg_id, None)  # a reused id expires from now, in order
+        self._charger_calls[msg_id] = (action, text, now + self.limits.call_timeout)
         while len(self._charger_calls) > self.limits.remembered_calls:
             self._charger_calls.popitem(last=False)
 
-    def _answer_locally(self, env: Envelope, text: str) -> list[Effect]:
+    def _answer_locally(self, env: Envelope, text: str, journal: bool = True) -> list[Effect]:
         assert env.action is not None
         effects: list[Effect] = []
         events: tuple[Event, ...] = ()
@@ -480,8 +540,9 @@ class ChargerSession:
             if events:
                 effects.append(Observe("charger", env.type, env.action, text, events))
             return effects
-        if env.action in self.journaled:
-            effects.append(Journal(env.action, text, response, events))
+        answered = self._meaning("harmone", MessageType.CALLRESULT, env.action, response, payload)
+        if journal and env.action in self.journaled:
+            effects.append(Journal(env.action, text, response, events + answered))
         answer = call_result_frame(env.id, response)
         effects.append(ToCharger(answer))
         note = "answered locally" if not self.upstream_up else "answered"
@@ -489,7 +550,6 @@ class ChargerSession:
         # the charger's call first, then the answer it got: observers see them in that order
         if events:
             effects.append(Observe("charger", env.type, env.action, text, events))
-        answered = self._meaning("harmone", MessageType.CALLRESULT, env.action, response, payload)
         if answered:
             effects.append(Observe("harmone", MessageType.CALLRESULT, env.action, answer, answered))
         return effects

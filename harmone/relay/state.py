@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections import deque
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from harmone.store.records import ChargerState
 
-__all__ = ["ChargerKey", "FrameRecord", "LiveCharger", "Party"]
+__all__ = ["ChargerKey", "FrameRecord", "FrameRing", "LiveCharger", "Party"]
 
 ChargerKey = tuple[str, str]  # (site UID, charge point identity as received)
 Party = Literal["charger", "cpms", "harmone"]
+
+_PARTIES: tuple[Party, ...] = ("charger", "cpms", "harmone")
+_ROUTE = {(s, r): i * 3 + j for i, s in enumerate(_PARTIES) for j, r in enumerate(_PARTIES)}
+# at (epoch seconds), route (sender * 3 + receiver), length of the UTF-8 text that follows
+_HEAD = struct.Struct("<dBI")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,63 @@ class FrameRecord:
     sender: Party
     receiver: Party
     text: str
+
+
+class FrameRing:
+    """The last frames of one charger, for the message inspector, kept as bytes.
+
+    Bounded twice: at most `max_frames` frames and at most `max_bytes` bytes of them (the
+    oldest go first), so that a charger sending large frames costs no more memory than one
+    sending heartbeats. Records are packed one after another in a single bytearray: a frame
+    costs its UTF-8 text and 13 bytes, not the hundred-odd bytes of a Python object per frame.
+    A frame larger than the whole budget is kept cut short, marked with "…".
+    """
+
+    __slots__ = ("_buf", "_count", "max_bytes", "max_frames")
+
+    def __init__(self, max_frames: int = 200, max_bytes: int = 16384) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._buf = bytearray()
+        self._count = 0
+
+    def append(self, at: float, sender: Party, receiver: Party, text: str) -> None:
+        if self.max_frames <= 0 or self.max_bytes <= _HEAD.size:
+            return
+        data = text.encode()
+        room = self.max_bytes - _HEAD.size
+        if len(data) > room:
+            data = data[: max(0, room - 3)].decode(errors="ignore").encode() + "…".encode()
+        self._buf += _HEAD.pack(at, _ROUTE[(sender, receiver)], len(data))
+        self._buf += data
+        self._count += 1
+        drop = 0
+        count = self._count
+        while count > self.max_frames or len(self._buf) - drop > self.max_bytes:
+            _, _, size = _HEAD.unpack_from(self._buf, drop)
+            drop += _HEAD.size + size
+            count -= 1
+        if drop:
+            del self._buf[:drop]
+            self._count = count
+
+    def records(self) -> list[FrameRecord]:
+        out: list[FrameRecord] = []
+        pos, buf = 0, self._buf
+        while pos < len(buf):
+            at, route, size = _HEAD.unpack_from(buf, pos)
+            pos += _HEAD.size
+            text = bytes(buf[pos : pos + size]).decode(errors="replace")
+            pos += size
+            out.append(FrameRecord(at, _PARTIES[route // 3], _PARTIES[route % 3], text))
+        return out
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._buf)
 
 
 @dataclass(slots=True)
@@ -42,7 +104,7 @@ class LiveCharger:
     serial_number: str | None = None
     firmware_version: str | None = None
     connectors: dict[int, tuple[str, datetime]] = field(default_factory=dict)
-    frames: deque[FrameRecord] = field(default_factory=lambda: deque(maxlen=200))
+    frames: FrameRing = field(default_factory=FrameRing)
 
     @property
     def key(self) -> ChargerKey:

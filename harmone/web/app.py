@@ -1,4 +1,5 @@
-"""The ASGI application: REST API over HTTP, the OCPP endpoint over WebSocket, one port."""
+"""The ASGI application (REST API and console) and what it starts: the relay registry, the
+OCPP endpoint (served on the same port outside ASGI, see front_door.py) and load management."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from harmone.config import ServerConfig
 from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreError
 from harmone.loadmgmt.runtime import LoadManager
 from harmone.relay.endpoint import OcppEndpoint
-from harmone.relay.hub import RelayHub
+from harmone.relay.registry import RelayRegistry
 from harmone.store import Store
 from harmone.store.journal import JournalRepo
 from harmone.store.loadconfig import LoadConfigRepo
@@ -39,7 +40,8 @@ class Runtime:
 
     config: ServerConfig
     store: Store
-    hub: RelayHub
+    #: The relay registry (the relay's public surface, see relay/registry.py).
+    hub: RelayRegistry
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
     loadmgmt: LoadManager
@@ -47,7 +49,7 @@ class Runtime:
 
 
 class HarmoneApp:
-    """Dispatches WebSocket scopes to the OCPP endpoint and the rest to FastAPI."""
+    """The REST API and the console (FastAPI), and the runtime their lifespan starts."""
 
     def __init__(
         self, config: ServerConfig, listen_url: Callable[[], str], store: Store | None = None
@@ -61,14 +63,6 @@ class HarmoneApp:
         self._http = BodyLimit(self.api, config.max_request_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            endpoint = self.endpoint
-            if endpoint is None:  # not started yet, or shutting down
-                await receive()
-                await send({"type": "websocket.close", "code": 1013})
-                return
-            await endpoint(scope, receive, send)
-            return
         await self._http(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -76,7 +70,7 @@ class HarmoneApp:
         store = self._store or await open_store(self.config.db_url)
         self._store = None  # owned (and closed) by this lifespan from here on
         try:
-            hub = RelayHub(store, self.config.relay)
+            hub = RelayRegistry(store, self.config.relay)
             await hub.start()
             loadmgmt = LoadManager(
                 hub,
