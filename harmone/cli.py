@@ -1,6 +1,7 @@
-"""The `harmone` command: parses arguments into config objects and hands over.
+"""The `harmone` command line.
 
-This is the one place that reads the environment (`HARMONE_DB`).
+It parses arguments into the frozen config objects of `harmone.config` and hands over; it is
+the one place that reads the environment (`HARMONE_DB`, `HARMONE_HOST`, `HARMONE_PORT`).
 """
 
 from __future__ import annotations
@@ -31,25 +32,89 @@ def _add_db(p: argparse.ArgumentParser) -> None:
     )
 
 
+_DESCRIPTION = """\
+HARMON-E sits between EV chargers and their CPMS: it relays every OCPP message unchanged and
+shares each site's grid connection between the cars that charge.
+
+Start here: `harmone init` creates the database and the first admin user, `harmone serve`
+runs the web console, the REST API and the OCPP endpoint, `harmone token create` gives an API
+token. `harmone simulate` and `harmone simulate-cpms` run simulated chargers and a CPMS for a
+demo or a test without hardware.
+"""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harmone", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="harmone",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"harmone {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="DEBUG, INFO, WARNING or ERROR (default %(default)s)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", help="create or migrate the schema and the first admin user")
+    p = sub.add_parser(
+        "init",
+        help="create or migrate the database schema and the first admin user",
+        description="Create or migrate the database schema and create the first admin user. "
+        "Running it again is harmless: an existing admin is left alone.",
+    )
     _add_db(p)
-    p.add_argument("--admin-email", required=True)
-    p.add_argument("--admin-password-file", required=True, type=Path)
+    p.add_argument(
+        "--admin-email", required=True, metavar="EMAIL", help="e-mail of the first admin user"
+    )
+    p.add_argument(
+        "--admin-password-file",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="file holding the admin's password on its first line (kept out of the shell "
+        "history and the process list)",
+    )
 
-    p = sub.add_parser("serve", help="serve the console, the REST API and the OCPP endpoint")
+    p = sub.add_parser(
+        "serve",
+        help="serve the web console, the REST API and the OCPP endpoint",
+        description="Serve the web console, the REST API and the OCPP endpoint on one port "
+        "until SIGINT or SIGTERM, then close every charger and CPMS connection and exit 0.",
+    )
     _add_db(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--public-url", help="scheme+host(+port) cloud chargers use, e.g. wss://x")
+    p.add_argument(
+        "--host",
+        default=os.environ.get("HARMONE_HOST", "127.0.0.1"),
+        help="address to listen on; 0.0.0.0 for every interface (default: $HARMONE_HOST, "
+        "else 127.0.0.1; now %(default)s)",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get("HARMONE_PORT", "8080"),
+        help="port to listen on (default: $HARMONE_PORT, else 8080; now %(default)s)",
+    )
+    p.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="scheme+host(+port) that chargers of cloud sites must use, e.g. "
+        "wss://ocpp.example.com (default: the address HARMON-E listens on)",
+    )
     d = RelayConfig()
     p.add_argument(
         "--upstream-connect-timeout",
+        metavar="SECONDS",
         type=float,
         default=d.upstream_connect_timeout,
         help="seconds a charger waits for its CPMS handshake before it is accepted "
@@ -57,30 +122,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--call-timeout",
+        metavar="SECONDS",
         type=float,
         default=d.call_timeout,
         help="seconds a call towards a charger may stay unanswered (default %(default)s)",
     )
     p.add_argument(
         "--max-frame-bytes",
+        metavar="BYTES",
         type=int,
         default=d.max_frame_bytes,
         help="largest OCPP frame accepted (default %(default)s)",
     )
     p.add_argument(
         "--flood-rate",
+        metavar="PER_SECOND",
         type=float,
         default=d.flood_rate,
         help="frames per second a charger may sustain (default %(default)s)",
     )
     p.add_argument(
         "--flood-burst",
+        metavar="FRAMES",
         type=int,
         default=d.flood_burst,
         help="frames a charger may send in a burst (default %(default)s)",
     )
     p.add_argument(
         "--backoff-max",
+        metavar="SECONDS",
         type=float,
         default=d.backoff_max,
         help="longest delay between CPMS reconnect attempts (default %(default)s)",
@@ -103,33 +173,66 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the system's trust store)",
     )
 
-    p = sub.add_parser("token", help="API tokens")
+    p = sub.add_parser("token", help="create API tokens")
     tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    t = tsub.add_parser("create", help="print a new API token for a user")
+    t = tsub.add_parser(
+        "create",
+        help="print a new API token for a user",
+        description="Print a new API token for a user on stdout (one line). Tokens do not "
+        "expire; create as many as you need.",
+    )
     _add_db(t)
-    t.add_argument("--email", required=True)
+    t.add_argument("--email", required=True, metavar="EMAIL", help="the user's e-mail")
 
-    p = sub.add_parser("simulate", help="run simulated chargers against an OCPP URL")
-    p.add_argument("--url", required=True, help="the site's OCPP URL (as the Control Hub shows)")
-    p.add_argument("--chargers", type=int, default=1)
-    p.add_argument("--ocpp", choices=["1.6", "2.0.1"], default="1.6")
+    p = sub.add_parser(
+        "simulate",
+        help="run simulated chargers against an OCPP URL",
+        description="Run simulated chargers (built on the ocpp package) against a site's OCPP "
+        "URL: boot, heartbeats, a charging session with meter values. Prints one line per "
+        "charger; exits 0 when every charger ran its scenario.",
+    )
+    p.add_argument(
+        "--url",
+        required=True,
+        help="the site's OCPP URL, as the Control Hub shows it (ws://… or wss://…)",
+    )
+    p.add_argument(
+        "--chargers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="how many chargers (default %(default)s)",
+    )
+    p.add_argument(
+        "--ocpp",
+        choices=["1.6", "2.0.1"],
+        default="1.6",
+        help="OCPP version the chargers speak (default %(default)s)",
+    )
     p.add_argument("--prefix", default="SIM", help="charge point id prefix (default %(default)s)")
     p.add_argument(
         "--duration",
         type=float,
         default=60.0,
+        metavar="SECONDS",
         help="seconds to run before stopping (default %(default)s)",
     )
     p.add_argument(
         "--heartbeat",
         type=float,
         default=10.0,
+        metavar="SECONDS",
         help="heartbeat interval in seconds (default %(default)s)",
     )
 
-    p = sub.add_parser("simulate-cpms", help="run a minimal CPMS that logs what it receives")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9000)
+    p = sub.add_parser(
+        "simulate-cpms",
+        help="run a minimal CPMS that prints what it receives",
+        description="Run a minimal CPMS (built on the ocpp package) that accepts every "
+        "charger and prints each message it receives, one line each.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=9000, help="port to listen on (default %(default)s)")
     p.add_argument(
         "--duration",
         type=float,

@@ -16,7 +16,7 @@ from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from websockets.exceptions import InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from harmone.errors import ConfigError, SimulatorError
 from harmone.sim.charger import OcppVersion, SimulatedCharger
@@ -76,7 +76,10 @@ class _Outcome:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, InvalidStatus):
-        return f"handshake refused with HTTP {exc.response.status_code}"
+        # The server says why in the body (HARMON-E writes the connection-log reason there).
+        body = (exc.response.body or b"").decode("utf-8", "replace").strip().splitlines()
+        why = f": {body[0][:200]}" if body else ""
+        return f"handshake refused with HTTP {exc.response.status_code}{why}"
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, ConnectionRefusedError):
@@ -110,7 +113,7 @@ async def _run_charger(
             return outcome
         outcome.connected = True
         await _unless_stopped(sim.run_scenario(duration), stopper)
-    except (SimulatorError, InvalidHandshake, OSError, TimeoutError) as exc:
+    except (SimulatorError, InvalidHandshake, InvalidURI, OSError, TimeoutError) as exc:
         outcome.error = _describe(exc)
         log.warning("%s: %s", sim.charge_point_id, outcome.error)
     finally:
@@ -138,6 +141,12 @@ async def run_simulate(
         raise ConfigError(f"unsupported OCPP version {version!r}")
     if chargers < 1 or duration <= 0 or heartbeat <= 0:
         raise ConfigError("--chargers, --duration and --heartbeat must be positive")
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("ws", "wss") or not url.partition("://")[2].strip("/"):
+        raise ConfigError(
+            f"--url must be a site's OCPP URL (ws://… or wss://…, as the Control Hub shows "
+            f"it), got {url!r}"
+        )
     sims = [
         SimulatedCharger(
             url,
