@@ -107,12 +107,17 @@ class LoadManager:
 
         ctl = SiteController(site_uid, config, send, self.clock, self.options, self.timing)
         self.controllers[site_uid] = ctl
+        self.hub.watch_changed(site_uid)
         for (uid, _), link in self.hub.links.items():
             if uid == site_uid and link.live.ocpp_version:
                 ctl.connected(link.live.id, OcppVersion(link.live.ocpp_version))
                 ctl.chargers[link.live.id].booted = True  # already past its boot
         ctl.start()
         return ctl
+
+    def watches(self, site_uid: str) -> bool:
+        """The relay interprets the traffic of managed sites only (registry listener)."""
+        return site_uid in self.controllers
 
     def measurement(self, site_uid: str, m: Measurement) -> None:
         ctl = self.controllers.get(site_uid)

@@ -190,6 +190,12 @@ TX_ID_PATH: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Answers that can mean something (`events.interpret`): others are not decoded at all.
+_MEANINGFUL_ANSWERS = frozenset(
+    {"BootNotification", "StartTransaction", "SetChargingProfile", "ClearChargingProfile"}
+)
+
+
 def default_id_factory() -> str:
     # 35 characters: within OCPP-J's 36, and the "hm-" prefix makes HARMON-E's own calls
     # recognisable in captures. Uniqueness against the CPMS's ids is still checked explicitly.
@@ -578,6 +584,8 @@ class ChargerSession:
             MessageType.CALLERROR,
             MessageType.CALLRESULTERROR,
         ):
+            return
+        if env.type is MessageType.CALLRESULT and action not in _MEANINGFUL_ANSWERS:
             return
         try:
             payload = payload_of(decode(text), env)

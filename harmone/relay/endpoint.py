@@ -317,6 +317,7 @@ class OcppEndpoint:
             upstream_up=live_now,
             now=self.registry.clock.monotonic(),
             journaled=JOURNALED[version] if journal is not None else frozenset(),
+            watched=self.registry.watched_actions(site_uid),
         )
         for local_id, cpms_id in tx_maps.items():
             session.map_transaction(local_id, cpms_id)

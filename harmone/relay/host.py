@@ -39,6 +39,10 @@ class Link(Protocol):
 
     def keepalive(self, now: float, interval: float, timeout: float) -> None: ...
 
+    def watch(self, actions: frozenset[str]) -> None:
+        """Interpret frames of these actions from now on."""
+        ...
+
 
 class LinkHost(Protocol):
     """Told synchronously by a link, in the relay's task: must not block."""

@@ -136,10 +136,14 @@ class ChargerLink:
         """Relay from now on; `upstream` is the CPMS connection opened at the handshake, or
         `pending` the dial still under way (neither: dial when the link is up)."""
         self._pending_dial = pending
-        self._charger.attach(self)
-        if self.setup.cpms_url is not None and not self._closing:
-            self._upstream_task = self._spawn(self._keep_upstream(upstream, pending))
+        if self.setup.cpms_url is not None:
+            # Before the charger's first frame: it goes to the CPMS, not into a void.
+            lost = self._adopt(upstream.sock) if upstream is not None else None
+            self._charger.attach(self)
+            if not self._closing:
+                self._upstream_task = self._spawn(self._keep_upstream(lost, pending))
         else:
+            self._charger.attach(self)
             if upstream is not None:
                 upstream.sock.close(1000, "charger gone")
             if pending is not None:
@@ -179,6 +183,9 @@ class ChargerLink:
             return
         log.info("%s closing charger connection: %s (%s)", self._ctx, reason or "-", code)
         self._charger.close(code, reason[:120])
+
+    def watch(self, actions: frozenset[str]) -> None:
+        self.session.watched = actions
 
     def keepalive(self, now: float, interval: float, timeout: float) -> None:
         """Ping a side that has been quiet for `interval`; drop one whose ping went
@@ -368,16 +375,19 @@ class ChargerLink:
 
     # -- call timeouts --
     def _arm_timer(self) -> None:
+        # One timer for the earliest deadline. Deadlines only move later while calls are
+        # answered, so a timer set for an earlier one is kept: when it fires, `tick` finds
+        # nothing due and the timer is set again (once a call timeout, not once a frame).
         deadline = self.session.next_deadline()
-        if deadline == self._timer_deadline:
+        if deadline is None or self._closing:
             return
         if self._timer is not None:
+            if self._timer_deadline is not None and self._timer_deadline <= deadline:
+                return
             self._timer.cancel()
-            self._timer = None
         self._timer_deadline = deadline
-        if deadline is not None and not self._closing:
-            delay = max(0.0, deadline - self._clock.monotonic())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        delay = max(0.0, deadline - self._clock.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -394,8 +404,15 @@ class ChargerLink:
         return task
 
     # -- CPMS side --
+    def _adopt(self, sock: TextSocket) -> asyncio.Future[None]:
+        """Make `sock` this link's CPMS connection; the future completes when it is lost."""
+        lost = self._cpms_lost = asyncio.get_running_loop().create_future()
+        self._cpms = sock
+        sock.attach(self)
+        return lost
+
     async def _keep_upstream(
-        self, first: CpmsConnection | None, pending: asyncio.Task[CpmsConnection] | None
+        self, adopted: asyncio.Future[None] | None, pending: asyncio.Task[CpmsConnection] | None
     ) -> None:
         """Keep the CPMS link up: dial with backoff, replay the journal, wait for a loss."""
         cfg = self._config
@@ -408,9 +425,10 @@ class ChargerLink:
             self.setup.authorization,
             self._ctx,
         )
-        conn = first
+        conn: CpmsConnection | None = None
+        lost = adopted
         while not self._closing:
-            if conn is None:
+            if lost is None:
                 try:
                     conn = await (pending or self._services.dialer.dial(request))
                 except (UpstreamRefused, UpstreamUnavailable) as exc:
@@ -427,37 +445,35 @@ class ChargerLink:
                         "version",
                     )
                     return
-            sock, conn = conn.sock, None
-            if self._closing:
-                sock.close(1000, "charger disconnected")
-                return
+                sock, conn = conn.sock, None
+                if self._closing:
+                    sock.close(1000, "charger disconnected")
+                    return
+                lost = self._adopt(sock)
+            current, adopted_lost, lost = self._cpms, lost, None
             backoff.reset()
-            lost = self._cpms_lost = asyncio.get_running_loop().create_future()
-            self._cpms = sock
-            sock.attach(self)
-            if not lost.done() and self.journal is not None and self.journal.pending:
+            journal = self.journal
+            if current is not None and not adopted_lost.done() and journal and journal.pending:
                 self._set_upstream_error(
-                    f"replaying {self.journal.pending} journaled message(s) to the CPMS"
+                    f"replaying {journal.pending} journaled message(s) to the CPMS"
                 )
-                replayed = await self.journal.replay(
-                    sock.send_text,
-                    self.session,
-                    self._record_replayed,
-                    cfg.call_timeout,
+                replayed = await journal.replay(
+                    current.send_text, self.session, self._record_replayed, cfg.call_timeout
                 )
                 if not replayed:
-                    if self._cpms is sock:
+                    if self._cpms is current:
                         self._cpms = None
-                    sock.close(1011, "replay failed")
+                    current.close(1011, "replay failed")
                     await asyncio.sleep(backoff.next_delay())
                     continue
-            if not lost.done():
+            if not adopted_lost.done():
                 self._upstream_up()
-                await lost
+                await adopted_lost
             if self._closing:
                 return
             if self.live.upstream_error is None:
-                self._set_upstream_error(f"CPMS closed the connection (code {sock.close_code})")
+                code = current.close_code if current is not None else None
+                self._set_upstream_error(f"CPMS closed the connection (code {code})")
             if self.strict:
                 self.close_now(1012, "CPMS connection lost")
                 return

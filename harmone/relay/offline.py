@@ -210,13 +210,25 @@ class OfflineJournal:
                 record(text)
                 async with asyncio.timeout(timeout):
                     reply = await answer
-            except (ReplayInterrupted, TimeoutError) as exc:
+            except ReplayInterrupted:
                 log.warning(
-                    "%s replay interrupted (%s); %d message(s) stay journaled",
+                    "%s replay interrupted (link lost); %d message(s) stay journaled",
                     self._ctx,
-                    "no answer in time" if isinstance(exc, TimeoutError) else "link lost",
                     self.pending,
                 )
+                return False
+            except TimeoutError:
+                # Sent on an open link and not answered: the CPMS has it, so it is not sent
+                # again (never delivered twice); the CPMS counts as away.
+                log.warning(
+                    "%s the CPMS did not answer the replayed %s within %g s; it is not sent "
+                    "again; %d message(s) stay journaled",
+                    self._ctx,
+                    entry.action,
+                    timeout,
+                    self.pending - 1,
+                )
+                await self._drop(entry)
                 return False
             finally:
                 self._awaiting = None
@@ -231,6 +243,15 @@ class OfflineJournal:
             if ended is not None:
                 session.tx_to_charger.pop(session.tx_to_cpms.pop(ended, -1), None)
                 await self.end_mapping(ended)
+
+    async def _drop(self, entry: JournalEntry) -> None:
+        try:
+            await self.repo.delivered(self.site_uid, self.charger_id, entry.id, None)
+        except StoreError:
+            log.exception("%s could not drop an unanswered replayed message", self._ctx)
+            return
+        if self.backlog and self.backlog[0] is entry:
+            self.backlog.popleft()
 
     async def end_mapping(self, local_id: int) -> None:
         """A mapped transaction has stopped at the CPMS: forget its mapping durably."""

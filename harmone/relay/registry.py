@@ -15,7 +15,10 @@ What other layers use (the REST API, the console, load management, the sites ser
                                              a site or charger was changed or deleted: the
                                              handshake cache forgets it (call after the
                                              database write)
-    listeners                                told about connections and watched frames
+    listeners                                told about connections and watched frames;
+                                             a listener's `watches(uid)` says whether it
+                                             needs a site's traffic interpreted, and
+                                             `watch_changed(uid)` that this changed
 
 `links` and `live` are read-only views of the same maps. Writes to them happen here only:
 the endpoint admits a charger with `admit()`, and a link reports through the `LinkHost`
@@ -37,6 +40,7 @@ from typing import Any, Protocol
 from harmone.clock import Clock, SystemClock
 from harmone.config import RelayConfig
 from harmone.errors import ChargerNotConnected
+from harmone.ocpp.events import WATCHED_ACTIONS
 from harmone.ocpp.session import Observe
 from harmone.relay.dialer import BoundedDialer, Dialer
 from harmone.relay.directory import Directory, DirectoryCache
@@ -47,13 +51,23 @@ from harmone.relay.state import ChargerKey, FrameRecord, FrameRing, LiveCharger
 from harmone.relay.state_writer import StateWriter
 from harmone.store.records import Attempt
 
-__all__ = ["ChargerEvent", "Directory", "RegistryListener", "RelayRegistry"]
+__all__ = ["OWN_ACTIONS", "ChargerEvent", "Directory", "RegistryListener", "RelayRegistry"]
 
 log = logging.getLogger(__name__)
 
 
+#: What the registry and the offline journal read from the traffic of every charger: boot
+#: data, connector statuses, the transaction id of a start answered offline. Listeners that
+#: watch a site (load management) get every watched action interpreted there.
+OWN_ACTIONS = frozenset({"BootNotification", "StatusNotification", "StartTransaction"})
+
+
 class RegistryListener(Protocol):
     """Told synchronously, in the relay's task: must not block."""
+
+    def watches(self, site_uid: str) -> bool:
+        """Whether it needs the meaning of this site's traffic (`observed`)."""
+        ...
 
     def charger_connected(self, live: LiveCharger) -> None: ...
 
@@ -159,6 +173,19 @@ class RelayRegistry:
     async def flush_attempts(self) -> None:
         """Write buffered connection attempts now (so a log read right after sees them)."""
         await self.writer.flush_attempts()
+
+    def watched_actions(self, site_uid: str) -> frozenset[str]:
+        """The actions whose frames are interpreted for a charger of this site: decoding and
+        validating a payload costs far more than relaying it, so only what someone reads."""
+        if any(listener.watches(site_uid) for listener in self.listeners):
+            return WATCHED_ACTIONS
+        return OWN_ACTIONS
+
+    def watch_changed(self, site_uid: str) -> None:
+        """A listener started or stopped watching a site: its connected chargers follow."""
+        actions = self.watched_actions(site_uid)
+        for link in self.links_for_site(site_uid):
+            link.watch(actions)
 
     def site_changed(self, uid: str) -> None:
         """A site was created, changed or deleted (its chargers too)."""

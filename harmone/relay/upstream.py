@@ -119,6 +119,9 @@ async def dial(
         raise UpstreamUnavailable(f"CPMS unreachable: {reason}") from None
     except ValueError as exc:  # e.g. a port out of range
         raise UpstreamUnavailable(f"invalid CPMS URL {url!r}: {exc}") from None
+    if transport.response is None or transport.is_disconnected:
+        # picows returns, without an answer, when the peer closes during the handshake
+        raise UpstreamUnavailable("CPMS handshake failed: connection closed before an answer")
     chosen = transport.response.headers.get("Sec-WebSocket-Protocol")
     if chosen is not None and chosen not in subprotocols:
         sock.close(1002, "subprotocol not offered")

@@ -238,6 +238,7 @@ async def delete_site_and_disconnect(rt: Runtime, uid: str, grace: float = 5.0) 
     refused (and logged), instead of being admitted again into a site about to vanish.
     """
     await rt.store.delete_site(uid)
+    rt.hub.site_changed(uid)
     links = [link for (site_uid, _), link in list(rt.hub.links.items()) if site_uid == uid]
     for link in links:
         await link.close(1000, "site deleted")
@@ -265,6 +266,7 @@ async def create_site(body: SiteIn, rt: RuntimeDep, _: SiteCreatorDep) -> SiteOu
         body.offline_mode,
         charger_auth=body.charger_auth,
     )
+    rt.hub.site_changed(site.uid)
     log.info("site=%s created (%s, %r)", site.uid, site.type, site.name)
     return site_out(site, rt)
 
@@ -295,6 +297,7 @@ async def patch_site(uid: str, body: SitePatch, rt: RuntimeDep, _: WriterDep) ->
     if new_type == "gateway" and not new_host:
         raise HTTPException(422, "gateway_host: a gateway site needs the box's LAN address")
     updated = await rt.store.update_site(uid, **fields) if fields else site
+    rt.hub.site_changed(uid)
     if "offline_mode" in fields:
         for key, link in rt.hub.links.items():
             if key[0] == uid:
@@ -352,6 +355,7 @@ async def patch_charger(
     fields = body.model_dump(exclude_unset=True)
     if fields:
         charger = await rt.store.update_charger(uid, charger_id, **fields)
+        rt.hub.charger_changed(uid, charger_id)
     if "cpms_url" in fields:
         await reconnect_if_cpms_changed(rt, site)
     return charger_out(charger, rt.hub.live_state(uid, charger_id), site)

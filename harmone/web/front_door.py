@@ -49,8 +49,8 @@ class FrontDoor(asyncio.Protocol):
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        self._transport = transport  # type: ignore[assignment]
         # uvicorn closes what is in here when it shuts down
         self._server_state.connections.add(self)
         self._timer = self._loop.call_later(self.head_timeout, self._too_slow)
