@@ -234,11 +234,9 @@ async def open_chargers(url: str, n: int, prefix: str) -> list[Charger]:
 
 
 def send(c: Charger, action: str, payload: str) -> None:
-    from picows import WSMsgType
-
     c.seq += 1
     c.sent_at = time.perf_counter()
-    c.transport.send(WSMsgType.TEXT, f'[2,"{c.seq}","{action}",{payload}]'.encode())
+    c.transport.send(_TEXT, f'[2,"{c.seq}","{action}",{payload}]'.encode())
 
 
 async def heartbeat_phase(chargers: list[Charger], duration: float) -> list[float]:
@@ -285,6 +283,15 @@ def close_all(chargers: list[Charger]) -> None:
         if c.transport is not None:
             c.transport.send_close()
             c.transport.disconnect()
+
+
+def _text_type() -> Any:
+    from picows import WSMsgType
+
+    return WSMsgType.TEXT
+
+
+_TEXT = _text_type()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -356,7 +363,7 @@ NGINX_CONF = """
 daemon off;
 master_process on;
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile {nofile};
 pid {tmp}/nginx.pid;
 error_log stderr error;
 events {{ worker_connections 30000; }}
@@ -391,7 +398,11 @@ def free_port() -> int:
 def start_nginx(binary: str, tmp: Path, csms_port: int) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, upstream=csms_port))
+    import resource
+
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = 65536 if nofile == resource.RLIM_INFINITY else min(nofile, 65536)
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, upstream=csms_port, nofile=nofile))
     proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(tmp)], text=True)
     wait_port(port)
     return proc, f"ws://127.0.0.1:{port}"

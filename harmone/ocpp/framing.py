@@ -45,6 +45,7 @@ _ENVELOPE = re.compile(r'\s*\[\s*(\d+)\s*,\s*"((?:[^"\\]|\\.)*)"\s*(?:,\s*"((?:[
 # The id alone, to answer a frame whose envelope is otherwise broken.
 _ID_ONLY = re.compile(r'\s*\[\s*\d+\s*,\s*"((?:[^"\\]|\\.){1,36})"')
 
+_TYPES = {str(int(t)): t for t in MessageType}
 #: OCPP-J caps message ids at 36 characters.
 MAX_ID_LENGTH = 36
 _DIGITS = frozenset("0123456789")
@@ -81,7 +82,7 @@ def parse_envelope(text: str) -> Envelope:
     that the caller can still answer a broken CALL with a CallError.
     """
     m = _ENVELOPE.match(text)
-    if m is None or not text.rstrip().endswith("]"):
+    if m is None or (text[-1] != "]" and not text.rstrip().endswith("]")):
         idm = _ID_ONLY.match(text)
         head = text.lstrip()[1:].lstrip()[:1] if text.lstrip().startswith("[") else ""
         # ASCII digits only: str.isdigit() is also true for "²", which int() refuses
@@ -94,7 +95,7 @@ def parse_envelope(text: str) -> Envelope:
         )
     msg_id = _unescape(m.group(2))
     try:
-        mtype = MessageType(int(m.group(1)))
+        mtype = _TYPES.get(m.group(1)) or MessageType(int(m.group(1)))
     except ValueError:
         raise FrameError(
             f"unknown message type {m.group(1)[:10]}",

@@ -18,10 +18,13 @@ __all__ = ["Link", "LinkHost"]
 class Link(Protocol):
     """A relayed charger as the registry and the other layers see it."""
 
-    #: set once the link is torn down
-    closed: asyncio.Event
     #: strict offline mode: the charger is closed when its CPMS link is lost
     strict: bool
+
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set once the link is torn down."""
+        ...
 
     @property
     def live(self) -> LiveCharger: ...

@@ -108,18 +108,26 @@ class ChargerLink:
         self._own_waiters: dict[str, asyncio.Future[Any]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] | None = None
         self._upstream_task: asyncio.Task[None] | None = None
-        #: completed when the current CPMS connection is lost (or given up on)
-        self._cpms_lost: asyncio.Future[None] | None = None
+        self._backoff: Backoff | None = None
         #: frames from the charger held while an earlier one waits for its journal write
         self._held: deque[str] | None = None
         self._pending_dial: asyncio.Task[CpmsConnection] | None = None
         self._closing = False
-        #: set once the link is torn down
-        self.closed = asyncio.Event()
+        self._closed: asyncio.Event | None = None
 
     # -- what the registry and the other layers use --
+    @property
+    def closed(self) -> asyncio.Event:
+        """Set once the link is torn down (made when first asked for: most links are never
+        waited for, and an Event costs most of a kilobyte)."""
+        if self._closed is None:
+            self._closed = asyncio.Event()
+            if self._closing:  # the teardown is synchronous: it is over
+                self._closed.set()
+        return self._closed
+
     @property
     def cpms_url(self) -> str | None:
         return self.setup.cpms_url
@@ -136,18 +144,23 @@ class ChargerLink:
         """Relay from now on; `upstream` is the CPMS connection opened at the handshake, or
         `pending` the dial still under way (neither: dial when the link is up)."""
         self._pending_dial = pending
-        if self.setup.cpms_url is not None:
-            # Before the charger's first frame: it goes to the CPMS, not into a void.
-            lost = self._adopt(upstream.sock) if upstream is not None else None
+        if self.setup.cpms_url is None:
+            self._charger.attach(self)
+            return
+        if upstream is None:
             self._charger.attach(self)
             if not self._closing:
-                self._upstream_task = self._spawn(self._keep_upstream(lost, pending))
-        else:
-            self._charger.attach(self)
-            if upstream is not None:
-                upstream.sock.close(1000, "charger gone")
-            if pending is not None:
-                pending.cancel()
+                self._upstream_task = self._spawn(self._connect_upstream(pending))
+            return
+        # Before the charger's first frame: it goes to the CPMS, not into a void.
+        self._adopt(upstream.sock)
+        self._charger.attach(self)
+        if self._closing:
+            return
+        if self.journal is not None and self.journal.pending:
+            self._upstream_task = self._spawn(self._replay_first(upstream.sock))
+        elif self._cpms is upstream.sock:
+            self._upstream_up()
 
     async def call(self, action: str, payload: Any, timeout: float | None = None) -> Any:
         """Send a call of HARMON-E's own to the charger and return the answer's payload.
@@ -193,13 +206,14 @@ class ChargerLink:
         for sock in (self._charger, self._cpms):
             if sock is None or sock.closed:
                 continue
+            quiet = sock.quiet_for(now)
             if sock.ping_sent_at is not None:
                 if now - sock.ping_sent_at >= timeout:
                     side = "charger" if sock is self._charger else "CPMS"
                     log.warning("%s %s did not answer a ping in %g s", self._ctx, side, timeout)
                     sock.abort()
-            elif now - sock.last_rx >= interval:
-                sock.ping()
+            elif quiet >= interval:
+                sock.ping(now)
 
     # -- socket callbacks (SocketSink) --
     def on_text(self, sock: TextSocket, text: str) -> None:
@@ -399,24 +413,22 @@ class ChargerLink:
             return await coro
 
         task = asyncio.create_task(runner())
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     # -- CPMS side --
-    def _adopt(self, sock: TextSocket) -> asyncio.Future[None]:
-        """Make `sock` this link's CPMS connection; the future completes when it is lost."""
-        lost = self._cpms_lost = asyncio.get_running_loop().create_future()
+    def _adopt(self, sock: TextSocket) -> None:
+        """Make `sock` this link's CPMS connection."""
         self._cpms = sock
         sock.attach(self)
-        return lost
 
-    async def _keep_upstream(
-        self, adopted: asyncio.Future[None] | None, pending: asyncio.Task[CpmsConnection] | None
-    ) -> None:
-        """Keep the CPMS link up: dial with backoff, replay the journal, wait for a loss."""
+    async def _connect_upstream(self, pending: asyncio.Task[CpmsConnection] | None) -> None:
+        """Bring the CPMS link up: dial with backoff (or finish the handshake's dial), replay
+        the journal, then return; the link stays up without a task until it is lost."""
         cfg = self._config
-        backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, cfg.backoff_jitter)
         assert self.setup.cpms_url is not None
         # After the first handshake the charger is committed to one version: offer only it.
         request = DialRequest(
@@ -425,98 +437,102 @@ class ChargerLink:
             self.setup.authorization,
             self._ctx,
         )
-        conn: CpmsConnection | None = None
-        lost = adopted
+        if self._backoff is None:
+            self._backoff = Backoff(cfg.backoff_initial, cfg.backoff_max, cfg.backoff_jitter)
+        backoff = self._backoff
+        delay = 0.0 if pending is not None else backoff.next_delay()
         while not self._closing:
-            if lost is None:
-                try:
-                    conn = await (pending or self._services.dialer.dial(request))
-                except (UpstreamRefused, UpstreamUnavailable) as exc:
-                    self._set_upstream_error(str(exc))
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-                finally:
-                    pending = self._pending_dial = None
-                if conn.subprotocol is not None and conn.subprotocol != self.subprotocol:
-                    conn.sock.close(1000, "subprotocol mismatch")
-                    self.close_now(
-                        1012,
-                        f"CPMS speaks {conn.subprotocol}; reconnect to renegotiate the OCPP "
-                        "version",
-                    )
-                    return
-                sock, conn = conn.sock, None
-                if self._closing:
-                    sock.close(1000, "charger disconnected")
-                    return
-                lost = self._adopt(sock)
-            current, adopted_lost, lost = self._cpms, lost, None
-            backoff.reset()
-            journal = self.journal
-            if current is not None and not adopted_lost.done() and journal and journal.pending:
-                self._set_upstream_error(
-                    f"replaying {journal.pending} journaled message(s) to the CPMS"
+            if delay:
+                await asyncio.sleep(delay)
+            delay = backoff.next_delay()
+            try:
+                conn = await (pending or self._services.dialer.dial(request))
+            except (UpstreamRefused, UpstreamUnavailable) as exc:
+                self._set_upstream_error(str(exc))
+                continue
+            finally:
+                pending = self._pending_dial = None
+            if conn.subprotocol is not None and conn.subprotocol != self.subprotocol:
+                conn.sock.close(1000, "subprotocol mismatch")
+                self.close_now(
+                    1012,
+                    f"CPMS speaks {conn.subprotocol}; reconnect to renegotiate the OCPP version",
                 )
-                replayed = await journal.replay(
-                    current.send_text, self.session, self._record_replayed, cfg.call_timeout
-                )
-                if not replayed:
-                    if self._cpms is current:
-                        self._cpms = None
-                    current.close(1011, "replay failed")
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-            if not adopted_lost.done():
-                self._upstream_up()
-                await adopted_lost
+                return
             if self._closing:
+                conn.sock.close(1000, "charger disconnected")
                 return
-            if self.live.upstream_error is None:
-                code = current.close_code if current is not None else None
-                self._set_upstream_error(f"CPMS closed the connection (code {code})")
-            if self.strict:
-                self.close_now(1012, "CPMS connection lost")
+            self._adopt(conn.sock)
+            if await self._replay(conn.sock):
                 return
-            await asyncio.sleep(backoff.next_delay())
+
+    async def _replay_first(self, sock: TextSocket) -> None:
+        """The handshake's CPMS connection, when there is a journal to replay first."""
+        if not await self._replay(sock) and not self._closing and not self.strict:
+            await self._connect_upstream(None)
+
+    async def _replay(self, sock: TextSocket) -> bool:
+        """Replay the journal on a new CPMS connection, then declare the link up; False if
+        the connection was lost or the replay failed (it is then closed)."""
+        journal = self.journal
+        if self._cpms is sock and journal is not None and journal.pending:
+            self._set_upstream_error(
+                f"replaying {journal.pending} journaled message(s) to the CPMS"
+            )
+            replayed = await journal.replay(
+                sock.send_text, self.session, self._record_replayed, self._config.call_timeout
+            )
+            if not replayed:
+                if self._cpms is sock:
+                    self._cpms = None
+                sock.close(1011, "replay failed")
+                return False
+        if self._cpms is not sock:
+            return False
+        self._upstream_up()
+        return True
 
     def _record_replayed(self, text: str) -> None:
         self._record(self._clock.now().timestamp(), "harmone", "cpms", text)
 
     def _upstream_up(self) -> None:
+        if self._backoff is not None:
+            self._backoff.reset()
         self.live.upstream_connected = True
         self.live.upstream_error = None
         self._host.changed(self.live)
         log.info("%s CPMS link up (%s)", self._ctx, self.subprotocol)
         self._apply(self.session.set_upstream(True))
 
-    def _lose_cpms(self) -> None:
-        """The CPMS connection is gone: answer what it left open, redial (in the task)."""
+    def _lose_cpms(self, reason: str | None = None) -> None:
+        """The CPMS connection is gone: answer what it left open, and redial (or, in strict
+        mode, close the charger)."""
         sock, self._cpms = self._cpms, None
         if self.journal is not None:
             self.journal.link_lost()
-        if self.session.upstream_up and not self._closing:
+        if self._closing:
+            return
+        if self.session.upstream_up:
             effects = self.session.set_upstream(False)
             if any(type(e) is Journal for e in effects):
                 self._spawn(self._apply_async(effects))
             else:
                 self._apply(effects)
-        if sock is not None and not self._closing:
-            self.live.upstream_connected = False
-            self.live.upstream_error = None  # the task says why
-            self._host.changed(self.live)
-        if self._cpms_lost is not None and not self._cpms_lost.done():
-            self._cpms_lost.set_result(None)
+        code = sock.close_code if sock is not None else None
+        self._set_upstream_error(reason or f"CPMS closed the connection (code {code})")
+        if self.strict:
+            self.close_now(1012, "CPMS connection lost")
+            return
+        if self._upstream_task is None or self._upstream_task.done():
+            self._upstream_task = self._spawn(self._connect_upstream(None))
 
     def _cpms_silent(self) -> None:
         """The CPMS left a call unanswered: the session answered locally; drop the link."""
         sock = self._cpms
-        reason = (
+        self._lose_cpms(
             f"CPMS accepted the connection but did not answer within "
             f"{self._config.call_timeout:g} s; reconnecting"
         )
-        self._set_upstream_error(reason)
-        self._lose_cpms()
-        self.live.upstream_error = reason
         if sock is not None:
             sock.close(1011, "no answer in time")
 
@@ -536,7 +552,7 @@ class ChargerLink:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
         if self._pending_dial is not None:
             # cancelled with the task that awaits it, unless that task never got to run
@@ -545,11 +561,10 @@ class ChargerLink:
         cpms, self._cpms = self._cpms, None
         if cpms is not None:
             cpms.close(1000, "charger disconnected")
-        if self._cpms_lost is not None and not self._cpms_lost.done():
-            self._cpms_lost.set_result(None)
         for fut in (self._own_waiters or {}).values():
             if not fut.done():
                 fut.set_exception(ChargerNotConnected(f"charger {self.live.id} disconnected"))
         log.info("%s charger disconnected (code %s)", self._ctx, self._charger.close_code)
         self._host.detached(self)
-        self.closed.set()
+        if self._closed is not None:
+            self._closed.set()

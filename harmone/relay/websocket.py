@@ -114,7 +114,11 @@ class TextSocket(WSListener):
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = False
-        self.last_rx = now()
+        #: frames received so far; the keep-alive sweep notices when it stops growing (a
+        #: count costs less per frame than reading a clock)
+        self.received = 0
+        self._seen_received = -1
+        self._quiet_since = now()
         #: when a keep-alive ping went out unanswered (None: none outstanding)
         self.ping_sent_at: float | None = None
         self._abandoned = False
@@ -126,7 +130,7 @@ class TextSocket(WSListener):
             transport.disconnect(graceful=False)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        self.last_rx = self._now()
+        self.received += 1
         kind = frame.msg_type
         if kind is WSMsgType.TEXT and frame.fin and not frame.rsv1:
             try:
@@ -134,7 +138,11 @@ class TextSocket(WSListener):
             except UnicodeDecodeError:
                 self.close(1007, "text frame is not UTF-8")
                 return
-            self._deliver(text)
+            sink = self.sink
+            if sink is not None:
+                sink.on_text(self, text)
+            else:
+                self._deliver(text)
             return
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             if self._fragment_kind is not None:
@@ -160,8 +168,7 @@ class TextSocket(WSListener):
                 transport.send_close(frame.get_close_code())
             transport.disconnect()
             return
-        if kind is WSMsgType.PONG:
-            self.ping_sent_at = None
+        # a PONG needs nothing more: it was counted as a frame received
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = True
@@ -219,9 +226,18 @@ class TextSocket(WSListener):
         if self.transport is not None and not self.closed:
             self.transport.disconnect(graceful=False)
 
-    def ping(self) -> None:
+    def quiet_for(self, now: float) -> float:
+        """Seconds since a frame was last seen from the peer, as the keep-alive sweep (which
+        calls this every few seconds) can tell; a pong answers the outstanding ping."""
+        if self.received != self._seen_received:
+            self._seen_received = self.received
+            self._quiet_since = now
+            self.ping_sent_at = None
+        return now - self._quiet_since
+
+    def ping(self, now: float) -> None:
         if self.transport is not None and not self.closed:
-            self.ping_sent_at = self._now()
+            self.ping_sent_at = now
             self.transport.send_ping()
 
     def pause_reading(self, paused: bool) -> None:
