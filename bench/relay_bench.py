@@ -254,8 +254,21 @@ async def heartbeat_phase(chargers: list[Charger], duration: float) -> list[floa
     return [x for c in chargers for x in c.latencies]
 
 
-async def loop_phase(chargers: list[Charger], duration: float) -> float:
-    """Closed loop: the next call as soon as the last is answered; calls per second."""
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        proc = psutil.Process(pid)
+        for p in (proc, *proc.children(recursive=True)):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def loop_phase(
+    chargers: list[Charger], duration: float, pids: list[int] | None = None
+) -> tuple[float, float | None]:
+    """Closed loop: the next call as soon as the last is answered; calls per second, and
+    the relay's CPU time per call in microseconds (None for the direct path)."""
     running = True
 
     def again(c: Charger) -> None:
@@ -269,13 +282,15 @@ async def loop_phase(chargers: list[Charger], duration: float) -> float:
         send(c, "MeterValues", METER)
     await asyncio.sleep(min(1.0, duration / 5))  # warm-up
     start = sum(len(c.latencies) for c in chargers)
+    cpu0 = cpu_seconds(pids) if pids else 0.0
     t0 = time.perf_counter()
     await asyncio.sleep(duration)
     done = sum(len(c.latencies) for c in chargers) - start
     elapsed = time.perf_counter() - t0
+    cpu = (cpu_seconds(pids) - cpu0) / max(1, done) * 1e6 if pids else None
     running = False
     await asyncio.sleep(0.2)
-    return done / elapsed
+    return done / elapsed, cpu
 
 
 def close_all(chargers: list[Charger]) -> None:
@@ -314,6 +329,8 @@ class Result:
     p99: float
     rss_per_charger: float | None
     calls_per_s: float
+    #: the relay's own CPU time per closed-loop call (both frames), in microseconds
+    cpu_us: float | None
 
 
 async def measure(url: str, pids: list[int], args: argparse.Namespace, tag: str) -> Result:
@@ -324,10 +341,10 @@ async def measure(url: str, pids: list[int], args: argparse.Namespace, tag: str)
     close_all(chargers)
     await asyncio.sleep(1.0)
     loopers = await open_chargers(url, args.loop_chargers, f"{tag}L")
-    rate = await loop_phase(loopers, args.duration)
+    rate, cpu = await loop_phase(loopers, args.duration, pids)
     close_all(loopers)
     await asyncio.sleep(1.0)
-    return Result(pct(lat, 0.5), pct(lat, 0.99), per, rate)
+    return Result(pct(lat, 0.5), pct(lat, 0.99), per, rate, cpu)
 
 
 # -- targets --------------------------------------------------------------------------------------
@@ -565,7 +582,8 @@ def report(results: dict[str, Result]) -> None:
     print()
     print(
         f"{'relay':<18} {'calls/s':>9} {'x direct':>8} {'x nginx':>8} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} {'+p99':>6} {'kB/charger':>10}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'+p50':>6} {'+p99':>6} {'kB/charger':>10} "
+        f"{'CPU us/call':>11}"
     )
     for name, r in results.items():
         xd = f"{r.calls_per_s / direct.calls_per_s:.2f}" if direct else "-"
@@ -573,9 +591,10 @@ def report(results: dict[str, Result]) -> None:
         add50 = f"{r.p50 - direct.p50:+.2f}" if direct and name != "direct" else "-"
         add99 = f"{r.p99 - direct.p99:+.2f}" if direct and name != "direct" else "-"
         kb = f"{r.rss_per_charger / 1000:.1f}" if r.rss_per_charger is not None else "-"
+        cpu = f"{r.cpu_us:.0f}" if r.cpu_us is not None else "-"
         print(
             f"{name:<18} {r.calls_per_s:>9,.0f} {xd:>8} {xn:>8} {r.p50:>7.2f} {r.p99:>7.2f} "
-            f"{add50:>6} {add99:>6} {kb:>10}"
+            f"{add50:>6} {add99:>6} {kb:>10} {cpu:>11}"
         )
     h, n = results.get("harmone"), nginx
     if h and n and direct:

@@ -30,8 +30,9 @@ def test_relay_benchmark_runs_and_reports_ratios() -> None:
     ).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
     direct, relay = rows["direct"], rows["harmone"]
-    assert len(relay) == 9  # calls/s, two ratios, p50, p99, their additions, memory
+    assert len(relay) == 10  # calls/s, two ratios, p50, p99, their additions, memory, CPU
     assert float(relay[1].replace(",", "")) > 0  # calls per second through HARMON-E
     assert float(relay[2]) > 0  # and its ratio to the direct path
     assert direct[2] == "1.00"
     assert float(relay[8]) > 0  # kB of memory per connected charger
+    assert float(relay[9]) > 0  # its CPU time per call

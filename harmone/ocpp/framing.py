@@ -41,7 +41,11 @@ class MessageType(IntEnum):
 
 # `[ <digit> , "<id>" [, "<third>"]` — the third element is the action of a CALL/SEND and the
 # error code of a CALLERROR; a CALLRESULT has an object there, which this does not match.
-_ENVELOPE = re.compile(r'\s*\[\s*(\d+)\s*,\s*"((?:[^"\\]|\\.)*)"\s*(?:,\s*"((?:[^"\\]|\\.)*)")?')
+# (Strings as `[^"\\]*(?:\\.[^"\\]*)*`: the same language as `(?:[^"\\]|\\.)*`, matched several
+# times faster by Python's engine, and this runs for every frame.)
+_ENVELOPE = re.compile(
+    r'\s*\[\s*(\d+)\s*,\s*"([^"\\]*(?:\\.[^"\\]*)*)"\s*(?:,\s*"([^"\\]*(?:\\.[^"\\]*)*)")?'
+)
 # The id alone, to answer a frame whose envelope is otherwise broken.
 _ID_ONLY = re.compile(r'\s*\[\s*\d+\s*,\s*"((?:[^"\\]|\\.){1,36})"')
 
@@ -65,7 +69,7 @@ def _unescape(raw: str) -> str | None:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per frame, and frozen costs
 class Envelope:
     """What the relay needs to know about a frame."""
 
@@ -93,32 +97,47 @@ def parse_envelope(text: str) -> Envelope:
         raise FrameError(
             "not an OCPP-J frame: expected a JSON array [type, id, ...]", details=details
         )
-    msg_id = _unescape(m.group(2))
-    try:
-        mtype = _TYPES.get(m.group(1)) or MessageType(int(m.group(1)))
-    except ValueError:
-        raise FrameError(
-            f"unknown message type {m.group(1)[:10]}",
-            code="MessageTypeNotSupported",
-            details={"id": msg_id} if msg_id is not None else {},
-        ) from None
+    kind, raw_id, third = m.groups()
+    msg_id = raw_id if "\\" not in raw_id else _unescape(raw_id)
+    mtype = _TYPES.get(kind)
+    if mtype is None:
+        try:
+            mtype = MessageType(int(kind))
+        except ValueError:
+            raise FrameError(
+                f"unknown message type {kind[:10]}",
+                code="MessageTypeNotSupported",
+                details={"id": msg_id} if msg_id is not None else {},
+            ) from None
     if msg_id is None:
         raise FrameError("message id is not a valid JSON string", details={"type": int(mtype)})
     if not msg_id or len(msg_id) > MAX_ID_LENGTH:
         raise FrameError(
             f"message id must be 1 to {MAX_ID_LENGTH} characters", details={"type": int(mtype)}
         )
-    third = m.group(3)
-    where = {"id": msg_id, "type": int(mtype)}
-    if mtype in (MessageType.CALL, MessageType.SEND, MessageType.CALLERROR) and third is None:
-        what = "error code" if mtype is MessageType.CALLERROR else "action"
-        raise FrameError(f"{mtype.name} without an {what}", details=where)
-    if mtype in (MessageType.CALLRESULT, MessageType.CALLRESULTERROR) and third is not None:
-        raise FrameError(f"{mtype.name} must carry an object payload", details=where)
-    action = _unescape(third) if third is not None else None
-    if third is not None and action is None:
-        raise FrameError("action or error code is not a valid JSON string", details=where)
+    if third is None:
+        if mtype in _NEEDS_THIRD:
+            what = "error code" if mtype is MessageType.CALLERROR else "action"
+            raise FrameError(
+                f"{mtype.name} without an {what}", details={"id": msg_id, "type": int(mtype)}
+            )
+        return Envelope(mtype, msg_id, None)
+    if mtype in _NO_THIRD:
+        raise FrameError(
+            f"{mtype.name} must carry an object payload",
+            details={"id": msg_id, "type": int(mtype)},
+        )
+    action = third if "\\" not in third else _unescape(third)
+    if action is None:
+        raise FrameError(
+            "action or error code is not a valid JSON string",
+            details={"id": msg_id, "type": int(mtype)},
+        )
     return Envelope(mtype, msg_id, action)
+
+
+_NEEDS_THIRD = frozenset({MessageType.CALL, MessageType.SEND, MessageType.CALLERROR})
+_NO_THIRD = frozenset({MessageType.CALLRESULT, MessageType.CALLRESULTERROR})
 
 
 def replace_id(text: str, new_id: str) -> str:

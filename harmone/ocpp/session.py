@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -61,7 +61,7 @@ __all__ = [
 Direction = Literal["charger", "cpms", "harmone"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: two are made per relayed frame, and frozen costs
 class ToCharger:
     """A frame for the charger: the CPMS's (relayed) or HARMON-E's own (a local answer, a
     CallError, one of its own calls)."""
@@ -70,7 +70,7 @@ class ToCharger:
     origin: Literal["cpms", "harmone"] = "harmone"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: two are made per relayed frame, and frozen costs
 class ToCpms:
     text: str
 
@@ -230,7 +230,9 @@ class ChargerSession:
         self._local_answer = local_answer
         self._new_id = id_factory
         self._inflight: _Outgoing | None = None
-        self._queue: deque[_Outgoing] = deque()
+        # calls waiting for the slot, oldest first (a list: a deque costs 760 bytes empty, and
+        # there is one session per charger)
+        self._queue: list[_Outgoing] = []
         # charger->CPMS calls awaiting the CPMS's answer: id -> (action, text, deadline);
         # deadlines grow with insertion, so the first is the next to expire
         self._charger_calls: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
@@ -508,7 +510,7 @@ class ChargerSession:
     def _dispatch(self, now: float) -> list[Effect]:
         if self._inflight is not None or not self._queue:
             return []
-        item = self._queue.popleft()
+        item = self._queue.pop(0)
         item.deadline = now + self.limits.call_timeout
         self._inflight = item
         return [ToCharger(item.text, "cpms" if item.owner == "cpms" else "harmone")]

@@ -105,6 +105,9 @@ class ChargerLink:
         self._charger = charger
         self._cpms: TextSocket | None = None
         self._ctx = f"site={live.site_uid} charger={live.id}"
+        #: epoch seconds minus monotonic seconds: frame times without a datetime per frame
+        #: (refreshed by the keep-alive sweep, so that clock adjustments catch up)
+        self._epoch = self._clock.now().timestamp() - self._clock.monotonic()
         self._own_waiters: dict[str, asyncio.Future[Any]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
@@ -203,6 +206,7 @@ class ChargerLink:
     def keepalive(self, now: float, interval: float, timeout: float) -> None:
         """Ping a side that has been quiet for `interval`; drop one whose ping went
         unanswered for `timeout` (a peer that vanished without closing)."""
+        self._epoch = self._clock.now().timestamp() - now
         for sock in (self._charger, self._cpms):
             if sock is None or sock.closed:
                 continue
@@ -245,17 +249,17 @@ class ChargerLink:
 
     # -- frames --
     def _from_charger(self, text: str) -> None:
-        now = self._clock.now()
-        self.live.last_seen = now
-        effects = self.session.from_charger(text, self._clock.monotonic())
+        mono = self._clock.monotonic()
+        at = self.live.seen_at = mono + self._epoch
+        effects = self.session.from_charger(text, mono)
         forwarded = bool(effects) and type(effects[0]) is ToCpms
-        self._record(now.timestamp(), "charger", "cpms" if forwarded else "harmone", text)
+        self.live.frames.append(at, "charger", "cpms" if forwarded else "harmone", text)
         self._host.seen(self.live)
         self._apply(effects)
 
     def _from_cpms(self, text: str) -> None:
         journal = self.journal
-        self._record(self._clock.now().timestamp(), "cpms", "charger", text)
+        self._record(self._clock.monotonic() + self._epoch, "cpms", "charger", text)
         if journal is not None and journal.replaying and journal.take_answer(text):
             return  # the answer to a replayed call is HARMON-E's alone
         self._apply(self.session.from_cpms(text, self._clock.monotonic()))
@@ -348,7 +352,7 @@ class ChargerLink:
 
     def _send_charger(self, effect: ToCharger) -> None:
         if effect.origin == "harmone":
-            self._record(self._clock.now().timestamp(), "harmone", "charger", effect.text)
+            self._record(self._clock.monotonic() + self._epoch, "harmone", "charger", effect.text)
         if not self._charger.send_text(effect.text) and not self._closing:
             log.info("%s charger socket gone while sending", self._ctx)
 
@@ -493,7 +497,7 @@ class ChargerLink:
         return True
 
     def _record_replayed(self, text: str) -> None:
-        self._record(self._clock.now().timestamp(), "harmone", "cpms", text)
+        self._record(self._clock.monotonic() + self._epoch, "harmone", "cpms", text)
 
     def _upstream_up(self) -> None:
         if self._backoff is not None:

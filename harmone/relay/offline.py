@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from harmone.errors import FrameError, StoreError
@@ -111,10 +110,10 @@ class OfflineJournal:
         self.site_uid = site_uid
         self.charger_id = charger_id
         self.version = version
-        self.backlog: deque[JournalEntry] = deque(backlog)
+        self.backlog: list[JournalEntry] = list(backlog)
         self._writes = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: completed when the writes in flight are done (made only when waited for)
+        self._idle: asyncio.Future[None] | None = None
         self._ctx = f"site={site_uid} charger={charger_id}"
         #: the id of the replayed call awaiting its answer, and where the answer goes
         self._awaiting: tuple[str, asyncio.Future[str]] | None = None
@@ -130,7 +129,6 @@ class OfflineJournal:
     async def write(self, entry: Journal) -> None:
         """Make one entry durable (raises StoreError: the caller must not answer then)."""
         self._writes += 1
-        self._idle.clear()
         if self._journaled is not None:
             self._journaled.add((self.site_uid, self.charger_id))
         try:
@@ -144,12 +142,12 @@ class OfflineJournal:
             )
             if replaced:
                 gone = set(replaced)
-                self.backlog = deque(e for e in self.backlog if e.id not in gone)
+                self.backlog = [e for e in self.backlog if e.id not in gone]
             self.backlog.append(stored)
         finally:
             self._writes -= 1
-            if not self._writes:
-                self._idle.set()
+            if not self._writes and self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
 
     def take_answer(self, text: str) -> bool:
         """True if `text` answers the replayed call in flight (it is then consumed here)."""
@@ -196,7 +194,9 @@ class OfflineJournal:
         while True:
             if not self.backlog:
                 if self._writes:
-                    await self._idle.wait()
+                    if self._idle is None or self._idle.done():
+                        self._idle = asyncio.get_running_loop().create_future()
+                    await asyncio.shield(self._idle)
                     continue
                 return True
             entry = self.backlog[0]
@@ -239,7 +239,7 @@ class OfflineJournal:
                 log.exception("%s could not mark a replayed message delivered", self._ctx)
                 return False
             if self.backlog and self.backlog[0] is entry:
-                self.backlog.popleft()
+                self.backlog.pop(0)
             if ended is not None:
                 session.tx_to_charger.pop(session.tx_to_cpms.pop(ended, -1), None)
                 await self.end_mapping(ended)
@@ -251,7 +251,7 @@ class OfflineJournal:
             log.exception("%s could not drop an unanswered replayed message", self._ctx)
             return
         if self.backlog and self.backlog[0] is entry:
-            self.backlog.popleft()
+            self.backlog.pop(0)
 
     async def end_mapping(self, local_id: int) -> None:
         """A mapped transaction has stopped at the CPMS: forget its mapping durably."""

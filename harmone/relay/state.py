@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from harmone.store.records import ChargerState
@@ -34,7 +34,7 @@ class FrameRing:
     """The last frames of one charger, for the message inspector, kept as bytes.
 
     Bounded twice: at most `max_frames` frames and at most `max_bytes` bytes of them (the
-    oldest go first), so that a charger sending large frames costs no more memory than one
+    oldest go first; bytes an eighth of the budget at a time), so that a charger sending large frames costs no more memory than one
     sending heartbeats. Records are packed one after another in a single bytearray: a frame
     costs its UTF-8 text and 13 bytes, not the hundred-odd bytes of a Python object per frame.
     A frame larger than the whole budget is kept cut short, marked with "…".
@@ -55,17 +55,21 @@ class FrameRing:
         room = self.max_bytes - _HEAD.size
         if len(data) > room:
             data = data[: max(0, room - 3)].decode(errors="ignore").encode() + "…".encode()
-        self._buf += _HEAD.pack(at, _ROUTE[(sender, receiver)], len(data))
-        self._buf += data
+        buf = self._buf
+        buf += _HEAD.pack(at, _ROUTE[(sender, receiver)], len(data))
+        buf += data
         self._count += 1
-        drop = 0
-        count = self._count
-        while count > self.max_frames or len(self._buf) - drop > self.max_bytes:
-            _, _, size = _HEAD.unpack_from(self._buf, drop)
-            drop += _HEAD.size + size
-            count -= 1
-        if drop:
-            del self._buf[:drop]
+        # The byte budget is trimmed an eighth at a time, not every frame: moving the kept
+        # bytes to the front costs per trim, not per byte dropped.
+        if self._count > self.max_frames or len(buf) > self.max_bytes:
+            drop, count = 0, self._count
+            frames_goal = self.max_frames
+            bytes_goal = self.max_bytes - self.max_bytes // 8
+            while count > frames_goal or len(buf) - drop > bytes_goal:
+                _, _, size = _HEAD.unpack_from(buf, drop)
+                drop += _HEAD.size + size
+                count -= 1
+            del buf[:drop]
             self._count = count
 
     def records(self) -> list[FrameRecord]:
@@ -98,13 +102,23 @@ class LiveCharger:
     upstream_error: str | None = None
     remote_addr: str | None = None
     connected_since: datetime | None = None
-    last_seen: datetime | None = None
+    #: when the charger last sent a frame, in epoch seconds (a float per frame is cheaper to
+    #: keep than a datetime; `last_seen` shows it as one)
+    seen_at: float | None = None
     vendor: str | None = None
     model: str | None = None
     serial_number: str | None = None
     firmware_version: str | None = None
     connectors: dict[int, tuple[str, datetime]] = field(default_factory=dict)
     frames: FrameRing = field(default_factory=FrameRing)
+
+    @property
+    def last_seen(self) -> datetime | None:
+        return datetime.fromtimestamp(self.seen_at, UTC) if self.seen_at is not None else None
+
+    @last_seen.setter
+    def last_seen(self, value: datetime | None) -> None:
+        self.seen_at = value.timestamp() if value is not None else None
 
     @property
     def key(self) -> ChargerKey:

@@ -123,6 +123,9 @@ async def dial(
         # picows returns, without an answer, when the peer closes during the handshake
         raise UpstreamUnavailable("CPMS handshake failed: connection closed before an answer")
     chosen = transport.response.headers.get("Sec-WebSocket-Protocol")
+    # kept by the transport for as long as it lives: thousands of them add up
+    transport.response.headers.clear()
+    transport.request.headers.clear()
     if chosen is not None and chosen not in subprotocols:
         sock.close(1002, "subprotocol not offered")
         raise UpstreamUnavailable(f"CPMS chose a subprotocol that was not offered: {chosen!r}")

@@ -15,6 +15,7 @@ listener of a connection HARMON-E dials itself (upstream.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from collections.abc import Callable
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Initial read buffer per connection: OCPP frames are small; picows doubles it on demand.
 READ_BUFFER = 2048
+#: Seconds a peer gets to answer our close frame before its connection is dropped.
+CLOSE_TIMEOUT = 2.0
 _TAIL = b"\x00\x00\xff\xff"
 
 
@@ -98,6 +101,27 @@ class Inflater:
 class TextSocket(WSListener):
     """One WebSocket connection as whole text messages (see module docstring)."""
 
+    __slots__ = (
+        "_abandoned",
+        "_close_timer",
+        "_early",
+        "_fragment_kind",
+        "_fragments",
+        "_fragments_compressed",
+        "_inflater",
+        "_now",
+        "_quiet_since",
+        "_seen_received",
+        "close_code",
+        "close_reason",
+        "closed",
+        "max_message",
+        "ping_sent_at",
+        "received",
+        "sink",
+        "transport",
+    )
+
     def __init__(
         self, max_message: int, now: Callable[[], float], inflater: Inflater | None = None
     ) -> None:
@@ -122,16 +146,23 @@ class TextSocket(WSListener):
         #: when a keep-alive ping went out unanswered (None: none outstanding)
         self.ping_sent_at: float | None = None
         self._abandoned = False
+        self._close_timer: asyncio.TimerHandle | None = None
 
     # -- picows callbacks --
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        if not transport.is_client_side:
+            # the handshake is over; the transport keeps both for ever: keep them small
+            transport.request.headers.clear()
+            transport.response.headers.clear()
         if self._abandoned:  # its dial was given up while the handshake was under way
             transport.disconnect(graceful=False)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.received += 1
         kind = frame.msg_type
+        if self._close_timer is not None and kind is not WSMsgType.CLOSE:
+            return  # closing: only the peer's close frame matters now
         if kind is WSMsgType.TEXT and frame.fin and not frame.rsv1:
             try:
                 text = frame.get_payload_as_utf8_text()
@@ -172,6 +203,9 @@ class TextSocket(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = True
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
         if self.close_code is None:
             self.close_code = 1006
         if self.sink is not None:
@@ -202,20 +236,26 @@ class TextSocket(WSListener):
         transport = self.transport
         if transport is None or self.closed or transport.is_close_frame_sent:
             return False
-        transport.send(WSMsgType.TEXT, text.encode())
+        transport.send(WSMsgType.TEXT, text)  # picows encodes it, in C
         return True
 
     def close(self, code: int = 1000, reason: str = "") -> None:
-        """Send a close frame and end the connection (at once: the peer's close reply is
-        not waited for, there is nothing left to read that matters)."""
+        """Start the closing handshake: send a close frame, then read (and drop) what the
+        peer still sends until its close frame, and end the connection; after
+        `CLOSE_TIMEOUT` seconds without it, end it anyway. (Closing at once would make the
+        kernel answer the unread data with a reset, and the peer would never read the close
+        frame and its code.)"""
         transport = self.transport
         if transport is None or self.closed:
             return
-        if not transport.is_close_frame_sent:
-            if self.close_code is None:
-                self.close_code, self.close_reason = code, reason
-            transport.send_close(WSCloseCode(code), reason.encode()[:123])
-        transport.disconnect()
+        if transport.is_close_frame_sent:
+            return
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        transport.send_close(WSCloseCode(code), reason.encode()[:123])
+        raw = transport.underlying_transport
+        raw.resume_reading()
+        self._close_timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
 
     def abandon(self) -> None:
         """Nobody will use this connection: end it now, or as soon as it opens."""
