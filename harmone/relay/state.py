@@ -35,8 +35,9 @@ class FrameRing:
 
     Bounded twice: at most `max_frames` frames and at most `max_bytes` bytes of them (the
     oldest go first; bytes an eighth of the budget at a time), so that a charger sending
-    large frames costs no more memory than one sending heartbeats. Records are packed one after another in a single bytearray: a frame
-    costs its UTF-8 text and 13 bytes, not the hundred-odd bytes of a Python object per frame.
+    large frames costs no more memory than one sending heartbeats. Records are packed one
+    after another in a single bytearray: a frame costs its UTF-8 text and 13 bytes, not the
+    hundred-odd bytes of a Python object per frame.
     A frame larger than the whole budget is kept cut short, marked with "…".
     """
 
