@@ -127,7 +127,8 @@ async def poll_api(
             start = time.perf_counter()
             try:
                 r = await api.get(path, timeout=60)
-                if r.status_code != 200:
+                # 404: the polled charger has not connected yet (a first-time storm)
+                if r.status_code not in (200, 404):
                     samples.setdefault("errors", []).append(1.0)
             except httpx.HTTPError:
                 samples.setdefault("errors", []).append(1.0)
@@ -204,7 +205,12 @@ async def one_storm(
                 await asyncio.sleep(0.2)
             result["all_upstreams_s"] = round(time.perf_counter() - started, 2)
             statuses = await asyncio.gather(*(f.ask("status") for f in fleets))
-            result["handshake_failures"] = sum(sum(s["failures"].values()) for s in statuses)
+            failures: dict[str, int] = {}
+            for status in statuses:
+                for kind, n in status["failures"].items():
+                    failures[kind] = failures.get(kind, 0) + n
+            # handshakes the chargers had to retry, by what went wrong
+            result["handshake_failures"] = failures
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
             for key in ("healthz", "site", "charger", "list"):
