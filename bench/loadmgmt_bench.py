@@ -67,6 +67,7 @@ from harmone.loadmgmt import (
     allocate,
 )
 from harmone.loadmgmt.controller import Timing
+from harmone.services.accounts import Accounts
 from harmone.sim import OcppVersion, SimulatedCharger, SimulatedCpms
 from harmone.web.serve import running_server
 
@@ -392,8 +393,8 @@ async def part_b(events: int) -> Latencies:
         )
         async with SimulatedCpms() as cpms, running_server(config) as srv:
             store = srv.runtime.store
-            await store.create_user("bench@example.com", "bench password 123", "admin")
-            token = await store.create_token("bench@example.com")
+            await Accounts(store).create_user("bench@example.com", "bench password 123", "admin")
+            token = await Accounts(store).create_token("bench@example.com")
             async with httpx.AsyncClient(
                 base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
             ) as api:

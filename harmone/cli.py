@@ -250,12 +250,12 @@ def _need_db(args: argparse.Namespace) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "init":
-        from harmone.store.admin import init_database
+        from harmone.services.admin import init_database
 
         password = args.admin_password_file.read_text(encoding="utf-8").rstrip("\r\n")
         return int(asyncio.run(init_database(_need_db(args), args.admin_email, password)))
     if args.command == "token":
-        from harmone.store.admin import create_token
+        from harmone.services.admin import create_token
 
         return asyncio.run(create_token(_need_db(args), args.email))
     if args.command == "serve":

@@ -16,6 +16,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from harmone import security
+from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
 
 PASSWORD = "correct horse battery"
@@ -113,7 +114,7 @@ async def signed_in(
     srv: RunningServer, email: str, role: str = "admin", **kw: Any
 ) -> ConsoleClient:
     """A client signed in as a new user `email` with `role` (and `sites`, if given)."""
-    await srv.runtime.store.create_account(email, PASSWORD, role, kw.get("sites"))
+    await Accounts(srv.runtime.store).create_account(email, PASSWORD, role, kw.get("sites"))
     client = ConsoleClient(srv)
     response = await client.login(email)
     assert response.status_code == 303, response.text
@@ -121,7 +122,7 @@ async def signed_in(
 
 
 async def api_client(srv: RunningServer, email: str) -> httpx.AsyncClient:
-    token = await srv.runtime.store.create_token(email)
+    token = await Accounts(srv.runtime.store).create_token(email)
     return httpx.AsyncClient(
         base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )

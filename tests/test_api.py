@@ -12,6 +12,7 @@ import httpx
 import pytest
 from support import RawCpms, charger, harmone_server, recv_json, wait_for
 
+from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
 
 
@@ -24,8 +25,8 @@ async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
 async def client_for(srv: RunningServer, role: str = "admin") -> httpx.AsyncClient:
     store = srv.runtime.store
     email = f"{role}@example.com"
-    await store.create_user(email, "correct horse battery", role=role)
-    token = await store.create_token(email)
+    await Accounts(store).create_user(email, "correct horse battery", role=role)
+    token = await Accounts(store).create_token(email)
     return httpx.AsyncClient(
         base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
@@ -81,6 +82,36 @@ async def test_bad_site_input_gets_a_4xx_with_a_readable_detail(
         assert 400 <= r.status_code < 500
         assert isinstance(r.json()["detail"], str) and detail in r.json()["detail"]
         assert (await api.get("/api/v1/sites")).json() == []
+
+
+async def test_site_rules_answer_422_naming_the_field(srv: RunningServer) -> None:
+    """The domain's rules, for a new site and for a change, come back as the field's name and
+    the rule, whichever layer applied them."""
+    gateway_rule = "gateway_host: a gateway site needs the box's LAN address"
+    async with await client_for(srv) as api:
+        r = await api.post("/api/v1/sites", json={"name": "x", "type": "gateway"})
+        assert (r.status_code, r.json()) == (422, {"detail": gateway_rule})
+        r = await api.post("/api/v1/sites", json={"name": "Depot", "type": "cloud"})
+        uid = r.json()["uid"]
+        # The rule spans fields: a cloud site becoming a gateway needs a gateway_host too.
+        r = await api.patch(f"/api/v1/sites/{uid}", json={"type": "gateway"})
+        assert (r.status_code, r.json()) == (422, {"detail": gateway_rule})
+        r = await api.patch(
+            f"/api/v1/sites/{uid}", json={"type": "gateway", "gateway_host": "10.0.0.9"}
+        )
+        assert r.status_code == 200 and r.json()["ocpp_url"] == f"wss://10.0.0.9/{uid}"
+        r = await api.patch(f"/api/v1/sites/{uid}", json={"gateway_host": None})
+        assert (r.status_code, r.json()) == (422, {"detail": gateway_rule})
+        r = await api.patch(f"/api/v1/sites/{uid}", json={"name": None})
+        assert r.status_code == 422 and r.json()["detail"].startswith("name: ")
+        r = await api.patch(f"/api/v1/sites/{uid}", json={"offline_mode": "lax"})
+        assert r.status_code == 422 and r.json()["detail"].startswith("offline_mode: ")
+        site = (await api.get(f"/api/v1/sites/{uid}")).json()
+        assert (site["name"], site["type"], site["gateway_host"]) == (
+            "Depot",
+            "gateway",
+            "10.0.0.9",
+        )
 
 
 async def test_broken_json_and_unknown_objects(srv: RunningServer) -> None:

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from harmone.errors import ConfigError, NotFound
 from harmone.relay.admission import Refusal
 from harmone.relay.charger_auth import FailureCounter, parse_basic
+from harmone.services.accounts import Accounts
 from harmone.store import Store
 from harmone.store.records import Attempt, Site
 from harmone.web.api import ocpp_url
@@ -33,15 +34,15 @@ def basic(user: str, password: str) -> str:
 
 
 async def auth_site(srv: RunningServer, cpms_url: str | None) -> tuple[Site, str]:
-    site = await srv.runtime.store.create_site(
-        "Secure depot", "cloud", None, cpms_url, charger_auth=True
+    site = await srv.runtime.store.sites.create(
+        "Secure depot", "cloud", cpms_url=cpms_url, charger_auth=True
     )
     return site, ocpp_url(site, srv.runtime.cloud_base_url)
 
 
 async def log_of(srv: RunningServer, site_uid: str) -> list[Attempt]:
     await srv.runtime.hub.flush_attempts()
-    return await srv.runtime.store.list_attempts(site_uid)
+    return await srv.runtime.store.attempts.of_site(site_uid)
 
 
 async def refused(url: str, **kw: Any) -> InvalidStatus:
@@ -68,7 +69,7 @@ async def test_bad_credentials_are_refused_before_the_cpms_is_dialled(
 ) -> None:
     async with RawCpms() as cpms, harmone_server(tmp_path) as srv:
         site, url = await auth_site(srv, cpms.url)
-        await srv.runtime.store.set_charger_password(site.uid, "CP-1", PASSWORD)
+        await srv.runtime.store.chargers.set_password(site.uid, "CP-1", PASSWORD)
         headers = {"Authorization": authorization} if authorization else None
         error = await refused(f"{url}/CP-1", additional_headers=headers)
         assert error.response.status_code == 401
@@ -94,7 +95,7 @@ async def test_no_password_set_is_refused(tmp_path: Path) -> None:
         assert attempt.reason == "no password set for this charger in HARMON-E"
         assert cpms.connects == 0
         # Refused chargers are not registered.
-        assert await srv.runtime.store.find_charger(site.uid, "CP-NEW") is None
+        assert await srv.runtime.store.chargers.find(site.uid, "CP-NEW") is None
 
 
 async def test_right_password_is_accepted_and_the_header_still_reaches_the_cpms(
@@ -102,7 +103,7 @@ async def test_right_password_is_accepted_and_the_header_still_reaches_the_cpms(
 ) -> None:
     async with RawCpms() as cpms, harmone_server(tmp_path) as srv:
         site, url = await auth_site(srv, cpms.url)
-        await srv.runtime.store.set_charger_password(site.uid, "CP-1", PASSWORD)
+        await srv.runtime.store.chargers.set_password(site.uid, "CP-1", PASSWORD)
         auth = basic("CP-1", PASSWORD)
         async with await charger(f"{url}/CP-1", additional_headers={"Authorization": auth}) as ws:
             assert cpms.headers["CP-1"]["Authorization"] == auth  # unchanged
@@ -116,7 +117,7 @@ async def test_user_name_is_the_decoded_identity(tmp_path: Path) -> None:
     async with harmone_server(tmp_path) as srv:
         site, url = await auth_site(srv, None)
         # The identity is kept as received (percent-encoded); the Basic user name is plain.
-        await srv.runtime.store.set_charger_password(site.uid, "CP%2D9", PASSWORD)
+        await srv.runtime.store.chargers.set_password(site.uid, "CP%2D9", PASSWORD)
         auth = {"Authorization": basic("CP-9", PASSWORD)}
         async with await charger(f"{url}/CP%2D9", additional_headers=auth) as ws:
             await ws.send('[2,"1","Heartbeat",{}]')
@@ -125,7 +126,7 @@ async def test_user_name_is_the_decoded_identity(tmp_path: Path) -> None:
 
 async def test_sites_without_charger_auth_do_not_ask(tmp_path: Path) -> None:
     async with RawCpms() as cpms, harmone_server(tmp_path) as srv:
-        site = await srv.runtime.store.create_site("Open", "cloud", None, cpms.url)
+        site = await srv.runtime.store.sites.create("Open", "cloud", cpms_url=cpms.url)
         assert not site.charger_auth
         url = ocpp_url(site, srv.runtime.cloud_base_url)
         async with await charger(f"{url}/CP-1"):
@@ -137,8 +138,8 @@ async def test_repeated_failures_lock_the_charger_out_with_429(tmp_path: Path) -
     async with RawCpms() as cpms, harmone_server(tmp_path, relay=relay) as srv:
         site, url = await auth_site(srv, cpms.url)
         store = srv.runtime.store
-        await store.set_charger_password(site.uid, "CP-1", PASSWORD)
-        await store.set_charger_password(site.uid, "CP-2", PASSWORD)
+        await store.chargers.set_password(site.uid, "CP-1", PASSWORD)
+        await store.chargers.set_password(site.uid, "CP-2", PASSWORD)
         wrong = {"Authorization": basic("CP-1", "guess-guess-guess-1")}
         for _ in range(3):
             assert (
@@ -164,7 +165,7 @@ async def test_repeated_failures_lock_the_charger_out_with_429(tmp_path: Path) -
 async def test_an_unauthenticated_charger_cannot_displace_a_connected_one(tmp_path: Path) -> None:
     async with RawCpms() as cpms, harmone_server(tmp_path) as srv:
         site, url = await auth_site(srv, cpms.url)
-        await srv.runtime.store.set_charger_password(site.uid, "CP-1", PASSWORD)
+        await srv.runtime.store.chargers.set_password(site.uid, "CP-1", PASSWORD)
         auth = {"Authorization": basic("CP-1", PASSWORD)}
         async with await charger(f"{url}/CP-1", additional_headers=auth) as ws:
             await refused(f"{url}/CP-1")  # same identity, no credentials
@@ -185,8 +186,8 @@ async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
 async def client_for(srv: RunningServer, role: str) -> httpx.AsyncClient:
     store = srv.runtime.store
     email = f"{role}@example.com"
-    await store.create_user(email, "correct horse battery", role=role)
-    token = await store.create_token(email)
+    await Accounts(store).create_user(email, "correct horse battery", role=role)
+    token = await Accounts(store).create_token(email)
     return httpx.AsyncClient(
         base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
@@ -211,7 +212,7 @@ async def test_charger_auth_is_a_site_field(srv: RunningServer) -> None:
 
 
 async def test_switching_auth_on_makes_connected_chargers_reconnect(srv: RunningServer) -> None:
-    site = await srv.runtime.store.create_site("S", "cloud", None, None)
+    site = await srv.runtime.store.sites.create("S", "cloud")
     url = ocpp_url(site, srv.runtime.cloud_base_url)
     async with await client_for(srv, "admin") as api, await charger(f"{url}/CP-1") as ws:
         await wait_for(lambda: bool(srv.runtime.hub.links))
@@ -225,7 +226,7 @@ async def test_switching_auth_on_makes_connected_chargers_reconnect(srv: Running
 
 
 async def test_password_endpoint_sets_registers_and_replaces(srv: RunningServer) -> None:
-    site = await srv.runtime.store.create_site("S", "cloud", None, None, charger_auth=True)
+    site = await srv.runtime.store.sites.create("S", "cloud", charger_auth=True)
     path = f"/api/v1/sites/{site.uid}/chargers/CP-NEW/password"
     async with await client_for(srv, "operator") as api:
         r = await api.put(path, json={"password": PASSWORD})
@@ -263,16 +264,16 @@ async def test_password_endpoint_sets_registers_and_replaces(srv: RunningServer)
 async def test_password_endpoint_validation(
     srv: RunningServer, body: dict[str, object], detail: str
 ) -> None:
-    site = await srv.runtime.store.create_site("S", "cloud", None, None)
+    site = await srv.runtime.store.sites.create("S", "cloud")
     async with await client_for(srv, "admin") as api:
         r = await api.put(f"/api/v1/sites/{site.uid}/chargers/CP-1/password", json=body)
         assert r.status_code == 422, r.text
         assert detail in r.json()["detail"]
-        assert await srv.runtime.store.find_charger(site.uid, "CP-1") is None
+        assert await srv.runtime.store.chargers.find(site.uid, "CP-1") is None
 
 
 async def test_password_endpoint_refuses_impossible_identities(srv: RunningServer) -> None:
-    site = await srv.runtime.store.create_site("S", "cloud", None, None)
+    site = await srv.runtime.store.sites.create("S", "cloud")
     async with await client_for(srv, "admin") as api:
         r = await api.put(
             f"/api/v1/sites/{site.uid}/chargers/{'X' * 49}/password", json={"password": PASSWORD}
@@ -281,7 +282,7 @@ async def test_password_endpoint_refuses_impossible_identities(srv: RunningServe
 
 
 async def test_viewers_may_not_set_passwords(srv: RunningServer) -> None:
-    site = await srv.runtime.store.create_site("S", "cloud", None, None)
+    site = await srv.runtime.store.sites.create("S", "cloud")
     path = f"/api/v1/sites/{site.uid}/chargers/CP-1/password"
     async with await client_for(srv, "viewer") as api:
         r = await api.put(path, json={"password": PASSWORD})
@@ -290,11 +291,11 @@ async def test_viewers_may_not_set_passwords(srv: RunningServer) -> None:
         assert r.status_code == 403
     async with httpx.AsyncClient(base_url=srv.url) as anonymous:
         assert (await anonymous.put(path, json={"password": PASSWORD})).status_code == 401
-    assert await srv.runtime.store.find_charger(site.uid, "CP-1") is None
+    assert await srv.runtime.store.chargers.find(site.uid, "CP-1") is None
 
 
 async def test_passwords_are_never_stored_in_clear(srv: RunningServer, tmp_path: Path) -> None:
-    site = await srv.runtime.store.create_site("S", "cloud", None, None, charger_auth=True)
+    site = await srv.runtime.store.sites.create("S", "cloud", charger_auth=True)
     async with await client_for(srv, "admin") as api:
         for n in range(3):
             r = await api.put(
@@ -320,29 +321,29 @@ async def test_passwords_are_never_stored_in_clear(srv: RunningServer, tmp_path:
 
 
 async def test_store_charger_passwords(store: Store) -> None:
-    site = await store.create_site("S", "cloud", None, None)
-    assert await store.verify_charger_password(site.uid, "CP-1", PASSWORD) == "not_set"
-    charger_ = await store.set_charger_password(site.uid, "CP-1", PASSWORD)
+    site = await store.sites.create("S", "cloud")
+    assert await store.chargers.verify_password(site.uid, "CP-1", PASSWORD) == "not_set"
+    charger_ = await store.chargers.set_password(site.uid, "CP-1", PASSWORD)
     assert charger_.password_set and not charger_.connected  # registered by it
-    assert await store.verify_charger_password(site.uid, "CP-1", PASSWORD) == "ok"
-    assert await store.verify_charger_password(site.uid, "CP-1", PASSWORD + "x") == "wrong"
-    assert await store.verify_charger_password("other", "CP-1", PASSWORD) == "not_set"
+    assert await store.chargers.verify_password(site.uid, "CP-1", PASSWORD) == "ok"
+    assert await store.chargers.verify_password(site.uid, "CP-1", PASSWORD + "x") == "wrong"
+    assert await store.chargers.verify_password("other", "CP-1", PASSWORD) == "not_set"
     # A registered charger keeps its record when a password is set.
-    await store.register_charger(site.uid, "CP-2")
-    await store.update_charger(site.uid, "CP-2", name="Bay 2")
-    updated = await store.set_charger_password(site.uid, "CP-2", PASSWORD)
+    await store.chargers.register(site.uid, "CP-2")
+    await store.chargers.update(site.uid, "CP-2", name="Bay 2")
+    updated = await store.chargers.set_password(site.uid, "CP-2", PASSWORD)
     assert updated.name == "Bay 2" and updated.password_set
-    assert not (await store.clear_charger_password(site.uid, "CP-1")).password_set
-    assert await store.verify_charger_password(site.uid, "CP-1", PASSWORD) == "not_set"
+    assert not (await store.chargers.clear_password(site.uid, "CP-1")).password_set
+    assert await store.chargers.verify_password(site.uid, "CP-1", PASSWORD) == "not_set"
     with pytest.raises(ConfigError, match="16 to 40"):
-        await store.set_charger_password(site.uid, "CP-1", "short")
+        await store.chargers.set_password(site.uid, "CP-1", "short")
     with pytest.raises(NotFound):
-        await store.set_charger_password("no-site", "CP-1", PASSWORD)
+        await store.chargers.set_password("no-site", "CP-1", PASSWORD)
     with pytest.raises(NotFound):
-        await store.clear_charger_password(site.uid, "CP-404")
-    assert (await store.update_site(site.uid, charger_auth=True)).charger_auth
+        await store.chargers.clear_password(site.uid, "CP-404")
+    assert (await store.sites.update(site.uid, charger_auth=True)).charger_auth
     with pytest.raises(ConfigError, match="true or false"):
-        await store.update_site(site.uid, charger_auth="yes")
+        await store.sites.update(site.uid, charger_auth="yes")
 
 
 # -- pure pieces ---------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from harmone.errors import ConfigError, NotFound, StoreError
+from harmone.services.accounts import Accounts
+from harmone.services.admin import create_token, init_database
 from harmone.store import Store
-from harmone.store.admin import create_token, init_database
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-admin-password"
@@ -61,12 +62,12 @@ async def test_init_twice_then_token(db_url: str, password_file: Path) -> None:
 
     store = await Store.open(db_url)
     try:
-        user = await store.user_for_token(lines[0])
+        user = await Accounts(store).user_for_token(lines[0])
         assert user is not None
         assert (user.email, user.role) == ("root@example.org", "admin")
         # the password came from the file without its trailing newline
-        await store.authenticate("root@example.org", PASSWORD)
-        assert len(await store.list_users()) == 1
+        await Accounts(store).authenticate("root@example.org", PASSWORD)
+        assert len(await Accounts(store).list_users()) == 1
     finally:
         await store.close()
 
@@ -185,4 +186,4 @@ async def test_admin_functions_in_process(db_url: str, capsys: pytest.CaptureFix
     with pytest.raises(NotFound):
         await create_token(db_url, "nobody@example.org")
     async with await Store.open(db_url) as store:
-        assert await store.user_for_token(token.strip()) is not None
+        assert await Accounts(store).user_for_token(token.strip()) is not None

@@ -11,6 +11,7 @@ import websockets
 from console_support import PASSWORD, api_client, cheap_passwords
 from support import RawCpms, charger, harmone_server, recv_json, wait_for
 
+from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
 
 
@@ -28,13 +29,13 @@ async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
 
 @pytest.fixture
 async def admin(srv: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    await srv.runtime.store.create_account("admin@example.com", PASSWORD, "admin")
+    await Accounts(srv.runtime.store).create_account("admin@example.com", PASSWORD, "admin")
     async with await api_client(srv, "admin@example.com") as client:
         yield client
 
 
 async def test_users_crud(srv: RunningServer, admin: httpx.AsyncClient) -> None:
-    site = await srv.runtime.store.create_site("Depot", "cloud", None, None)
+    site = await srv.runtime.store.sites.create("Depot", "cloud")
     r = await admin.post(
         "/api/v1/users",
         json={
@@ -57,9 +58,9 @@ async def test_users_crud(srv: RunningServer, admin: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.json()["role"] == "viewer" and r.json()["sites"] is None
     r = await admin.patch(f"/api/v1/users/{user['id']}", json={"password": "a new password"})
     assert r.status_code == 200
-    assert (await srv.runtime.store.authenticate("op@example.com", "a new password")).id == user[
-        "id"
-    ]
+    assert (
+        await Accounts(srv.runtime.store).authenticate("op@example.com", "a new password")
+    ).id == user["id"]
     r = await admin.patch(f"/api/v1/users/{user['id']}", json={"sites": []})
     assert r.json()["sites"] == []  # limited to no site at all, not unrestricted
 
@@ -106,7 +107,7 @@ async def test_admins_cannot_lock_themselves_out(
     r = await admin.patch(f"/api/v1/users/{me['id']}", json={"role": None})
     assert r.status_code == 422
     # Another admin may demote the first; then the second is the last admin.
-    await srv.runtime.store.create_account("second@example.com", PASSWORD, "admin")
+    await Accounts(srv.runtime.store).create_account("second@example.com", PASSWORD, "admin")
     async with await api_client(srv, "second@example.com") as second:
         r = await second.patch(f"/api/v1/users/{me['id']}", json={"role": "operator"})
         assert r.status_code == 200

@@ -15,6 +15,7 @@ from console_support import PASSWORD, ConsoleClient, cheap_passwords, signed_in
 from support import RawCpms, charger, harmone_server, recv_json, wait_for
 
 from harmone.relay.state import FrameRecord
+from harmone.services.accounts import Accounts
 from harmone.web.console.frames import describe_frames
 from harmone.web.console.render import charger_path, relative
 from harmone.web.serve import RunningServer
@@ -68,7 +69,7 @@ class EventReader:
 
 
 async def test_sign_in_redirects_back_and_sign_out(srv: RunningServer) -> None:
-    await srv.runtime.store.create_account("op@example.com", PASSWORD, "operator")
+    await Accounts(srv.runtime.store).create_account("op@example.com", PASSWORD, "operator")
     async with ConsoleClient(srv) as browser:
         r = await browser.get("/")
         assert r.headers["location"] == "/login"
@@ -86,8 +87,8 @@ async def test_sign_in_redirects_back_and_sign_out(srv: RunningServer) -> None:
 
 async def test_sites_list_search_and_restriction(srv: RunningServer) -> None:
     store = srv.runtime.store
-    depot = await store.create_site("North depot", "gateway", "10.0.0.7", None)
-    await store.create_site("Office car park", "cloud", None, "wss://cpms.example.com/x")
+    depot = await store.sites.create("North depot", "gateway", gateway_host="10.0.0.7")
+    await store.sites.create("Office car park", "cloud", cpms_url="wss://cpms.example.com/x")
     async with await signed_in(srv, "admin@example.com") as admin:
         page = (await admin.get("/sites")).text
         assert "North depot" in page and "Office car park" in page and "New site" in page
@@ -117,7 +118,7 @@ async def test_create_site_form(srv: RunningServer) -> None:
         )
         assert r.status_code == 303
         uid = r.headers["location"].split("/")[2].split("?")[0]
-        site = await srv.runtime.store.get_site(uid)
+        site = await srv.runtime.store.sites.get(uid)
         assert (site.name, site.type, site.gateway_host) == ("Depot", "gateway", "192.168.1.10")
         hub = await op.get(r.headers["location"])
         assert hub.status_code == 303  # /sites/{uid} -> its Control Hub
@@ -127,7 +128,7 @@ async def test_create_site_form(srv: RunningServer) -> None:
 
 
 async def test_control_hub_shows_the_latest_refused_attempt(srv: RunningServer) -> None:
-    site = await srv.runtime.store.create_site("Depot", "cloud", None, None)
+    site = await srv.runtime.store.sites.create("Depot", "cloud")
     async with await signed_in(srv, "op@example.com", "operator") as op:
         with pytest.raises(websockets.InvalidStatus):
             await charger(f"{ocpp_base(srv)}/{site.uid}/CP-1", subprotocols=())
@@ -139,7 +140,7 @@ async def test_control_hub_shows_the_latest_refused_attempt(srv: RunningServer) 
 
 async def test_site_settings_change_reconnects_chargers(srv: RunningServer) -> None:
     async with RawCpms() as first, RawCpms() as second:
-        site = await srv.runtime.store.create_site("Depot", "cloud", None, first.url)
+        site = await srv.runtime.store.sites.create("Depot", "cloud", cpms_url=first.url)
         async with await signed_in(srv, "op@example.com", "operator") as op:
             ws = await charger(f"{ocpp_base(srv)}/{site.uid}/CP-1")
             await wait_for(lambda: "CP-1" in first.conns)
@@ -150,7 +151,7 @@ async def test_site_settings_change_reconnects_chargers(srv: RunningServer) -> N
                 {"name": "Depot 2", "type": "cloud", "gateway_host": "x", "cpms_url": second.url},
             )
             assert r.headers["location"] == f"/sites/{site.uid}/settings?done=saved"
-            stored = await srv.runtime.store.get_site(site.uid)
+            stored = await srv.runtime.store.sites.get(site.uid)
             assert (stored.name, stored.cpms_url, stored.gateway_host) == (
                 "Depot 2",
                 second.url,
@@ -166,7 +167,7 @@ async def test_site_settings_change_reconnects_chargers(srv: RunningServer) -> N
 async def test_deleting_a_site_disconnects_its_chargers_and_keeps_the_log(
     srv: RunningServer,
 ) -> None:
-    site = await srv.runtime.store.create_site("Doomed", "cloud", None, None)
+    site = await srv.runtime.store.sites.create("Doomed", "cloud")
     async with await signed_in(srv, "op@example.com", "operator") as op:
         ws = await charger(f"{ocpp_base(srv)}/{site.uid}/CP-9")
         await ws.send(BOOT)
@@ -181,7 +182,7 @@ async def test_deleting_a_site_disconnects_its_chargers_and_keeps_the_log(
             await recv_json(ws)
         assert closed.value.rcvd is not None
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1000, "site deleted")
-        assert await srv.runtime.store.find_site(site.uid) is None
+        assert await srv.runtime.store.sites.find(site.uid) is None
         assert "Site deleted." in (await op.get("/sites?done=deleted")).text
         assert (await op.get(f"/sites/{site.uid}/control-hub")).status_code == 404
         # The attempts stay, now under "unknown sites", and a reconnection is refused.
@@ -193,7 +194,7 @@ async def test_deleting_a_site_disconnects_its_chargers_and_keeps_the_log(
 
 async def test_charging_station_page_and_settings(srv: RunningServer) -> None:
     async with RawCpms() as cpms, RawCpms() as own:
-        site = await srv.runtime.store.create_site("Depot", "cloud", None, cpms.url)
+        site = await srv.runtime.store.sites.create("Depot", "cloud", cpms_url=cpms.url)
         async with await signed_in(srv, "op@example.com", "operator") as op:
             ws = await charger(f"{ocpp_base(srv)}/{site.uid}/CP%2B1")
             await ws.send(BOOT)
@@ -210,20 +211,20 @@ async def test_charging_station_page_and_settings(srv: RunningServer) -> None:
             assert r.status_code == 422 and "ws://" in r.text
             r = await op.post(url, {"name": "Bay 1", "cpms_mode": "own", "cpms_url": own.url})
             assert r.headers["location"] == f"{url}?done=reconnected"
-            stored = await srv.runtime.store.get_charger(site.uid, "CP%2B1")
+            stored = await srv.runtime.store.chargers.get(site.uid, "CP%2B1")
             assert (stored.name, stored.cpms_url) == ("Bay 1", own.url)
             with pytest.raises(websockets.ConnectionClosed):
                 await recv_json(ws)
             r = await op.post(url, {"name": "", "cpms_mode": "site", "cpms_url": own.url})
             assert r.headers["location"] == f"{url}?done=saved"  # not connected now
-            stored = await srv.runtime.store.get_charger(site.uid, "CP%2B1")
+            stored = await srv.runtime.store.chargers.get(site.uid, "CP%2B1")
             assert (stored.name, stored.cpms_url) == (None, None)
             assert (await op.get(charger_path(site.uid, "nope"))).status_code == 404
 
 
 async def test_users_pages(srv: RunningServer) -> None:
     store = srv.runtime.store
-    site = await store.create_site("Depot", "cloud", None, None)
+    site = await store.sites.create("Depot", "cloud")
     async with await signed_in(srv, "admin@example.com") as admin:
         r = await admin.post(
             "/users",
@@ -231,7 +232,9 @@ async def test_users_pages(srv: RunningServer) -> None:
             | {"sites": [site.uid]},
         )
         assert r.headers["location"] == "/users?done=created"
-        new = next(a for a in await store.list_accounts() if a.user.email == "new@example.com")
+        new = next(
+            a for a in await Accounts(store).list_accounts() if a.user.email == "new@example.com"
+        )
         assert new.user.role == "viewer" and new.sites == frozenset({site.uid})
         page = (await admin.get("/users")).text
         assert "new@example.com" in page and "Depot" in page
@@ -250,12 +253,14 @@ async def test_users_pages(srv: RunningServer) -> None:
         assert "Only these sites" in (await admin.get(edit)).text
         r = await admin.post(edit, {"role": "operator", "access": "all", "password": ""})
         assert r.headers["location"] == "/users?done=saved"
-        changed = await store.get_account(new.user.id)
+        changed = await Accounts(store).get_account(new.user.id)
         assert changed.user.role == "operator" and changed.sites is None
         assert (await admin.get("/users/9999")).status_code == 404
         assert (await admin.get("/users/abc")).status_code == 404
 
-        me = next(a for a in await store.list_accounts() if a.user.email == "admin@example.com")
+        me = next(
+            a for a in await Accounts(store).list_accounts() if a.user.email == "admin@example.com"
+        )
         assert (await admin.get(f"/users/{me.user.id}/delete")).status_code == 409
         assert (await admin.post(f"/users/{me.user.id}/delete")).status_code == 409
         # Own role cannot change; own password can, and the admin stays signed in.
@@ -264,18 +269,18 @@ async def test_users_pages(srv: RunningServer) -> None:
             {"role": "viewer", "access": "all", "password": "a brand new password"},
         )
         assert r.status_code == 303
-        assert (await store.get_account(me.user.id)).user.role == "admin"
+        assert (await Accounts(store).get_account(me.user.id)).user.role == "admin"
         assert (await admin.get("/users")).status_code == 200
 
         assert "Delete new@example.com?" in (await admin.get(f"{edit}/delete")).text
         r = await admin.post(f"{edit}/delete")
         assert r.headers["location"] == "/users?done=deleted"
-        assert all(a.user.email != "new@example.com" for a in await store.list_accounts())
+        assert all(a.user.email != "new@example.com" for a in await Accounts(store).list_accounts())
 
 
 async def test_charging_stations_stream_live(srv: RunningServer) -> None:
-    site = await srv.runtime.store.create_site("Depot", "cloud", None, None)
-    await srv.runtime.store.register_charger(site.uid, "CP-0")
+    site = await srv.runtime.store.sites.create("Depot", "cloud")
+    await srv.runtime.store.chargers.register(site.uid, "CP-0")
     async with (
         await signed_in(srv, "v@example.com", "viewer") as viewer,
         viewer.http.stream(
@@ -300,7 +305,7 @@ async def test_charging_stations_stream_live(srv: RunningServer) -> None:
         assert seen["id"] == "CP-1" and seen["last_seen"].startswith("20")
         await ws.close()
         await events.until("charger", lambda d: d["id"] == "CP-1" and "Offline" in d["html"])
-        await srv.runtime.store.delete_site(site.uid)
+        await srv.runtime.store.sites.delete(site.uid)
         await charger_event(srv, site.uid)
         await events.until("gone")
 
@@ -313,7 +318,7 @@ async def charger_event(srv: RunningServer, site_uid: str) -> None:
 
 
 async def test_charger_stream_sends_new_frames_and_state(srv: RunningServer) -> None:
-    site = await srv.runtime.store.create_site("Depot", "cloud", None, None)
+    site = await srv.runtime.store.sites.create("Depot", "cloud")
     ws = await charger(f"{ocpp_base(srv)}/{site.uid}/CP-1")
     await ws.send('[2,"h0","Heartbeat",{}]')
     await recv_json(ws)

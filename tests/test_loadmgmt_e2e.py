@@ -16,13 +16,16 @@ from test_meters import meter_sim, sdm630_registers
 from harmone.loadmgmt.controller import Timing
 from harmone.loadmgmt.model import AllocationOptions
 from harmone.loadmgmt.profiles import PROFILE_ID_BASE
+from harmone.services.accounts import Accounts
 from harmone.sim import SimulatedCharger, SimulatedCpms
 from harmone.web.serve import RunningServer
 
 
 async def _api(srv: RunningServer) -> httpx.AsyncClient:
-    await srv.runtime.store.create_user("lm@example.com", "correct horse battery", "admin")
-    token = await srv.runtime.store.create_token("lm@example.com")
+    await Accounts(srv.runtime.store).create_user(
+        "lm@example.com", "correct horse battery", "admin"
+    )
+    token = await Accounts(srv.runtime.store).create_token("lm@example.com")
     return httpx.AsyncClient(
         base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )

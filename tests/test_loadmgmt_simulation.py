@@ -63,6 +63,7 @@ from harmone.loadmgmt.config import parse_config
 from harmone.loadmgmt.controller import ConnectorLoad, SiteController, Timing
 from harmone.loadmgmt.model import AllocationOptions
 from harmone.ocpp.versions import OcppVersion as Version
+from harmone.services.accounts import Accounts
 from harmone.sim import OcppVersion, SimulatedCharger, SimulatedCpms
 from harmone.web.serve import RunningServer
 
@@ -188,8 +189,10 @@ class Sample:
 
 
 async def _api(srv: RunningServer) -> httpx.AsyncClient:
-    await srv.runtime.store.create_user("sim@example.com", "correct horse battery", "admin")
-    token = await srv.runtime.store.create_token("sim@example.com")
+    await Accounts(srv.runtime.store).create_user(
+        "sim@example.com", "correct horse battery", "admin"
+    )
+    token = await Accounts(srv.runtime.store).create_token("sim@example.com")
     return httpx.AsyncClient(
         base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
     )

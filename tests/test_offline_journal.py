@@ -17,6 +17,7 @@ from support import harmone_server, make_site, wait_for
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
+from harmone.services.accounts import Accounts
 from harmone.sim import SimulatedCharger, SimulatedCpms
 from harmone.store import Store
 
@@ -176,7 +177,7 @@ async def test_strict_mode_refuses_without_cpms_and_closes_on_loss(tmp_path: Pat
     try:
         async with harmone_server(tmp_path) as srv:
             site, url = await make_site(srv, cpms.url)
-            await srv.runtime.store.update_site(site.uid, offline_mode="strict")
+            await srv.runtime.store.sites.update(site.uid, offline_mode="strict")
             async with SimulatedCharger(url, "ST", "1.6") as sim:
                 await sim.boot()
                 await cpms.stop()
@@ -186,7 +187,7 @@ async def test_strict_mode_refuses_without_cpms_and_closes_on_loss(tmp_path: Pat
                 await SimulatedCharger(url, "ST", "1.6").connect()
             assert info.value.response.status_code == 503
             await srv.runtime.hub.flush_attempts()
-            log = await srv.runtime.store.list_attempts(site.uid)
+            log = await srv.runtime.store.attempts.of_site(site.uid)
             assert "strict" in (log[0].reason or "")
     finally:
         await cpms.stop()
@@ -194,8 +195,10 @@ async def test_strict_mode_refuses_without_cpms_and_closes_on_loss(tmp_path: Pat
 
 async def test_offline_mode_is_in_the_site_api(tmp_path: Path) -> None:
     async with harmone_server(tmp_path) as srv:
-        await srv.runtime.store.create_user("a@example.com", "correct horse battery", "admin")
-        token = await srv.runtime.store.create_token("a@example.com")
+        await Accounts(srv.runtime.store).create_user(
+            "a@example.com", "correct horse battery", "admin"
+        )
+        token = await Accounts(srv.runtime.store).create_token("a@example.com")
         async with httpx.AsyncClient(
             base_url=srv.url, headers={"Authorization": f"Bearer {token}"}
         ) as api:
@@ -261,7 +264,7 @@ async def test_kill_9_loses_nothing_that_was_answered(tmp_path: Path) -> None:
     try:
         store = await Store.open(db)
         try:
-            site = await store.create_site("K", "cloud", None, f"ws://127.0.0.1:{cpms_port}")
+            site = await store.sites.create("K", "cloud", cpms_url=f"ws://127.0.0.1:{cpms_port}")
         finally:
             await store.close()
         url = f"ws://127.0.0.1:{port}/{site.uid}"

@@ -29,6 +29,7 @@ from schemathesis.checks import (
 )
 
 from harmone.config import ServerConfig
+from harmone.services.accounts import Accounts
 from harmone.web.app import create_app
 from harmone.web.serve import running_server
 
@@ -48,10 +49,12 @@ def _serve(db: Path, ready: list[LiveApi], started: threading.Event, stop: threa
         config = ServerConfig(db_url=f"sqlite:///{db}", host="127.0.0.1", port=0)
         async with running_server(config) as srv:
             store = srv.runtime.store
-            await store.create_user("schema@example.com", "correct horse battery", "admin")
-            token = await store.create_token("schema@example.com")
-            site = await store.create_site("Fuzzed", "cloud", None, None)
-            await store.register_charger(site.uid, "CP-1")
+            await Accounts(store).create_user(
+                "schema@example.com", "correct horse battery", "admin"
+            )
+            token = await Accounts(store).create_token("schema@example.com")
+            site = await store.sites.create("Fuzzed", "cloud")
+            await store.chargers.register(site.uid, "CP-1")
             ready.append(LiveApi(srv.url, token, site.uid, "CP-1"))
             started.set()
             await asyncio.to_thread(stop.wait)

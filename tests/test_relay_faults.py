@@ -60,7 +60,7 @@ async def test_a_silent_cpms_closes_the_charger_in_strict_mode(tmp_path: Path) -
         harmone_server(tmp_path, relay=SILENT_RELAY) as srv,
     ):
         site, url = await make_site(srv, cpms.url)
-        await srv.runtime.store.update_site(site.uid, offline_mode="strict")
+        await srv.runtime.store.sites.update(site.uid, offline_mode="strict")
         srv.runtime.hub.site_changed(site.uid)
         async with await charger(f"{url}/STRICT") as ws:
             await ws.send('[2,"h1","Heartbeat",{}]')
@@ -90,7 +90,7 @@ async def test_a_percent_encoded_space_is_relayed_for_16_and_refused_for_2x(
             await charger(f"{url}/CP%0A9")  # control characters stay refused
         assert info.value.response.status_code == 400
         await srv.runtime.hub.flush_attempts()
-        log = await srv.runtime.store.list_attempts(site.uid)
+        log = await srv.runtime.store.attempts.of_site(site.uid)
         assert "control characters" in (log[0].reason or "")
 
 

@@ -17,7 +17,7 @@ CPMS_TX = 777
 class StartAnsweringCpms(RawCpms):
     """Answers StartTransaction with transaction id CPMS_TX, everything else with {}."""
 
-    async def _handler(self, conn: ServerConnection) -> None:
+    async def _serve(self, conn: ServerConnection) -> None:
         cpid = conn.request.path.rsplit("/", 1)[-1] if conn.request else "?"
         self.connects += 1
         self.conns[cpid] = conn

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from support import harmone_server
 
 from harmone.config import ServerConfig
+from harmone.services.accounts import Accounts
 from harmone.store.models import ConsoleSessionRow
 from harmone.web.app import create_app
 from harmone.web.console import routes_auth, routes_chargers, routes_sites, routes_users
@@ -101,10 +102,10 @@ class Env:
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     async with harmone_server(tmp_path_factory.mktemp("security")) as srv:
         store = srv.runtime.store
-        a = await store.create_site("A", "cloud", None, None)
-        b = await store.create_site("B", "cloud", None, None)
+        a = await store.sites.create("A", "cloud")
+        b = await store.sites.create("B", "cloud")
         for site in (a, b):
-            await store.register_charger(site.uid, "CP-1")
+            await store.chargers.register(site.uid, "CP-1")
         roles = {
             "admin": ("admin", None),
             "operator": ("operator", None),
@@ -114,10 +115,10 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         }
         clients = {}
         for name, (role, sites) in roles.items():
-            await store.create_account(f"{name}@example.com", PASSWORD, role, sites)
+            await Accounts(store).create_account(f"{name}@example.com", PASSWORD, role, sites)
             clients[name] = await api_client(srv, f"{name}@example.com")
         clients["anonymous"] = httpx.AsyncClient(base_url=srv.url, timeout=10)
-        other = await store.create_account("bystander@example.com", PASSWORD, "viewer")
+        other = await Accounts(store).create_account("bystander@example.com", PASSWORD, "viewer")
         try:
             yield Env(srv, a.uid, b.uid, other.user.id, clients)
         finally:
@@ -178,19 +179,19 @@ async def test_a_restricted_operator_may_change_their_own_sites(
 async def test_a_restricted_operator_deletes_their_own_site_but_not_another(env: Env) -> None:
     store = env.srv.runtime.store
     op = env.clients["restricted-operator"]
-    extra = await store.create_site("Extra", "cloud", None, None)
+    extra = await store.sites.create("Extra", "cloud")
     assert (await op.delete(f"/api/v1/sites/{extra.uid}")).status_code == 404
-    account = await store.get_account(
+    account = await Accounts(store).get_account(
         next(
             a.user.id
-            for a in await store.list_accounts()
+            for a in await Accounts(store).list_accounts()
             if a.user.email.startswith("restricted-op")
         )
     )
-    await store.update_account(account.user.id, sites=[env.site_a, extra.uid])
+    await Accounts(store).update_account(account.user.id, sites=[env.site_a, extra.uid])
     assert (await op.delete(f"/api/v1/sites/{extra.uid}")).status_code == 204
-    assert await store.find_site(extra.uid) is None
-    assert (await store.get_account(account.user.id)).sites == frozenset({env.site_a})
+    assert await store.sites.find(extra.uid) is None
+    assert (await Accounts(store).get_account(account.user.id)).sites == frozenset({env.site_a})
 
 
 # -- site restrictions on reads ---------------------------------------------------------------
@@ -257,9 +258,11 @@ async def test_every_console_form_refuses_requests_without_a_valid_csrf_token(
             r = await browser.request("POST", url, **attempt)
             assert r.status_code == 403, (attempt, r.text)
             assert "refused" in r.text
-        assert (await store.get_site(env.site_b)).name == "B"
-        assert (await store.get_charger(env.site_b, "CP-1")).name is None
-        assert not [a for a in await store.list_accounts() if a.user.email == "evil@example.com"]
+        assert (await store.sites.get(env.site_b)).name == "B"
+        assert (await store.chargers.get(env.site_b, "CP-1")).name is None
+        assert not [
+            a for a in await Accounts(store).list_accounts() if a.user.email == "evil@example.com"
+        ]
         assert (await browser.get("/sites")).status_code == 200  # still signed in
 
 
@@ -281,7 +284,7 @@ async def test_a_token_from_another_session_is_refused(env: Env) -> None:
 
 
 async def test_the_sign_in_form_is_protected_against_login_csrf(env: Env) -> None:
-    await env.srv.runtime.store.create_account("victim@example.com", PASSWORD, "viewer")
+    await Accounts(env.srv.runtime.store).create_account("victim@example.com", PASSWORD, "viewer")
     async with ConsoleClient(env.srv) as browser:
         form = {"email": "victim@example.com", "password": PASSWORD, "next": "/sites"}
         r = await browser.request("POST", "/login", data=form)  # no token, no cookie
@@ -305,7 +308,7 @@ async def test_the_sign_in_form_is_protected_against_login_csrf(env: Env) -> Non
 
 
 async def test_cookie_flags(env: Env) -> None:
-    await env.srv.runtime.store.create_account("cookies@example.com", PASSWORD, "viewer")
+    await Accounts(env.srv.runtime.store).create_account("cookies@example.com", PASSWORD, "viewer")
     async with ConsoleClient(env.srv) as browser:
         page = await browser.get("/login")
         login_cookie = page.headers["set-cookie"]
@@ -354,7 +357,7 @@ async def test_pages_and_events_need_a_session(env: Env) -> None:
 
 
 async def test_sign_in_never_redirects_off_site(env: Env) -> None:
-    await env.srv.runtime.store.create_account("redirect@example.com", PASSWORD, "viewer")
+    await Accounts(env.srv.runtime.store).create_account("redirect@example.com", PASSWORD, "viewer")
     for target in ("//evil.example/x", "https://evil.example", "/\\evil.example", "/login"):
         async with ConsoleClient(env.srv) as browser:
             r = await browser.login("redirect@example.com", next_url=target)
@@ -403,8 +406,8 @@ async def fresh(tmp_path: Path) -> AsyncIterator[RunningServer]:
 
 
 async def test_sign_in_is_rate_limited_per_email(fresh: RunningServer) -> None:
-    await fresh.runtime.store.create_account("target@example.com", PASSWORD, "operator")
-    await fresh.runtime.store.create_account("other@example.com", PASSWORD, "operator")
+    await Accounts(fresh.runtime.store).create_account("target@example.com", PASSWORD, "operator")
+    await Accounts(fresh.runtime.store).create_account("other@example.com", PASSWORD, "operator")
     async with ConsoleClient(fresh) as browser:
         for _ in range(5):
             r = await browser.login("target@example.com", "guess-guess")
@@ -418,7 +421,7 @@ async def test_sign_in_is_rate_limited_per_email(fresh: RunningServer) -> None:
 
 
 async def test_sign_in_is_rate_limited_per_address(fresh: RunningServer) -> None:
-    await fresh.runtime.store.create_account("late@example.com", PASSWORD, "operator")
+    await Accounts(fresh.runtime.store).create_account("late@example.com", PASSWORD, "operator")
     async with ConsoleClient(fresh) as browser:
         for i in range(20):
             r = await browser.login(f"nobody{i}@example.com", "guess-guess")

@@ -15,15 +15,21 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, delete, event, select, text, update
 
 import harmone.security
-import harmone.store.store as store_module
+import harmone.services.accounts as accounts_module
 from harmone.errors import AuthError, ConfigError, Conflict, NotFound, StoreError
 from harmone.security import CachedToken, TokenCache
-from harmone.store import Attempt, ChargerState, Store
+from harmone.services.accounts import Accounts
+from harmone.store import Attempt, ChargerIdentity, ChargerState, Store
 from harmone.store.db import create_engine, to_async_url
 from harmone.store.models import ApiTokenRow, Base, UserRow
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def accounts(store: Store) -> Accounts:
+    return Accounts(store)
 
 
 @contextmanager
@@ -48,7 +54,7 @@ def statements(store: Store) -> Iterator[list[str]]:
 
 
 async def make_site(store: Store, name: str = "Depot") -> str:
-    return (await store.create_site(name, "cloud", None, "wss://cpms.example/ocpp")).uid
+    return (await store.sites.create(name, "cloud", cpms_url="wss://cpms.example/ocpp")).uid
 
 
 # -- URLs and engines ---------------------------------------------------------------
@@ -120,11 +126,11 @@ async def test_migrate_is_idempotent(db_url: str) -> None:
         assert not await store.is_migrated()
         await store.migrate()
         assert await store.is_migrated()
-        await store.create_site("kept", "gateway", "10.0.0.2", None)
+        await store.sites.create("kept", "gateway", gateway_host="10.0.0.2")
         await store.migrate()
         await store.migrate()
         assert await store.is_migrated()
-        assert [s.name for s in await store.list_sites()] == ["kept"]
+        assert [s.name for s in await store.sites.all()] == ["kept"]
     finally:
         await store.close()
 
@@ -152,44 +158,44 @@ async def test_migrations_match_models(store: Store) -> None:
 # -- users --------------------------------------------------------------------------
 
 
-async def test_create_and_get_users(store: Store) -> None:
-    alice = await store.create_user("  Alice@Example.ORG ", PASSWORD)
+async def test_create_and_get_users(accounts: Accounts, store: Store) -> None:
+    alice = await accounts.create_user("  Alice@Example.ORG ", PASSWORD)
     assert alice.email == "alice@example.org"
     assert alice.role == "operator"
-    bob = await store.create_user("bob@example.org", PASSWORD, role="viewer")
-    assert await store.get_user(alice.id) == alice
-    assert await store.list_users() == [alice, bob]
+    bob = await accounts.create_user("bob@example.org", PASSWORD, role="viewer")
+    assert await accounts.get_user(alice.id) == alice
+    assert await accounts.list_users() == [alice, bob]
     with pytest.raises(NotFound):
-        await store.get_user(bob.id + 100)
+        await accounts.get_user(bob.id + 100)
 
 
-async def test_create_user_conflicts_and_validation(store: Store) -> None:
-    await store.create_user("alice@example.org", PASSWORD)
+async def test_create_user_conflicts_and_validation(accounts: Accounts, store: Store) -> None:
+    await accounts.create_user("alice@example.org", PASSWORD)
     with pytest.raises(Conflict, match="already exists"):
-        await store.create_user("ALICE@example.org", PASSWORD)
+        await accounts.create_user("ALICE@example.org", PASSWORD)
     with pytest.raises(ConfigError, match="e-mail"):
-        await store.create_user("not an address", PASSWORD)
+        await accounts.create_user("not an address", PASSWORD)
     with pytest.raises(ConfigError, match="at least 8"):
-        await store.create_user("carol@example.org", "short")
+        await accounts.create_user("carol@example.org", "short")
     with pytest.raises(ConfigError, match="role"):
-        await store.create_user("carol@example.org", PASSWORD, role="root")
-    assert len(await store.list_users()) == 1
+        await accounts.create_user("carol@example.org", PASSWORD, role="root")
+    assert len(await accounts.list_users()) == 1
 
 
-async def test_authenticate(store: Store) -> None:
-    alice = await store.create_user("alice@example.org", PASSWORD)
-    assert await store.authenticate("Alice@Example.org", PASSWORD) == alice
+async def test_authenticate(accounts: Accounts, store: Store) -> None:
+    alice = await accounts.create_user("alice@example.org", PASSWORD)
+    assert await accounts.authenticate("Alice@Example.org", PASSWORD) == alice
     with pytest.raises(AuthError) as wrong:
-        await store.authenticate("alice@example.org", PASSWORD + "!")
+        await accounts.authenticate("alice@example.org", PASSWORD + "!")
     with pytest.raises(AuthError) as unknown:
-        await store.authenticate("nobody@example.org", PASSWORD)
+        await accounts.authenticate("nobody@example.org", PASSWORD)
     assert str(wrong.value) == str(unknown.value)  # no hint which one was wrong
 
 
 async def test_authenticate_upgrades_outdated_hashes(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    accounts: Accounts, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await store.create_user("alice@example.org", PASSWORD)
+    await accounts.create_user("alice@example.org", PASSWORD)
 
     async def stored_hash() -> str:
         async with store.engine.connect() as conn:
@@ -197,31 +203,33 @@ async def test_authenticate_upgrades_outdated_hashes(
             return value
 
     before = await stored_hash()
-    monkeypatch.setattr(store_module, "password_needs_rehash", lambda h: h == before)
-    await store.authenticate("alice@example.org", PASSWORD)
+    monkeypatch.setattr(accounts_module, "password_needs_rehash", lambda h: h == before)
+    await accounts.authenticate("alice@example.org", PASSWORD)
     after = await stored_hash()
     assert after != before
     assert after.startswith("$argon2id$")
-    await store.authenticate("alice@example.org", PASSWORD)
+    await accounts.authenticate("alice@example.org", PASSWORD)
     assert await stored_hash() == after
 
 
-async def test_ensure_admin_is_harmless_twice(store: Store) -> None:
-    admin, created = await store.ensure_admin("Root@Example.org", PASSWORD)
+async def test_ensure_admin_is_harmless_twice(accounts: Accounts, store: Store) -> None:
+    admin, created = await accounts.ensure_admin("Root@Example.org", PASSWORD)
     assert created
     assert admin.role == "admin"
-    again, created = await store.ensure_admin("root@example.org", "another password")
+    again, created = await accounts.ensure_admin("root@example.org", "another password")
     assert not created
     assert again == admin
     # the existing password was not replaced
-    await store.authenticate("root@example.org", PASSWORD)
+    await accounts.authenticate("root@example.org", PASSWORD)
     with pytest.raises(AuthError):
-        await store.authenticate("root@example.org", "another password")
+        await accounts.authenticate("root@example.org", "another password")
 
 
-async def test_ensure_admin_leaves_existing_operator_alone(store: Store) -> None:
-    op = await store.create_user("ops@example.org", PASSWORD)
-    user, created = await store.ensure_admin("ops@example.org", PASSWORD)
+async def test_ensure_admin_leaves_existing_operator_alone(
+    accounts: Accounts, store: Store
+) -> None:
+    op = await accounts.create_user("ops@example.org", PASSWORD)
+    user, created = await accounts.ensure_admin("ops@example.org", PASSWORD)
     assert not created
     assert user == op
     assert user.role == "operator"
@@ -230,16 +238,16 @@ async def test_ensure_admin_leaves_existing_operator_alone(store: Store) -> None
 # -- tokens -------------------------------------------------------------------------
 
 
-async def test_tokens(store: Store) -> None:
-    alice = await store.create_user("alice@example.org", PASSWORD)
-    token = await store.create_token("ALICE@example.org")
+async def test_tokens(accounts: Accounts, store: Store) -> None:
+    alice = await accounts.create_user("alice@example.org", PASSWORD)
+    token = await accounts.create_token("ALICE@example.org")
     assert re.fullmatch(r"hm_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", token)
-    assert await store.user_for_token(token) == alice
-    other = await store.create_token("alice@example.org")
+    assert await accounts.user_for_token(token) == alice
+    other = await accounts.create_token("alice@example.org")
     assert other != token
-    assert await store.user_for_token(other) == alice
+    assert await accounts.user_for_token(other) == alice
     with pytest.raises(NotFound, match="no user"):
-        await store.create_token("nobody@example.org")
+        await accounts.create_token("nobody@example.org")
 
 
 @pytest.mark.parametrize(
@@ -253,17 +261,17 @@ async def test_tokens(store: Store) -> None:
         lambda t: t.upper(),
     ],
 )
-async def test_bad_tokens_are_refused(store: Store, mangle: Any) -> None:
-    await store.create_user("alice@example.org", PASSWORD)
-    token = await store.create_token("alice@example.org")
-    assert await store.user_for_token(mangle(token)) is None
+async def test_bad_tokens_are_refused(accounts: Accounts, store: Store, mangle: Any) -> None:
+    await accounts.create_user("alice@example.org", PASSWORD)
+    token = await accounts.create_token("alice@example.org")
+    assert await accounts.user_for_token(mangle(token)) is None
 
 
 async def test_token_cache_skips_argon2_and_honours_deletion(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    accounts: Accounts, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alice = await store.create_user("alice@example.org", PASSWORD)
-    token = await store.create_token("alice@example.org")
+    alice = await accounts.create_user("alice@example.org", PASSWORD)
+    token = await accounts.create_token("alice@example.org")
     calls = 0
     real = harmone.security.verify_token_secret
 
@@ -272,24 +280,26 @@ async def test_token_cache_skips_argon2_and_honours_deletion(
         calls += 1
         return real(secret_hash, secret)
 
-    monkeypatch.setattr(store_module, "verify_token_secret", counting)
+    monkeypatch.setattr(accounts_module, "verify_token_secret", counting)
     for _ in range(5):
-        assert await store.user_for_token(token) == alice
+        assert await accounts.user_for_token(token) == alice
     assert calls == 1
     # a wrong secret is never cached and always costs a full check
     wrong = token[:-1] + ("A" if token[-1] != "A" else "B")
-    assert await store.user_for_token(wrong) is None
-    assert await store.user_for_token(wrong) is None
+    assert await accounts.user_for_token(wrong) is None
+    assert await accounts.user_for_token(wrong) is None
     assert calls == 3
     # deleting the token row revokes it at once, cache or not
     async with store.engine.begin() as conn:
         await conn.execute(delete(ApiTokenRow))
-    assert await store.user_for_token(token) is None
+    assert await accounts.user_for_token(token) is None
 
 
-async def test_token_last_used_at_is_written_at_most_once_a_minute(store: Store) -> None:
-    await store.create_user("alice@example.org", PASSWORD)
-    token = await store.create_token("alice@example.org")
+async def test_token_last_used_at_is_written_at_most_once_a_minute(
+    accounts: Accounts, store: Store
+) -> None:
+    await accounts.create_user("alice@example.org", PASSWORD)
+    token = await accounts.create_token("alice@example.org")
 
     async def last_used() -> datetime | None:
         async with store.engine.connect() as conn:
@@ -297,19 +307,19 @@ async def test_token_last_used_at_is_written_at_most_once_a_minute(store: Store)
             return value
 
     assert await last_used() is None
-    assert await store.user_for_token(token) is not None
+    assert await accounts.user_for_token(token) is not None
     first = await last_used()
     assert first is not None
     assert first.tzinfo == UTC
     with statements(store) as seen:
         for _ in range(3):
-            assert await store.user_for_token(token) is not None
+            assert await accounts.user_for_token(token) is not None
     assert "UPDATE" not in seen
     assert await last_used() == first
     # a minute later it is written again
     async with store.engine.begin() as conn:
         await conn.execute(update(ApiTokenRow).values(last_used_at=first - timedelta(minutes=2)))
-    assert await store.user_for_token(token) is not None
+    assert await accounts.user_for_token(token) is not None
     later = await last_used()
     assert later is not None
     assert later >= first
@@ -329,9 +339,9 @@ def test_token_cache_expires_and_is_bounded() -> None:
     assert cache.get("e") is not None
 
 
-async def test_no_plain_password_or_token_in_database(store: Store) -> None:
-    await store.ensure_admin("root@example.org", PASSWORD)
-    token = await store.create_token("root@example.org")
+async def test_no_plain_password_or_token_in_database(accounts: Accounts, store: Store) -> None:
+    await accounts.ensure_admin("root@example.org", PASSWORD)
+    token = await accounts.create_token("root@example.org")
     async with store.engine.connect() as conn:
         users = (await conn.execute(select(UserRow.__table__))).all()
         tokens = (await conn.execute(select(ApiTokenRow.__table__))).all()
@@ -347,26 +357,26 @@ async def test_no_plain_password_or_token_in_database(store: Store) -> None:
 
 
 async def test_sites_crud(store: Store) -> None:
-    cloud = await store.create_site(" Depot ", "cloud", None, "wss://cpms.example/ocpp")
+    cloud = await store.sites.create(" Depot ", "cloud", cpms_url="wss://cpms.example/ocpp")
     assert cloud.name == "Depot"
     assert re.fullmatch(r"[A-Za-z0-9_-]{24}", cloud.uid)  # 18 random bytes, URL-safe
-    gateway = await store.create_site("Yard", "gateway", "192.168.1.20", None)
-    assert await store.list_sites() == [cloud, gateway]
-    assert await store.get_site(cloud.uid) == cloud
-    assert await store.find_site("nope") is None
+    gateway = await store.sites.create("Yard", "gateway", gateway_host="192.168.1.20")
+    assert await store.sites.all() == [cloud, gateway]
+    assert await store.sites.get(cloud.uid) == cloud
+    assert await store.sites.find("nope") is None
     with pytest.raises(NotFound):
-        await store.get_site("nope")
+        await store.sites.get("nope")
 
-    changed = await store.update_site(cloud.uid, name="Depot 2", cpms_url=None)
+    changed = await store.sites.update(cloud.uid, name="Depot 2", cpms_url=None)
     assert changed.name == "Depot 2"
     assert changed.cpms_url is None
     assert changed.created_at == cloud.created_at
-    assert await store.get_site(cloud.uid) == changed
-    changed = await store.update_site(cloud.uid, type="gateway", gateway_host="10.0.0.9")
+    assert await store.sites.get(cloud.uid) == changed
+    changed = await store.sites.update(cloud.uid, type="gateway", gateway_host="10.0.0.9")
     assert (changed.type, changed.gateway_host) == ("gateway", "10.0.0.9")
-    assert await store.update_site(cloud.uid) == changed
+    assert await store.sites.update(cloud.uid) == changed
     with pytest.raises(NotFound):
-        await store.update_site("nope", name="x")
+        await store.sites.update("nope", name="x")
 
 
 @pytest.mark.parametrize(
@@ -385,39 +395,54 @@ async def test_sites_crud(store: Store) -> None:
 async def test_update_site_validation(store: Store, fields: dict[str, Any], message: str) -> None:
     uid = await make_site(store)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        await store.update_site(uid, **fields)
+        await store.sites.update(uid, **fields)
 
 
 async def test_create_site_validation(store: Store) -> None:
     with pytest.raises(ConfigError):
-        await store.create_site("x", "datacenter", None, None)
+        await store.sites.create("x", "datacenter")
     with pytest.raises(ConfigError):
-        await store.create_site("  ", "cloud", None, None)
-    assert await store.list_sites() == []
+        await store.sites.create("  ", "cloud")
+    with pytest.raises(ConfigError, match="gateway_host: a gateway site needs"):
+        await store.sites.create("x", "gateway")
+    assert await store.sites.all() == []
+
+
+async def test_update_site_checks_the_whole_site(store: Store) -> None:
+    """Rules across fields hold after every change, not only on the fields sent."""
+    uid = await make_site(store)
+    with pytest.raises(ConfigError, match="gateway_host: a gateway site needs"):
+        await store.sites.update(uid, type="gateway")
+    site = await store.sites.update(uid, type="gateway", gateway_host=" 10.0.0.9:8443 ")
+    assert (site.type, site.gateway_host) == ("gateway", "10.0.0.9:8443")
+    with pytest.raises(ConfigError, match="gateway_host: a gateway site needs"):
+        await store.sites.update(uid, gateway_host=None)
+    assert await store.sites.get(uid) == site
+    assert (await store.sites.update(uid)) == site  # nothing to change
 
 
 async def test_site_uids_are_unique(store: Store) -> None:
-    sites = await asyncio.gather(*(store.create_site(f"s{i}", "cloud") for i in range(20)))
+    sites = await asyncio.gather(*(store.sites.create(f"s{i}", "cloud") for i in range(20)))
     assert len({s.uid for s in sites}) == 20
 
 
 async def test_delete_site_cascades_but_keeps_attempts(store: Store) -> None:
     uid = await make_site(store)
     other = await make_site(store, "Other")
-    await store.save_charger_states(
+    await store.chargers.save_states(
         [ChargerState(uid, "CP1", connectors={1: ("Available", T0)}), ChargerState(other, "X")]
     )
-    await store.add_attempts([Attempt(T0, uid, "CP1", "10.0.0.1", True, None)])
-    await store.delete_site(uid)
-    assert await store.find_site(uid) is None
-    assert await store.find_charger(uid, "CP1") is None
+    await store.attempts.add([Attempt(T0, uid, "CP1", "10.0.0.1", True, None)])
+    await store.sites.delete(uid)
+    assert await store.sites.find(uid) is None
+    assert await store.chargers.find(uid, "CP1") is None
     async with store.engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM connectors")) == 0
         assert await conn.scalar(text("SELECT count(*) FROM chargers")) == 1
-    assert [a.charge_point_id for a in await store.list_attempts(uid)] == ["CP1"]
-    assert [a.site_uid for a in await store.list_unknown_site_attempts()] == [uid]
+    assert [a.charge_point_id for a in await store.attempts.of_site(uid)] == ["CP1"]
+    assert [a.site_uid for a in await store.attempts.unknown_sites()] == [uid]
     with pytest.raises(NotFound):
-        await store.delete_site(uid)
+        await store.sites.delete(uid)
 
 
 # -- chargers -----------------------------------------------------------------------
@@ -425,42 +450,42 @@ async def test_delete_site_cascades_but_keeps_attempts(store: Store) -> None:
 
 async def test_register_charger_is_idempotent(store: Store) -> None:
     uid = await make_site(store)
-    first = await store.register_charger(uid, "CP-1")
+    first = await store.chargers.register(uid, "CP-1")
     assert first.id == "CP-1"
     assert not first.connected
     assert first.connectors == ()
-    assert await store.register_charger(uid, "CP-1") == first
-    assert await store.get_charger(uid, "CP-1") == first
+    assert await store.chargers.register(uid, "CP-1") == first
+    assert await store.chargers.get(uid, "CP-1") == first
     with pytest.raises(NotFound, match="no site"):
-        await store.register_charger("nope", "CP-1")
+        await store.chargers.register("nope", "CP-1")
     with pytest.raises(ConfigError):
-        await store.register_charger(uid, "")
+        await store.chargers.register(uid, "")
 
 
 async def test_register_charger_concurrently(store: Store) -> None:
     uid = await make_site(store)
-    results = await asyncio.gather(*(store.register_charger(uid, "CP-1") for _ in range(20)))
+    results = await asyncio.gather(*(store.chargers.register(uid, "CP-1") for _ in range(20)))
     assert len({(c.site_uid, c.id, c.created_at) for c in results}) == 1
-    assert [c.id for c in await store.list_chargers(uid)] == ["CP-1"]
+    assert [c.id for c in await store.chargers.of_site(uid)] == ["CP-1"]
 
 
 async def test_find_get_update_charger(store: Store) -> None:
     uid = await make_site(store)
-    assert await store.find_charger(uid, "CP1") is None
+    assert await store.chargers.find(uid, "CP1") is None
     with pytest.raises(NotFound):
-        await store.get_charger(uid, "CP1")
-    await store.register_charger(uid, "CP1")
-    changed = await store.update_charger(uid, "CP1", name="Bay 1", cpms_url="ws://other:9000")
+        await store.chargers.get(uid, "CP1")
+    await store.chargers.register(uid, "CP1")
+    changed = await store.chargers.update(uid, "CP1", name="Bay 1", cpms_url="ws://other:9000")
     assert (changed.name, changed.cpms_url) == ("Bay 1", "ws://other:9000")
-    assert await store.get_charger(uid, "CP1") == changed
-    changed = await store.update_charger(uid, "CP1", cpms_url=None, name="")
+    assert await store.chargers.get(uid, "CP1") == changed
+    changed = await store.chargers.update(uid, "CP1", cpms_url=None, name="")
     assert (changed.name, changed.cpms_url) == (None, None)
     with pytest.raises(ConfigError, match="cannot set vendor"):
-        await store.update_charger(uid, "CP1", vendor="x")
+        await store.chargers.update(uid, "CP1", vendor="x")
     with pytest.raises(ConfigError):
-        await store.update_charger(uid, "CP1", cpms_url="https://x")
+        await store.chargers.update(uid, "CP1", cpms_url="https://x")
     with pytest.raises(NotFound):
-        await store.update_charger(uid, "CP2", name="x")
+        await store.chargers.update(uid, "CP2", name="x")
 
 
 async def test_list_chargers_with_connectors_in_few_queries(store: Store) -> None:
@@ -470,9 +495,9 @@ async def test_list_chargers_with_connectors_in_few_queries(store: Store) -> Non
         ChargerState(uid, f"CP{i:02d}", connectors={2: ("Charging", T0), 1: ("Available", T0)})
         for i in reversed(range(10))
     ]
-    await store.save_charger_states([*states, ChargerState(other, "ZZ")])
+    await store.chargers.save_states([*states, ChargerState(other, "ZZ")])
     with statements(store) as seen:
-        chargers = await store.list_chargers(uid)
+        chargers = await store.chargers.of_site(uid)
     assert [c.id for c in chargers] == [f"CP{i:02d}" for i in range(10)]
     assert all(
         [(k.id, k.status) for k in c.connectors] == [(1, "Available"), (2, "Charging")]
@@ -480,14 +505,14 @@ async def test_list_chargers_with_connectors_in_few_queries(store: Store) -> Non
     )
     assert seen.count("SELECT") <= 2
     with pytest.raises(NotFound):
-        await store.list_chargers("nope")
-    assert await store.list_chargers(await make_site(store, "Empty")) == []
+        await store.chargers.of_site("nope")
+    assert await store.chargers.of_site(await make_site(store, "Empty")) == []
 
 
 async def test_save_charger_states(store: Store) -> None:
     uid = await make_site(store)
-    await store.register_charger(uid, "CP1")
-    await store.update_charger(uid, "CP1", name="Bay 1")
+    await store.chargers.register(uid, "CP1")
+    await store.chargers.update(uid, "CP1", name="Bay 1")
     boot = ChargerState(
         uid,
         "CP1",
@@ -495,14 +520,13 @@ async def test_save_charger_states(store: Store) -> None:
         connected=True,
         upstream_connected=True,
         last_seen=T0,
-        vendor="ACME",
-        model="Wallbox",
-        serial_number="S-1",
-        firmware_version="1.0",
+        identity=ChargerIdentity(
+            vendor="ACME", model="Wallbox", serial_number="S-1", firmware_version="1.0"
+        ),
         connectors={1: ("Available", T0)},
     )
     with statements(store) as seen:
-        await store.save_charger_states(
+        await store.chargers.save_states(
             [
                 boot,
                 ChargerState(uid, "NEW", connected=True, connectors={0: ("Available", T0)}),
@@ -510,59 +534,67 @@ async def test_save_charger_states(store: Store) -> None:
             ]
         )
     assert seen.count("<BEGIN>") == 1  # one transaction for the whole batch
-    cp1 = await store.get_charger(uid, "CP1")
+    cp1 = await store.chargers.get(uid, "CP1")
     assert cp1.name == "Bay 1"  # not part of a state: untouched
-    assert (cp1.ocpp_version, cp1.vendor, cp1.model) == ("1.6", "ACME", "Wallbox")
-    assert (cp1.serial_number, cp1.firmware_version) == ("S-1", "1.0")
+    assert (cp1.ocpp_version, cp1.identity.vendor, cp1.identity.model) == (
+        "1.6",
+        "ACME",
+        "Wallbox",
+    )
+    assert (cp1.identity.serial_number, cp1.identity.firmware_version) == ("S-1", "1.0")
     assert (cp1.connected, cp1.upstream_connected, cp1.last_seen) == (True, True, T0)
     assert [(k.id, k.status, k.updated_at) for k in cp1.connectors] == [(1, "Available", T0)]
-    new = await store.get_charger(uid, "NEW")
+    new = await store.chargers.get(uid, "NEW")
     assert new.connected
     assert [k.id for k in new.connectors] == [0]
 
     # None leaves a field alone; a later state in the batch wins; connectors are upserted
     t1 = T0 + timedelta(seconds=30)
-    await store.save_charger_states(
+    await store.chargers.save_states(
         [
             ChargerState(uid, "CP1", upstream_connected=False, connectors={1: ("Charging", t1)}),
             ChargerState(uid, "CP1", last_seen=t1, connectors={2: ("Faulted", t1)}),
             ChargerState(uid, "CP1", connected=False),
+            # within an identity too, None leaves a field alone
+            ChargerState(uid, "CP1", identity=ChargerIdentity(firmware_version="2.0")),
         ]
     )
-    cp1 = await store.get_charger(uid, "CP1")
+    cp1 = await store.chargers.get(uid, "CP1")
     assert (cp1.connected, cp1.upstream_connected, cp1.last_seen) == (False, False, t1)
-    assert cp1.vendor == "ACME"
+    assert cp1.identity == ChargerIdentity(
+        vendor="ACME", model="Wallbox", serial_number="S-1", firmware_version="2.0"
+    )
     assert [(k.id, k.status) for k in cp1.connectors] == [(1, "Charging"), (2, "Faulted")]
-    await store.save_charger_states([])
+    await store.chargers.save_states([])
 
 
 async def test_mark_all_disconnected(store: Store) -> None:
     uid = await make_site(store)
-    await store.save_charger_states(
+    await store.chargers.save_states(
         [
             ChargerState(uid, "A", connected=True, upstream_connected=True),
             ChargerState(uid, "B", connected=True),
             ChargerState(uid, "C"),
         ]
     )
-    await store.mark_all_disconnected()
-    chargers = await store.list_chargers(uid)
+    await store.chargers.mark_all_disconnected()
+    chargers = await store.chargers.of_site(uid)
     assert [(c.connected, c.upstream_connected) for c in chargers] == [(False, False)] * 3
 
 
 async def test_datetimes_round_trip_as_aware_utc(store: Store) -> None:
     uid = await make_site(store)
     plus_two = datetime(2025, 6, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
-    await store.save_charger_states([ChargerState(uid, "CP1", last_seen=plus_two)])
-    charger = await store.get_charger(uid, "CP1")
+    await store.chargers.save_states([ChargerState(uid, "CP1", last_seen=plus_two)])
+    charger = await store.chargers.get(uid, "CP1")
     assert charger.last_seen == plus_two
     assert charger.last_seen is not None
     assert charger.last_seen.tzinfo == UTC
     assert charger.last_seen.hour == 12
     assert charger.created_at.tzinfo == UTC
-    assert (await store.get_site(uid)).created_at.tzinfo == UTC
+    assert (await store.sites.get(uid)).created_at.tzinfo == UTC
     with pytest.raises(StoreError, match="naive"):
-        await store.save_charger_states([ChargerState(uid, "CP1", last_seen=datetime(2025, 1, 1))])
+        await store.chargers.save_states([ChargerState(uid, "CP1", last_seen=datetime(2025, 1, 1))])
 
 
 # -- connection attempts ------------------------------------------------------------
@@ -592,35 +624,35 @@ async def test_attempts_newest_first(store: Store) -> None:
         http_status=400,
     )
     ok = attempt(uid, 3, subprotocol="ocpp1.6", offered_subprotocols=("ocpp1.6",))
-    await store.add_attempts([ok, refused, attempt("elsewhere", 9)])
-    assert await store.list_attempts(uid) == [refused, ok]
-    assert await store.list_attempts(uid, limit=1) == [refused]
-    assert await store.list_attempts("nobody") == []
-    unknown = await store.list_unknown_site_attempts()
+    await store.attempts.add([ok, refused, attempt("elsewhere", 9)])
+    assert await store.attempts.of_site(uid) == [refused, ok]
+    assert await store.attempts.of_site(uid, limit=1) == [refused]
+    assert await store.attempts.of_site("nobody") == []
+    unknown = await store.attempts.unknown_sites()
     assert [(a.site_uid, a.at) for a in unknown] == [("elsewhere", T0 + timedelta(seconds=9))]
-    await store.add_attempts([])
+    await store.attempts.add([])
 
 
 async def test_attempts_are_pruned_per_site(store: Store) -> None:
     uid = await make_site(store)
     other = await make_site(store, "Other")
-    await store.add_attempts([attempt(other, i) for i in range(8)])
-    await store.add_attempts([attempt(uid, i) for i in range(10)], keep_per_site=5)
-    kept = await store.list_attempts(uid)
+    await store.attempts.add([attempt(other, i) for i in range(8)])
+    await store.attempts.add([attempt(uid, i) for i in range(10)], keep_per_site=5)
+    kept = await store.attempts.of_site(uid)
     assert [a.at for a in kept] == [T0 + timedelta(seconds=s) for s in range(9, 4, -1)]
     # only the sites in the batch are pruned
-    assert len(await store.list_attempts(other)) == 8
+    assert len(await store.attempts.of_site(other)) == 8
     # equal timestamps: the ones inserted last are the newest
     same = [attempt(uid, 100, cp=f"T{i}") for i in range(4)]
-    await store.add_attempts(same, keep_per_site=3)
-    assert [a.charge_point_id for a in await store.list_attempts(uid)] == ["T3", "T2", "T1"]
+    await store.attempts.add(same, keep_per_site=3)
+    assert [a.charge_point_id for a in await store.attempts.of_site(uid)] == ["T3", "T2", "T1"]
     with pytest.raises(ConfigError):
-        await store.add_attempts([attempt(uid, 1)], keep_per_site=0)
+        await store.attempts.add([attempt(uid, 1)], keep_per_site=0)
 
 
 async def test_unknown_site_attempts_limit(store: Store) -> None:
-    await store.add_attempts([attempt(f"ghost{i}", i) for i in range(5)])
-    assert [a.site_uid for a in await store.list_unknown_site_attempts(limit=2)] == [
+    await store.attempts.add([attempt(f"ghost{i}", i) for i in range(5)])
+    assert [a.site_uid for a in await store.attempts.unknown_sites(limit=2)] == [
         "ghost4",
         "ghost3",
     ]

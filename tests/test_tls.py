@@ -17,12 +17,22 @@ from pathlib import Path
 import httpx
 import pytest
 from certs import TestCA, make_ca
-from support import FAST_RELAY, RawCpms, charger, harmone_server, make_site, recv_json, wait_for
+from support import (
+    FAST_RELAY,
+    PATIENCE,
+    RawCpms,
+    charger,
+    harmone_server,
+    make_site,
+    recv_json,
+    wait_for,
+)
 from websockets.asyncio.server import serve
 from websockets.typing import Subprotocol
 
 from harmone.config import RelayConfig, ServerConfig
 from harmone.errors import ConfigError
+from harmone.services.accounts import Accounts
 from harmone.web.api import ocpp_url
 from harmone.web.serve import RunningServer
 
@@ -66,13 +76,13 @@ def tls_server(
 
 async def api_client(srv: RunningServer, ca: TestCA) -> httpx.AsyncClient:
     store = srv.runtime.store
-    await store.create_user("admin@example.com", "correct horse battery", role="admin")
-    token = await store.create_token("admin@example.com")
+    await Accounts(store).create_user("admin@example.com", "correct horse battery", role="admin")
+    token = await Accounts(store).create_token("admin@example.com")
     return httpx.AsyncClient(
         base_url=srv.url,
         headers={"Authorization": f"Bearer {token}"},
         verify=ca.client_context(),
-        timeout=10,
+        timeout=PATIENCE,
     )
 
 
@@ -87,12 +97,12 @@ async def test_wss_charger_is_relayed_to_a_wss_cpms_trusted_via_upstream_ca(
     ):
         assert srv.runtime.cloud_base_url.startswith("wss://127.0.0.1:")
         assert srv.url.startswith("https://")
-        site = await srv.runtime.store.create_site(
-            "TLS", "cloud", None, cpms.url, charger_auth=True
+        site = await srv.runtime.store.sites.create(
+            "TLS", "cloud", cpms_url=cpms.url, charger_auth=True
         )
         url = ocpp_url(site, srv.runtime.cloud_base_url)
         assert url.startswith("wss://")
-        await srv.runtime.store.set_charger_password(site.uid, "CP-1", PASSWORD)
+        await srv.runtime.store.chargers.set_password(site.uid, "CP-1", PASSWORD)
         auth = "Basic " + base64.b64encode(f"CP-1:{PASSWORD}".encode()).decode()
         async with await charger(
             f"{url}/CP-1", ssl=ca.client_context(), additional_headers={"Authorization": auth}
@@ -116,7 +126,7 @@ async def test_untrusted_cpms_certificate_shows_on_the_charger(tmp_path: Path, c
         TlsCpms(context=other_ca.server_context(cpms_files)) as cpms,
         tls_server(tmp_path, ca) as srv,
     ):
-        site = await srv.runtime.store.create_site("TLS", "cloud", None, cpms.url)
+        site = await srv.runtime.store.sites.create("TLS", "cloud", cpms_url=cpms.url)
         url = ocpp_url(site, srv.runtime.cloud_base_url)
         async with await charger(f"{url}/CP-1", ["ocpp2.0.1"], ssl=ca.client_context()) as ws:
             # Accepted all the same (like any unreachable CPMS), answered locally.

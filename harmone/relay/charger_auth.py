@@ -4,7 +4,7 @@ For a site with `charger_auth`, HARMON-E checks the charger's `Authorization: Ba
 itself, before the CPMS is dialled: a charger that cannot prove who it is never reaches the
 CPMS and cannot displace a connected charger of the same identity. OCPP requires the user
 name to be the charge point identity (1.6 security whitepaper, 2.0.1 Part 2 A00.FR.203), and
-each charger has its own password, stored only as an argon2id hash (the `Store` verifies it
+each charger has its own password, stored only as an argon2id hash (the store verifies it
 in a thread). The header itself is still forwarded to the CPMS unchanged, which may check it
 too.
 
@@ -49,9 +49,9 @@ Key = tuple[str, str]  # (site UID, charge point identity as received)
 
 
 class PasswordChecker(Protocol):
-    """What authentication needs from storage (the real `Store` satisfies it)."""
+    """What authentication needs from storage (the store's `ChargerRepo` satisfies it)."""
 
-    async def verify_charger_password(
+    async def verify_password(
         self, site_uid: str, charger_id: str, password: str
     ) -> PasswordCheck: ...
 
@@ -220,7 +220,7 @@ class ChargerAuthenticator:
                 answer=_FAILED_ANSWER,
             )
         async with self._slots:
-            outcome = await self._passwords.verify_charger_password(site_uid, identity, password)
+            outcome = await self._passwords.verify_password(site_uid, identity, password)
         if outcome == "not_set":
             # Not counted as a failure: nothing can be guessed while no password exists.
             raise Refusal(

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from harmone.store import Store
 from harmone.store.records import Attempt, Charger, ChargerState, PasswordCheck, Site
 
-__all__ = ["ChargerRoute", "Directory", "DirectoryCache"]
+__all__ = ["ChargerRoute", "Directory", "DirectoryCache", "StoreDirectory"]
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,41 @@ class Directory(Protocol):
 
     async def mark_all_disconnected(self) -> None: ...
 
-    async def verify_charger_password(
+    async def verify_password(
         self, site_uid: str, charger_id: str, password: str
     ) -> PasswordCheck: ...
+
+
+class StoreDirectory:
+    """`Directory` over the `Store`, whichever repositories it is split into: the relay
+    depends on this interface only."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def find_site(self, uid: str) -> Site | None:
+        return await self._store.sites.find(uid)
+
+    async def list_sites(self) -> list[Site]:
+        return await self._store.sites.all()
+
+    async def find_charger(self, site_uid: str, charger_id: str) -> Charger | None:
+        return await self._store.chargers.find(site_uid, charger_id)
+
+    async def list_chargers(self, site_uid: str) -> list[Charger]:
+        return await self._store.chargers.of_site(site_uid)
+
+    async def save_charger_states(self, states: list[ChargerState]) -> None:
+        await self._store.chargers.save_states(states)
+
+    async def add_attempts(self, attempts: list[Attempt], keep_per_site: int = 1000) -> None:
+        await self._store.attempts.add(attempts, keep_per_site=keep_per_site)
+
+    async def mark_all_disconnected(self) -> None:
+        await self._store.chargers.mark_all_disconnected()
+
+    async def verify_password(self, site_uid: str, charger_id: str, password: str) -> PasswordCheck:
+        return await self._store.chargers.verify_password(site_uid, charger_id, password)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from harmone.domain import ChargerIdentity
 from harmone.ocpp.events import Booted, ConnectorStatusChanged, Event
 from harmone.relay.state import LiveCharger
 
@@ -15,8 +16,7 @@ def apply_events(live: LiveCharger, events: tuple[Event, ...], now: datetime) ->
     changed = False
     for event in events:
         if isinstance(event, Booted):
-            live.vendor, live.model = event.vendor, event.model
-            live.serial_number, live.firmware_version = event.serial_number, event.firmware_version
+            live.identity = ChargerIdentity.model_validate(event, from_attributes=True)
             changed = True
         elif isinstance(event, ConnectorStatusChanged):
             live.connectors[event.connector_id] = (event.status, now)

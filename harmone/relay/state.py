@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from harmone.store.records import ChargerState
+from harmone.store.records import ChargerIdentity, ChargerState
 
 __all__ = ["ChargerKey", "FrameRecord", "FrameRing", "LiveCharger", "Party"]
 
@@ -106,10 +106,7 @@ class LiveCharger:
     #: when the charger last sent a frame, in epoch seconds (a float per frame is cheaper to
     #: keep than a datetime; `last_seen` shows it as one)
     seen_at: float | None = None
-    vendor: str | None = None
-    model: str | None = None
-    serial_number: str | None = None
-    firmware_version: str | None = None
+    identity: ChargerIdentity = field(default_factory=ChargerIdentity)
     connectors: dict[int, tuple[str, datetime]] = field(default_factory=dict)
     frames: FrameRing = field(default_factory=FrameRing)
 
@@ -134,9 +131,6 @@ class LiveCharger:
             connected=self.connected,
             upstream_connected=self.upstream_connected,
             last_seen=self.last_seen,
-            vendor=self.vendor,
-            model=self.model,
-            serial_number=self.serial_number,
-            firmware_version=self.firmware_version,
+            identity=self.identity,
             connectors=dict(self.connectors),
         )

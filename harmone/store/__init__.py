@@ -1,7 +1,9 @@
-"""Persistence: the `Store` and the frozen records it hands out.
+"""Persistence: the `Store`, its repositories (one module per concern) and the frozen records
+they hand out.
 
-`harmone.store.db` maps database URLs to async engines, `models` holds the schema,
-`migrations` the Alembic history, `admin` the `harmone init` / `harmone token create` commands.
+`db` holds the engine, transactions and migrations, `models` the schema, `migrations` the
+Alembic history; `users`, `sessions`, `sites`, `chargers`, `attempts`, `journal` and
+`loadconfig` are the repositories the `Store` exposes as attributes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from harmone.store.records import (
     Attempt,
     Charger,
+    ChargerIdentity,
     ChargerState,
     Connector,
     Role,
@@ -21,6 +24,7 @@ from harmone.store.store import Store
 __all__ = [
     "Attempt",
     "Charger",
+    "ChargerIdentity",
     "ChargerState",
     "Connector",
     "Role",

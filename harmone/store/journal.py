@@ -10,8 +10,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from harmone.clock import utcnow
+from harmone.store.db import Transactions
 from harmone.store.models import JournalRow, TxMapRow
-from harmone.store.store import Store
 
 __all__ = ["JournalEntry", "JournalRepo"]
 
@@ -26,7 +26,7 @@ class JournalEntry:
 
 
 class JournalRepo:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     def _tx(self, write: bool = False) -> AbstractAsyncContextManager[AsyncSession]:

@@ -8,14 +8,14 @@ from typing import Any
 from sqlalchemy import select
 
 from harmone.clock import utcnow
+from harmone.store.db import Transactions
 from harmone.store.models import LoadConfigRow
-from harmone.store.store import Store
 
 __all__ = ["LoadConfigRepo"]
 
 
 class LoadConfigRepo:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Transactions) -> None:
         self._store = store
 
     async def get(self, site_uid: str) -> dict[str, Any] | None:

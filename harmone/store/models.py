@@ -1,7 +1,7 @@
 """The database schema as SQLAlchemy 2 typed declarative models.
 
-These rows stay inside the store: `Store` converts them to the frozen records of
-`harmone.store.records` before handing anything out. Migrations in `migrations/versions` are
+These rows stay inside the store: the repositories map them to frozen records by field name
+(`harmone.store.rows`) before handing anything out. Migrations in `migrations/versions` are
 written by hand from this file; `tests/test_store.py` checks that they agree.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TypeGuard
 
 from sqlalchemy import (
     BigInteger,
@@ -30,7 +29,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from harmone.clock import utcnow
-from harmone.store.records import Attempt, Charger, Connector, Role, Site, SiteType, User
 
 __all__ = [
     "ApiTokenRow",
@@ -85,14 +83,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def _is_role(value: str) -> TypeGuard[Role]:
-    return value in ("admin", "operator", "viewer")
-
-
-def _is_site_type(value: str) -> TypeGuard[SiteType]:
-    return value in ("cloud", "gateway")
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime()}
@@ -111,12 +101,6 @@ class UserRow(Base):
     #: True: the user sees only the sites listed in user_sites (possibly none). A separate
     #: flag, so that deleting a user's last allowed site never widens what they see.
     sites_restricted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-
-    def to_record(self) -> User:
-        role = self.role
-        if not _is_role(role):  # guarded by the CHECK constraint
-            raise ValueError(f"bad role {role!r} for user {self.id}")
-        return User(id=self.id, email=self.email, role=role, created_at=self.created_at)
 
 
 class ApiTokenRow(Base):
@@ -174,21 +158,6 @@ class SiteRow(Base):
     #: Chargers must send HTTP Basic credentials that HARMON-E checks (migration 0004).
     charger_auth: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
-    def to_record(self) -> Site:
-        kind = self.type
-        if not _is_site_type(kind):  # guarded by the CHECK constraint
-            raise ValueError(f"bad type {kind!r} for site {self.uid}")
-        return Site(
-            uid=self.uid,
-            name=self.name,
-            type=kind,
-            gateway_host=self.gateway_host,
-            cpms_url=self.cpms_url,
-            created_at=self.created_at,
-            offline_mode="strict" if self.offline_mode == "strict" else "hold",
-            charger_auth=self.charger_auth,
-        )
-
 
 class ChargerRow(Base):
     __tablename__ = "chargers"
@@ -214,25 +183,6 @@ class ChargerRow(Base):
     #: argon2id PHC string of the charger's HTTP Basic password (never the password itself).
     password_hash: Mapped[str | None] = mapped_column(String(255))
 
-    def to_record(self, connectors: tuple[Connector, ...] = ()) -> Charger:
-        return Charger(
-            site_uid=self.site_uid,
-            id=self.id,
-            name=self.name,
-            cpms_url=self.cpms_url,
-            ocpp_version=self.ocpp_version,
-            vendor=self.vendor,
-            model=self.model,
-            serial_number=self.serial_number,
-            firmware_version=self.firmware_version,
-            connected=self.connected,
-            upstream_connected=self.upstream_connected,
-            last_seen=self.last_seen,
-            created_at=self.created_at,
-            connectors=connectors,
-            password_set=self.password_hash is not None,
-        )
-
 
 class ConnectorRow(Base):
     __tablename__ = "connectors"
@@ -249,9 +199,6 @@ class ConnectorRow(Base):
     connector_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     status: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime | None]
-
-    def to_record(self) -> Connector:
-        return Connector(id=self.connector_id, status=self.status, updated_at=self.updated_at)
 
 
 class AttemptRow(Base):
@@ -276,20 +223,6 @@ class AttemptRow(Base):
     #: Comma-joined: WebSocket subprotocol names are tokens and cannot contain commas.
     offered_subprotocols: Mapped[str] = mapped_column(Text, default="")
     http_status: Mapped[int | None] = mapped_column(Integer)
-
-    def to_record(self) -> Attempt:
-        offered = tuple(p for p in self.offered_subprotocols.split(",") if p)
-        return Attempt(
-            at=self.at,
-            site_uid=self.site_uid,
-            charge_point_id=self.charge_point_id,
-            remote_addr=self.remote_addr,
-            accepted=self.accepted,
-            reason=self.reason,
-            subprotocol=self.subprotocol,
-            offered_subprotocols=offered,
-            http_status=self.http_status,
-        )
 
 
 class LoadConfigRow(Base):

@@ -1,4 +1,7 @@
-"""Plain, frozen records the store hands out (never live ORM objects)."""
+"""Plain, frozen records the store hands out (never live ORM objects).
+
+Sites and chargers are declared with their rules in `harmone.domain` and re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from harmone.domain import Charger, ChargerIdentity, Connector, OfflineMode, Site, SiteType
+
 __all__ = [
+    "ROLES",
     "Attempt",
     "Charger",
+    "ChargerIdentity",
     "ChargerState",
     "Connector",
     "OfflineMode",
@@ -21,9 +28,8 @@ __all__ = [
     "UserAccount",
 ]
 
-SiteType = Literal["cloud", "gateway"]
 Role = Literal["admin", "operator", "viewer"]
-OfflineMode = Literal["hold", "strict"]
+ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")
 #: The outcome of checking a charger's HTTP Basic password.
 PasswordCheck = Literal["ok", "wrong", "not_set"]
 
@@ -50,51 +56,6 @@ class UserAccount:
 
 
 @dataclass(frozen=True, slots=True)
-class Site:
-    uid: str
-    name: str
-    type: SiteType
-    gateway_host: str | None
-    cpms_url: str | None
-    created_at: datetime
-    #: While a charger's CPMS link is down: "hold" (answer locally, journal, replay) or
-    #: "strict" (close the charger, as a direct connection would be closed).
-    offline_mode: OfflineMode = "hold"
-    #: Chargers must authenticate with HTTP Basic and their own password (security profile
-    #: 1 over ws://, 2 over wss://), checked by HARMON-E at the handshake.
-    charger_auth: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Connector:
-    id: int
-    status: str | None
-    updated_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Charger:
-    """A charger as stored: identity, settings and the last state the relay persisted."""
-
-    site_uid: str
-    id: str
-    name: str | None
-    cpms_url: str | None
-    ocpp_version: str | None
-    vendor: str | None
-    model: str | None
-    serial_number: str | None
-    firmware_version: str | None
-    connected: bool
-    upstream_connected: bool
-    last_seen: datetime | None
-    created_at: datetime
-    connectors: tuple[Connector, ...] = ()
-    #: Whether HARMON-E holds a password (hash) for this charger's HTTP Basic authentication.
-    password_set: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class ChargerState:
     """What the relay learned about a charger, to persist. None means 'leave unchanged'."""
 
@@ -104,10 +65,8 @@ class ChargerState:
     connected: bool | None = None
     upstream_connected: bool | None = None
     last_seen: datetime | None = None
-    vendor: str | None = None
-    model: str | None = None
-    serial_number: str | None = None
-    firmware_version: str | None = None
+    #: What the charger said at boot; within it too, None fields are left unchanged.
+    identity: ChargerIdentity | None = None
     #: connector id -> (status, when the charger reported it)
     connectors: dict[int, tuple[str, datetime]] = field(default_factory=dict)
 

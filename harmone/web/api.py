@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 
+from harmone.errors import ConfigError
 from harmone.relay.state import LiveCharger
-from harmone.store.records import Attempt, Charger, Site, User
+from harmone.store.records import Attempt, Charger, Connector, Site, User
 from harmone.web.access import Access, Forbidden
 from harmone.web.app import HarmoneApp, Runtime
 from harmone.web.schemas import (
@@ -69,12 +72,12 @@ async def current_access(request: Request, rt: RuntimeDep) -> Access:
             "(create one with 'harmone token create')",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = await rt.store.user_for_token(token.strip())
+    user = await rt.accounts.user_for_token(token.strip())
     if user is None:
         raise HTTPException(
             401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"}
         )
-    access = Access(user, None if user.role == "admin" else await rt.store.user_sites(user.id))
+    access = Access(user, None if user.role == "admin" else await rt.accounts.user_sites(user.id))
     uid = request.path_params.get("uid")
     if isinstance(uid, str):
         access.check_site(uid)
@@ -124,6 +127,16 @@ def require_site_creator(access: AccessDep) -> Access:
 SiteCreatorDep = Annotated[Access, Depends(require_site_creator)]
 
 
+@contextmanager
+def _unprocessable() -> Iterator[None]:
+    """Input the domain refuses (ConfigError, naming the field) becomes a 422, as a body that
+    fails the schema does; the console shows the message next to that field."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
 def ocpp_url(site: Site, cloud_base_url: str) -> str:
     """The one URL every charger of the site is given, as the Control Hub shows it."""
     if site.type == "gateway":
@@ -132,17 +145,11 @@ def ocpp_url(site: Site, cloud_base_url: str) -> str:
 
 
 def site_out(site: Site, rt: Runtime) -> SiteOut:
-    return SiteOut(
-        uid=site.uid,
-        name=site.name,
-        type=site.type,
-        gateway_host=site.gateway_host,
-        cpms_url=site.cpms_url,
-        ocpp_url=ocpp_url(site, rt.cloud_base_url),
-        created_at=site.created_at,
-        offline_mode=site.offline_mode,
-        charger_auth=site.charger_auth,
-    )
+    return SiteOut.model_construct(**dict(site), ocpp_url=ocpp_url(site, rt.cloud_base_url))
+
+
+def _connector_out(c: Connector) -> ConnectorOut:
+    return ConnectorOut(id=c.id, status=c.status, updated_at=c.updated_at)
 
 
 def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> ChargerOut:
@@ -155,25 +162,16 @@ def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> Charg
             name=charger.name,
             connected=charger.connected,
             ocpp_version=charger.ocpp_version,
-            vendor=charger.vendor,
-            model=charger.model,
-            serial_number=charger.serial_number,
-            firmware_version=charger.firmware_version,
+            **dict(charger.identity),
             last_seen=charger.last_seen,
             cpms_url=charger.cpms_url,
             effective_cpms_url=effective,
             upstream_connected=charger.upstream_connected,
             upstream_error=None,
-            connectors=[
-                ConnectorOut(id=c.id, status=c.status, updated_at=c.updated_at)
-                for c in charger.connectors
-            ],
+            connectors=[_connector_out(c) for c in charger.connectors],
             password_set=charger.password_set,
         )
-    connectors = {
-        c.id: ConnectorOut(id=c.id, status=c.status, updated_at=c.updated_at)
-        for c in charger.connectors
-    }
+    connectors = {c.id: _connector_out(c) for c in charger.connectors}
     for cid, (st, at) in live.connectors.items():
         connectors[cid] = ConnectorOut(id=cid, status=st, updated_at=at)
     return ChargerOut(
@@ -182,10 +180,7 @@ def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> Charg
         name=charger.name,
         connected=live.connected,
         ocpp_version=live.ocpp_version or charger.ocpp_version,
-        vendor=live.vendor or charger.vendor,
-        model=live.model or charger.model,
-        serial_number=live.serial_number or charger.serial_number,
-        firmware_version=live.firmware_version or charger.firmware_version,
+        **dict(live.identity.over(charger.identity)),
         last_seen=live.last_seen or charger.last_seen,
         cpms_url=charger.cpms_url,
         effective_cpms_url=effective,
@@ -218,7 +213,7 @@ async def reconnect_if_cpms_changed(rt: Runtime, site: Site) -> None:
     for (site_uid, charger_id), link in list(rt.hub.links.items()):
         if site_uid != site.uid:
             continue
-        stored = await rt.store.find_charger(site.uid, charger_id)
+        stored = await rt.store.chargers.find(site.uid, charger_id)
         after = (stored.cpms_url if stored else None) or site.cpms_url
         if after != link.cpms_url:
             log.info(
@@ -237,7 +232,7 @@ async def delete_site_and_disconnect(rt: Runtime, uid: str, grace: float = 5.0) 
     The site goes first: a closed charger that reconnects at once then finds no site and is
     refused (and logged), instead of being admitted again into a site about to vanish.
     """
-    await rt.store.delete_site(uid)
+    await rt.store.sites.delete(uid)
     rt.hub.site_changed(uid)
     links = [link for (site_uid, _), link in list(rt.hub.links.items()) if site_uid == uid]
     for link in links:
@@ -256,16 +251,8 @@ async def delete_site_and_disconnect(rt: Runtime, uid: str, grace: float = 5.0) 
 # -- sites --
 @router.post("/sites", status_code=201, response_model=SiteOut)
 async def create_site(body: SiteIn, rt: RuntimeDep, _: SiteCreatorDep) -> SiteOut:
-    if body.type == "gateway" and not body.gateway_host:
-        raise HTTPException(422, "gateway_host: a gateway site needs the box's LAN address")
-    site = await rt.store.create_site(
-        body.name,
-        body.type,
-        body.gateway_host,
-        body.cpms_url,
-        body.offline_mode,
-        charger_auth=body.charger_auth,
-    )
+    with _unprocessable():
+        site = await rt.store.sites.create(**body.model_dump())
     rt.hub.site_changed(site.uid)
     log.info("site=%s created (%s, %r)", site.uid, site.type, site.name)
     return site_out(site, rt)
@@ -274,29 +261,20 @@ async def create_site(body: SiteIn, rt: RuntimeDep, _: SiteCreatorDep) -> SiteOu
 @router.get("/sites", response_model=list[SiteOut])
 async def list_sites(rt: RuntimeDep, access: AccessDep) -> list[SiteOut]:
     """The sites this user may see (a user limited to some sites sees only those)."""
-    return [site_out(s, rt) for s in access.visible(await rt.store.list_sites())]
+    return [site_out(s, rt) for s in access.visible(await rt.store.sites.all())]
 
 
 @router.get("/sites/{uid}", response_model=SiteOut)
 async def get_site(uid: str, rt: RuntimeDep, _: UserDep) -> SiteOut:
-    return site_out(await rt.store.get_site(uid), rt)
+    return site_out(await rt.store.sites.get(uid), rt)
 
 
 @router.patch("/sites/{uid}", response_model=SiteOut)
 async def patch_site(uid: str, body: SitePatch, rt: RuntimeDep, _: WriterDep) -> SiteOut:
-    site = await rt.store.get_site(uid)
-    fields = body.model_dump(exclude_unset=True)
-    if "name" in fields and fields["name"] is None:
-        raise HTTPException(422, "name: a site needs a name")
-    if "type" in fields and fields["type"] is None:
-        raise HTTPException(422, "type: must be cloud or gateway")
-    if "offline_mode" in fields and fields["offline_mode"] is None:
-        raise HTTPException(422, "offline_mode: must be hold or strict")
-    new_type = fields.get("type", site.type)
-    new_host = fields.get("gateway_host", site.gateway_host)
-    if new_type == "gateway" and not new_host:
-        raise HTTPException(422, "gateway_host: a gateway site needs the box's LAN address")
-    updated = await rt.store.update_site(uid, **fields) if fields else site
+    site = await rt.store.sites.get(uid)
+    fields = body.changes()
+    with _unprocessable():
+        updated = await rt.store.sites.update(uid, **fields) if fields else site
     rt.hub.site_changed(uid)
     if "offline_mode" in fields:
         for key, link in rt.hub.links.items():
@@ -332,17 +310,17 @@ async def delete_site(uid: str, rt: RuntimeDep, _: WriterDep) -> Response:
 # -- chargers --
 @router.get("/sites/{uid}/chargers", response_model=list[ChargerOut])
 async def list_chargers(uid: str, rt: RuntimeDep, _: UserDep) -> list[ChargerOut]:
-    site = await rt.store.get_site(uid)
+    site = await rt.store.sites.get(uid)
     return [
         charger_out(c, rt.hub.live_state(uid, c.id), site)
-        for c in await rt.store.list_chargers(uid)
+        for c in await rt.store.chargers.of_site(uid)
     ]
 
 
 @router.get("/sites/{uid}/chargers/{charger_id}", response_model=ChargerOut)
 async def get_charger(uid: str, charger_id: str, rt: RuntimeDep, _: UserDep) -> ChargerOut:
-    site = await rt.store.get_site(uid)
-    charger = await rt.store.get_charger(uid, charger_id)
+    site = await rt.store.sites.get(uid)
+    charger = await rt.store.chargers.get(uid, charger_id)
     return charger_out(charger, rt.hub.live_state(uid, charger_id), site)
 
 
@@ -350,11 +328,12 @@ async def get_charger(uid: str, charger_id: str, rt: RuntimeDep, _: UserDep) -> 
 async def patch_charger(
     uid: str, charger_id: str, body: ChargerPatch, rt: RuntimeDep, _: WriterDep
 ) -> ChargerOut:
-    site = await rt.store.get_site(uid)
-    charger = await rt.store.get_charger(uid, charger_id)
-    fields = body.model_dump(exclude_unset=True)
+    site = await rt.store.sites.get(uid)
+    charger = await rt.store.chargers.get(uid, charger_id)
+    fields = body.changes()
     if fields:
-        charger = await rt.store.update_charger(uid, charger_id, **fields)
+        with _unprocessable():
+            charger = await rt.store.chargers.update(uid, charger_id, **fields)
         rt.hub.charger_changed(uid, charger_id)
     if "cpms_url" in fields:
         await reconnect_if_cpms_changed(rt, site)
@@ -370,7 +349,7 @@ async def charger_frames(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[FrameOut]:
     """The most recent OCPP frames of this charger, both ways, oldest first."""
-    await rt.store.get_charger(uid, charger_id)
+    await rt.store.chargers.get(uid, charger_id)
     frames = rt.hub.frames(uid, charger_id)[-limit:]
     return [
         FrameOut(
@@ -388,9 +367,9 @@ async def connection_log(
     _: UserDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AttemptOut]:
-    await rt.store.get_site(uid)
+    await rt.store.sites.get(uid)
     await rt.hub.flush_attempts()
-    return [attempt_out(a) for a in await rt.store.list_attempts(uid, limit)]
+    return [attempt_out(a) for a in await rt.store.attempts.of_site(uid, limit)]
 
 
 @router.get("/connection-log/unknown-sites", response_model=list[AttemptOut])
@@ -405,4 +384,4 @@ async def unknown_site_log(
     if access.restricted:
         raise HTTPException(403, "only users who see every site may read this log")
     await rt.hub.flush_attempts()
-    return [attempt_out(a) for a in await rt.store.list_unknown_site_attempts(limit)]
+    return [attempt_out(a) for a in await rt.store.attempts.unknown_sites(limit)]

@@ -53,10 +53,10 @@ async def set_charger_password(
     before it is installed. A connected charger keeps its connection; the new password is
     checked at its next handshake.
     """
-    site = await rt.store.get_site(uid)
+    site = await rt.store.sites.get(uid)
     problem = identity_problem(charger_id)
     if problem:
         raise HTTPException(422, f"charger_id: not a charge point identity: {problem}")
-    charger = await rt.store.set_charger_password(uid, charger_id, body.password)
+    charger = await rt.store.chargers.set_password(uid, charger_id, body.password)
     rt.hub.charger_changed(uid, charger_id)
     return charger_out(charger, rt.hub.live_state(uid, charger_id), site)

@@ -99,14 +99,14 @@ def _controller(rt: Runtime, uid: str) -> SiteController:
 
 @router.get("")
 async def get_config(uid: str, rt: RuntimeDep, _: UserDep) -> dict[str, Any]:
-    await rt.store.get_site(uid)
+    await rt.store.sites.get(uid)
     return _controller(rt, uid).config.to_json()
 
 
 @router.put("")
 async def put_config(uid: str, body: LoadConfigIn, rt: RuntimeDep, _: WriterDep) -> dict[str, Any]:
     """Set the site's electrical tree, charger settings and policy (validated as a whole)."""
-    await rt.store.get_site(uid)
+    await rt.store.sites.get(uid)
     try:
         config = await rt.loadmgmt.configure(uid, body.model_dump(exclude_none=True))
     except ConfigError as exc:
@@ -118,7 +118,7 @@ async def put_config(uid: str, body: LoadConfigIn, rt: RuntimeDep, _: WriterDep)
 async def status(uid: str, rt: RuntimeDep, _: UserDep) -> dict[str, Any]:
     """The allocation in force: per node limit, load and headroom; per connector its grant,
     what was sent, the measured draw, and why it got less than it wanted."""
-    await rt.store.get_site(uid)
+    await rt.store.sites.get(uid)
     ctl = _controller(rt, uid)
     a = ctl.last
     chargers = {}
@@ -202,7 +202,7 @@ async def timeseries(
 ) -> list[dict[str, Any]]:
     """Limit, measured load and granted current per node and connector over time (one sample
     per allocation round, the last hour or so, in memory)."""
-    await rt.store.get_site(uid)
+    await rt.store.sites.get(uid)
     ctl = _controller(rt, uid)
     samples = [s for s in ctl.series if since is None or s.at > since][-limit:]
     return [{"at": s.at, "nodes": list(s.nodes), "connectors": list(s.connectors)} for s in samples]

@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from harmone.errors import ConfigError, Conflict
+from harmone.errors import ConfigError
 from harmone.security import MIN_PASSWORD_LENGTH
+from harmone.services.accounts import UNCHANGED, Unchanged
 from harmone.store.records import UserAccount
-from harmone.store.store import UNCHANGED, Unchanged
 from harmone.web.api import AdminDep, RuntimeDep
 
 __all__ = ["UserIn", "UserOut", "UserPatch", "router", "user_out"]
@@ -65,13 +65,13 @@ def user_out(account: UserAccount) -> UserOut:
 
 @router.get("", response_model=list[UserOut])
 async def list_users(rt: RuntimeDep, _: AdminDep) -> list[UserOut]:
-    return [user_out(a) for a in await rt.store.list_accounts()]
+    return [user_out(a) for a in await rt.accounts.list_accounts()]
 
 
 @router.post("", status_code=201, response_model=UserOut)
 async def create_user(body: UserIn, rt: RuntimeDep, _: AdminDep) -> UserOut:
     try:
-        account = await rt.store.create_account(body.email, body.password, body.role, body.sites)
+        account = await rt.accounts.create_account(body.email, body.password, body.role, body.sites)
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
     return user_out(account)
@@ -83,7 +83,7 @@ UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 @router.get("/{user_id}", response_model=UserOut)
 async def get_user(user_id: UserId, rt: RuntimeDep, _: AdminDep) -> UserOut:
-    return user_out(await rt.store.get_account(user_id))
+    return user_out(await rt.accounts.get_account(user_id))
 
 
 @router.patch("/{user_id}", response_model=UserOut)
@@ -94,14 +94,13 @@ async def patch_user(user_id: UserId, body: UserPatch, rt: RuntimeDep, admin: Ad
     for name in ("role", "password"):
         if name in fields and fields[name] is None:
             raise HTTPException(422, f"{name}: must not be null")
-    current = await rt.store.get_account(user_id)
-    if user_id == admin.user.id and fields.get("role", current.user.role) != current.user.role:
-        raise Conflict("you cannot change your own role: ask another admin")
     role: str | Unchanged = fields.get("role", UNCHANGED)
     sites: list[str] | Unchanged | None = fields.get("sites", UNCHANGED)
     password: str | Unchanged = fields.get("password", UNCHANGED)
     try:
-        account = await rt.store.update_account(user_id, role=role, sites=sites, password=password)
+        account = await rt.accounts.update_account(
+            user_id, role=role, sites=sites, password=password, acting=admin.user
+        )
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
     return user_out(account)
@@ -110,7 +109,5 @@ async def patch_user(user_id: UserId, body: UserPatch, rt: RuntimeDep, admin: Ad
 @router.delete("/{user_id}", status_code=204, response_class=Response)
 async def delete_user(user_id: UserId, rt: RuntimeDep, admin: AdminDep) -> Response:
     """Delete a user with their API tokens and console sessions (not yourself)."""
-    if user_id == admin.user.id:
-        raise Conflict("you cannot delete your own account: ask another admin")
-    await rt.store.delete_user(user_id)
+    await rt.accounts.delete_user(user_id, acting=admin.user)
     return Response(status_code=204)

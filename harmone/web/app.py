@@ -18,11 +18,11 @@ from harmone import __version__
 from harmone.config import ServerConfig
 from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreError
 from harmone.loadmgmt.runtime import LoadManager
+from harmone.relay.directory import StoreDirectory
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.registry import RelayRegistry
+from harmone.services.accounts import Accounts
 from harmone.store import Store
-from harmone.store.journal import JournalRepo
-from harmone.store.loadconfig import LoadConfigRepo
 from harmone.web.body_limit import BodyLimit
 
 __all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
@@ -46,6 +46,11 @@ class Runtime:
     cloud_base_url: str
     loadmgmt: LoadManager
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Users, console sessions and API tokens (holds the cache of verified tokens).
+    accounts: Accounts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accounts = Accounts(self.store)
 
 
 class HarmoneApp:
@@ -70,11 +75,11 @@ class HarmoneApp:
         store = self._store or await open_store(self.config.db_url)
         self._store = None  # owned (and closed) by this lifespan from here on
         try:
-            hub = RelayRegistry(store, self.config.relay)
+            hub = RelayRegistry(StoreDirectory(store), self.config.relay)
             await hub.start()
             loadmgmt = LoadManager(
                 hub,
-                LoadConfigRepo(store),
+                store.loadconfig,
                 hub.clock,
                 self.config.load_options,
                 self.config.load_timing,
@@ -82,7 +87,7 @@ class HarmoneApp:
             await loadmgmt.start()
             base = self.config.public_url or self._listen_url()
             self.runtime = Runtime(self.config, store, hub, base, loadmgmt)
-            self.endpoint = OcppEndpoint(hub, JournalRepo(store))
+            self.endpoint = OcppEndpoint(hub, store.journal)
             log.info("HARMON-E %s serving; cloud OCPP URLs start with %s", __version__, base)
             try:
                 yield

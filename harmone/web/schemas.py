@@ -1,14 +1,26 @@
-"""The REST API's request and response bodies, with the validation the contract promises."""
+"""The REST API's request and response bodies, derived from `harmone.domain`.
+
+Site and charger fields, with their rules, are declared once in the domain: `SiteIn` is the
+domain's `SiteSettings`, `SitePatch` and `ChargerPatch` are its settings with every field
+optional, `SiteOut` is the stored `Site` plus its OCPP URL, and `ChargerOut` flattens the
+charger's `ChargerIdentity` into `vendor`, `model`, … as the contract shows them.
+"""
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from datetime import datetime
 from typing import Literal
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from harmone.domain import (
+    ChargerIdentity,
+    ChargerSettings,
+    Partial,
+    Site,
+    SiteFields,
+    SiteSettings,
+)
 
 __all__ = [
     "AttemptOut",
@@ -19,115 +31,19 @@ __all__ = [
     "SiteIn",
     "SiteOut",
     "SitePatch",
-    "validate_cpms_url",
-    "validate_gateway_host",
 ]
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
+
+class SiteIn(SiteSettings):
+    """A new site: every rule of the domain applies (a gateway site needs gateway_host)."""
 
 
-def validate_cpms_url(value: str | None) -> str | None:
-    """A CPMS URL is ws:// or wss:// with a host; the charger's identity is appended to it."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError("cpms_url must start with ws:// or wss://")
-    if not parts.hostname:
-        raise ValueError("cpms_url must name a host")
-    if parts.query or parts.fragment:
-        raise ValueError("cpms_url must not contain a query or fragment")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise ValueError("cpms_url has an invalid port") from None
-    return value.rstrip("/")
+class SitePatch(Partial, SiteFields):
+    """Any writable site field; the store checks the site as a whole after the change."""
 
 
-def validate_gateway_host(value: str | None) -> str | None:
-    """The box's LAN address: an IP or host name, optionally with :port; nothing else."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    if "/" in value or "://" in value:
-        raise ValueError(
-            "gateway_host is an address like 192.168.1.10 or box.local[:port], not a URL"
-        )
-    host, port = value, None
-    if value.startswith("["):  # [IPv6]:port
-        host, _, rest = value[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else (None if not rest else "bad")
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
-        raise ValueError("gateway_host has an invalid port")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOSTNAME.match(host):
-            raise ValueError(
-                f"gateway_host {host!r} is neither an IP address nor a host name"
-            ) from None
-    return value
-
-
-_CHARGER_AUTH = (
-    "chargers must authenticate with HTTP Basic (user: their identity, password: their own, "
-    "set with PUT .../chargers/{id}/password), checked by HARMON-E at the handshake"
-)
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-
-class SiteIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
-    type: Literal["cloud", "gateway"]
-    gateway_host: str | None = None
-    cpms_url: str | None = None
-    offline_mode: Literal["hold", "strict"] = Field(
-        default="hold",
-        description="CPMS link down: hold = answer locally, journal and replay; "
-        "strict = close the charger",
-    )
-    charger_auth: StrictBool = Field(default=False, description=_CHARGER_AUTH)
-
-    _cpms = field_validator("cpms_url")(validate_cpms_url)
-    _gw = field_validator("gateway_host")(validate_gateway_host)
-
-
-class SitePatch(_Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    type: Literal["cloud", "gateway"] | None = None
-    gateway_host: str | None = None
-    cpms_url: str | None = None
-    offline_mode: Literal["hold", "strict"] | None = None
-    # Not nullable: only sent when it changes (the API reads exclude_unset).
-    charger_auth: StrictBool = Field(default=False, description=_CHARGER_AUTH)
-
-    _cpms = field_validator("cpms_url")(validate_cpms_url)
-    _gw = field_validator("gateway_host")(validate_gateway_host)
-
-
-class SiteOut(BaseModel):
-    uid: str
-    name: str
-    type: Literal["cloud", "gateway"]
-    gateway_host: str | None
-    cpms_url: str | None
-    ocpp_url: str
-    created_at: datetime
-    offline_mode: Literal["hold", "strict"]
-    charger_auth: bool = Field(default=False, description=_CHARGER_AUTH)
+class SiteOut(Site):
+    ocpp_url: str = Field(description="exactly what a charger must be given")
 
 
 class ConnectorOut(BaseModel):
@@ -136,16 +52,19 @@ class ConnectorOut(BaseModel):
     updated_at: datetime | None = None
 
 
-class ChargerOut(BaseModel):
+class _ChargerHead(BaseModel):
     id: str
     site_uid: str
     name: str | None
     connected: bool
     ocpp_version: str | None
-    vendor: str | None
-    model: str | None
-    serial_number: str | None
-    firmware_version: str | None
+
+
+class ChargerOut(ChargerIdentity, _ChargerHead):
+    """A charger with its boot identity as flat fields (`_ChargerHead`'s come first)."""
+
+    model_config = ConfigDict(frozen=False)
+
     last_seen: datetime | None
     cpms_url: str | None = Field(description="this charger's own CPMS; null: the site's")
     effective_cpms_url: str | None = Field(description="the CPMS it is relayed to")
@@ -159,11 +78,8 @@ class ChargerOut(BaseModel):
     )
 
 
-class ChargerPatch(_Strict):
-    name: str | None = Field(default=None, max_length=200)
-    cpms_url: str | None = None
-
-    _cpms = field_validator("cpms_url")(validate_cpms_url)
+class ChargerPatch(Partial, ChargerSettings):
+    """A charger's name or its own CPMS (null: the site's)."""
 
 
 class AttemptOut(BaseModel):

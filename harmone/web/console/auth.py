@@ -2,7 +2,7 @@
 
 The session id is 256 random bits in a `__Host-` cookie (Secure, HttpOnly, SameSite=Lax,
 Path=/, no Domain: the browser refuses to let any other origin set or read it); the
-database keeps only its SHA-256 (see `Store.session_account`). Chromium, Firefox and Safari
+database keeps only its SHA-256 (see `Accounts.session_account`). Chromium, Firefox and Safari
 treat http://127.0.0.1 and http://localhost as secure contexts, so Secure cookies work there
 without TLS; anywhere else the console must be served over HTTPS (docs/console.md).
 """
@@ -97,7 +97,7 @@ async def optional_session(request: Request, rt: RuntimeDep) -> ConsoleSession |
     if not session_id:
         return None
     settings = console_state(request).settings
-    account = await rt.store.session_account(session_id, settings.session_idle)
+    account = await rt.accounts.session_account(session_id, settings.session_idle)
     if account is None:
         return None
     session = ConsoleSession(Access.of(account), session_id, session_token(session_id))

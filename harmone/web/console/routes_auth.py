@@ -132,7 +132,7 @@ async def login(request: Request, rt: RuntimeDep) -> Response:
         )
     password = form.get("password")
     try:
-        account_user = await rt.store.authenticate(
+        account_user = await rt.accounts.authenticate(
             email, password if isinstance(password, str) else ""
         )
     except AuthError:
@@ -143,8 +143,8 @@ async def login(request: Request, rt: RuntimeDep) -> Response:
     state.limiter.succeeded(email)
     old = request.cookies.get(SESSION_COOKIE)
     if old:  # a new id on every sign-in: no session fixation
-        await rt.store.delete_session(old)
-    session_id = await rt.store.create_session(account_user.id, state.settings.session_lifetime)
+        await rt.accounts.delete_session(old)
+    session_id = await rt.accounts.create_session(account_user.id, state.settings.session_lifetime)
     log.info("%s signed in from %s", account_user.email, address)
     response = RedirectResponse(next_url, status_code=303)
     set_session_cookie(response, session_id)
@@ -155,7 +155,7 @@ async def login(request: Request, rt: RuntimeDep) -> Response:
 @router.post("/logout")
 async def logout(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
     await checked_form(request, session)
-    await rt.store.delete_session(session.session_id)
+    await rt.accounts.delete_session(session.session_id)
     log.info("%s signed out", session.access.user.email)
     response = RedirectResponse("/login?bye=1", status_code=303)
     clear_session_cookie(response)

@@ -39,7 +39,7 @@ async def _load(
     rt: Runtime, session: ConsoleSession, uid: str, charger_id: str
 ) -> tuple[Site, Charger]:
     site = await load_site(rt, session, uid)
-    charger = await rt.store.find_charger(uid, charger_id)
+    charger = await rt.store.chargers.find(uid, charger_id)
     if charger is None:
         raise PageError(
             404,

@@ -55,7 +55,7 @@ def require(check: Any) -> None:
 
 async def load_site(rt: Runtime, session: ConsoleSession, uid: str) -> Site:
     """The site, or a 404 page, also for sites outside the user's scope (indistinguishable)."""
-    site = await rt.store.find_site(uid) if session.access.sees(uid) else None
+    site = await rt.store.sites.find(uid) if session.access.sees(uid) else None
     if site is None:
         raise PageError(
             404,
@@ -104,7 +104,7 @@ async def _site_tab(
 @router.get("/sites")
 async def sites_page(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
     query = request.query_params.get("q", "").strip()
-    sites = session.access.visible(await rt.store.list_sites())
+    sites = session.access.visible(await rt.store.sites.all())
     if query:
         needle = query.lower()
         sites = [
@@ -115,7 +115,7 @@ async def sites_page(request: Request, rt: RuntimeDep, session: SessionDep) -> R
                 for value in (s.name, s.uid, s.gateway_host, s.cpms_url)
             )
         ]
-    counts = await rt.store.charger_counts()
+    counts = await rt.store.chargers.counts()
     rows = [
         {
             "site": site_out(s, rt),
@@ -181,7 +181,7 @@ async def site_home(uid: str, request: Request, rt: RuntimeDep, session: Session
 async def control_hub(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
     site = await load_site(rt, session, uid)
     await rt.hub.flush_attempts()
-    latest = await rt.store.list_attempts(uid, 1)
+    latest = await rt.store.attempts.of_site(uid, 1)
     return await _site_tab(
         request,
         rt,
@@ -197,7 +197,7 @@ async def chargers_tab(uid: str, request: Request, rt: RuntimeDep, session: Sess
     site = await load_site(rt, session, uid)
     chargers = [
         charger_out(c, rt.hub.live_state(uid, c.id), site)
-        for c in await rt.store.list_chargers(uid)
+        for c in await rt.store.chargers.of_site(uid)
     ]
     return await _site_tab(request, rt, session, site, "chargers", {"chargers": chargers})
 
@@ -216,7 +216,7 @@ async def connection_log_tab(
 ) -> Response:
     site = await load_site(rt, session, uid)
     await rt.hub.flush_attempts()
-    attempts = [attempt_out(a) for a in await rt.store.list_attempts(uid, 200)]
+    attempts = [attempt_out(a) for a in await rt.store.attempts.of_site(uid, 200)]
     return await _site_tab(request, rt, session, site, "connection-log", {"attempts": attempts})
 
 
@@ -259,7 +259,7 @@ async def save_settings(
 async def delete_page(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
     site = await load_site(rt, session, uid)
     require(session.access.require_writer)
-    chargers = await rt.store.list_chargers(uid)
+    chargers = await rt.store.chargers.of_site(uid)
     return await _site_tab(request, rt, session, site, "delete", {"chargers": len(chargers)})
 
 
@@ -288,5 +288,5 @@ async def unknown_sites_log(request: Request, rt: RuntimeDep, session: SessionDe
     if session.access.restricted:
         raise PageError(403, "Not allowed", "Only users who see every site can read this log.")
     await rt.hub.flush_attempts()
-    attempts = [attempt_out(a) for a in await rt.store.list_unknown_site_attempts(200)]
+    attempts = [attempt_out(a) for a in await rt.store.attempts.unknown_sites(200)]
     return render(request, "sites/unknown.html", {"attempts": attempts}, session=session)

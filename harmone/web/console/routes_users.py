@@ -1,6 +1,6 @@
 """The users pages (admins only): create, edit role and site access, reset a password,
 delete. Nobody can delete themselves or change their own role, so at least one admin
-always remains (the store refuses to remove the last admin as well)."""
+always remains (the accounts service refuses to remove the last admin as well)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from starlette.responses import RedirectResponse, Response
 
 from harmone.errors import ConfigError, Conflict, NotFound
 from harmone.security import MIN_PASSWORD_LENGTH
+from harmone.services.accounts import UNCHANGED, Unchanged
 from harmone.store.records import UserAccount
-from harmone.store.store import UNCHANGED, Unchanged
 from harmone.web.api import RuntimeDep
 from harmone.web.app import Runtime
 from harmone.web.console.auth import (
@@ -45,13 +45,13 @@ _NOTICES = {
 
 async def _account(rt: Runtime, raw_id: str) -> UserAccount:
     try:
-        return await rt.store.get_account(int(raw_id))
+        return await rt.accounts.get_account(int(raw_id))
     except (ValueError, OverflowError, NotFound):  # OverflowError: beyond SQLite's INTEGER
         raise PageError(404, "User not found", "There is no such user.") from None
 
 
 async def _site_names(rt: Runtime) -> dict[str, str]:
-    return {s.uid: s.name for s in await rt.store.list_sites()}
+    return {s.uid: s.name for s in await rt.store.sites.all()}
 
 
 def _access_fields(form: FormData) -> tuple[str, list[str]]:
@@ -94,7 +94,7 @@ async def users_page(request: Request, rt: RuntimeDep, session: SessionDep) -> R
         request,
         "users/list.html",
         {
-            "accounts": await rt.store.list_accounts(),
+            "accounts": await rt.accounts.list_accounts(),
             "sites": await _site_names(rt),
             "notice": _NOTICES.get(request.query_params.get("done", "")),
         },
@@ -127,7 +127,7 @@ async def create_user_form(request: Request, rt: RuntimeDep, session: SessionDep
     limited = mode == "some" and values["role"] != "admin"
     if not errors:
         try:
-            await rt.store.create_account(
+            await rt.accounts.create_account(
                 values["email"],
                 password if isinstance(password, str) else "",
                 values["role"],
@@ -194,8 +194,12 @@ async def save_user(
     scope: list[str] | None = sites if mode == "some" and role != "admin" else None
     if not errors:
         try:
-            await rt.store.update_account(
-                account.user.id, role=role, sites=scope, password=new_password
+            await rt.accounts.update_account(
+                account.user.id,
+                role=role,
+                sites=scope,
+                password=new_password,
+                acting=session.access.user,
             )
         except ConfigError as exc:
             errors = _error_for(str(exc))
@@ -207,7 +211,7 @@ async def save_user(
                 # A new password ends every session of the user, this one too: start afresh.
                 lifetime = console_state(request).settings.session_lifetime
                 set_session_cookie(
-                    response, await rt.store.create_session(account.user.id, lifetime)
+                    response, await rt.accounts.create_session(account.user.id, lifetime)
                 )
             return response
     return await _form_page(
@@ -236,7 +240,7 @@ async def delete_user_form(
     if account.user.id == session.access.user.id:
         raise PageError(409, "Not possible", "You cannot delete your own account.")
     try:
-        await rt.store.delete_user(account.user.id)
+        await rt.accounts.delete_user(account.user.id, acting=session.access.user)
     except Conflict as exc:
         raise PageError(409, "Not possible", str(exc)) from None
     log.info("user %s deleted by %s", account.user.email, session.access.user.email)

@@ -10,7 +10,8 @@ import logging
 import sys
 
 from harmone.errors import StoreError
-from harmone.store.store import Store, check_password
+from harmone.services.accounts import Accounts, check_password
+from harmone.store.store import Store
 
 __all__ = ["create_token", "init_database"]
 
@@ -28,7 +29,7 @@ async def init_database(db_url: str, email: str, password: str) -> int:
     store = await Store.open(db_url)
     try:
         await store.migrate()
-        user, created = await store.ensure_admin(email, password)
+        user, created = await Accounts(store).ensure_admin(email, password)
     finally:
         await store.close()
     if created:
@@ -52,7 +53,7 @@ async def create_token(db_url: str, email: str) -> int:
             raise StoreError(
                 "the database has no current HARMON-E schema: run `harmone init` first"
             )
-        token = await store.create_token(email)
+        token = await Accounts(store).create_token(email)
     finally:
         await store.close()
     print(token, flush=True)
