@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from dataclasses import dataclass
 
+from harmone.clock import Clock
 from harmone.errors import HarmoneError, UpstreamUnavailable
 from harmone.ocpp.session import ChargerSession, SessionLimits
 from harmone.ocpp.standalone import StandaloneResponder
@@ -57,10 +57,11 @@ _HEAD = (
 )
 
 
-def _transaction_ids() -> itertools.count[int]:
+def _transaction_ids(clock: Clock) -> itertools.count[int]:
     # Seeded from the clock so that ids handed out after a restart do not repeat earlier ones
     # (tenths of a second since 2024 fit OCPP 1.6's int32 transactionId for years).
-    return itertools.count(int((time.time() - 1_704_067_200) * 10) % 2_000_000_000 + 1)
+    since_2024 = clock.now().timestamp() - 1_704_067_200
+    return itertools.count(int(since_2024 * 10) % 2_000_000_000 + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,7 @@ class OcppEndpoint:
     def __init__(self, registry: RelayRegistry, journal: JournalRepo | None = None) -> None:
         self.registry = registry
         self.journal = journal
-        counter = _transaction_ids()
+        counter = _transaction_ids(registry.clock)
         self.responder = StandaloneResponder(
             registry.clock,
             lambda: next(counter),

@@ -28,6 +28,8 @@ class StateWriter:
     #: How often changed state is written; last_seen alone is written less often.
     flush_interval = 0.25
     seen_interval = 5.0
+    #: At most this many charger states per transaction.
+    batch_size = 500
 
     def __init__(
         self,
@@ -108,8 +110,10 @@ class StateWriter:
         waiter, self._registered = self._registered, None
         states = [live.snapshot() for k in keys if (live := self._live(k)) is not None]
         try:
-            if states:
-                await self._directory.save_charger_states(states)
+            # In slices: one transaction for thousands of chargers (a reconnect storm) would
+            # hold the event loop, and every charger and API request with it, for its length.
+            for start in range(0, len(states), self.batch_size):
+                await self._directory.save_charger_states(states[start : start + self.batch_size])
         except Exception as exc:
             self._dirty |= keys
             if waiter is not None and not waiter.done():
