@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from harmone.relay.directory import Directory
 from harmone.relay.state import ChargerKey, LiveCharger
-from harmone.store.records import Attempt
+from harmone.store.records import Attempt, ChargerState
 
 __all__ = ["StateWriter"]
 
@@ -28,8 +28,9 @@ class StateWriter:
     #: How often changed state is written; last_seen alone is written less often.
     flush_interval = 0.25
     seen_interval = 5.0
-    #: At most this many charger states per transaction.
-    batch_size = 500
+    #: At most this many charger states per transaction (each slice holds the event loop for
+    #: the time it takes to prepare, a few milliseconds).
+    batch_size = 200
 
     def __init__(
         self,
@@ -55,14 +56,21 @@ class StateWriter:
         self._registered: asyncio.Future[None] | None = None
         self._last_seen_flush = now()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        """Stop the background task and write everything still pending."""
+        """Stop the background task and write everything still pending.
+
+        The task is asked to stop, not cancelled: cancelling it in the middle of a write
+        could leave that transaction's connection holding SQLite's write lock.
+        """
         if self._task is not None:
-            self._task.cancel()
+            self._stopping = True
+            self._wake.set()
+            self._urgent.set()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.flush(everything=True)
@@ -103,12 +111,23 @@ class StateWriter:
         now = self._now()
         keys = self._dirty
         self._dirty = set()
+        seen_only: set[ChargerKey] = set()
         if everything or now - self._last_seen_flush >= self.seen_interval:
+            seen_only = self._seen_dirty - keys
             keys |= self._seen_dirty
             self._seen_dirty = set()
             self._last_seen_flush = now
         waiter, self._registered = self._registered, None
-        states = [live.snapshot() for k in keys if (live := self._live(k)) is not None]
+        states: list[ChargerState] = []
+        for key in keys:
+            live = self._live(key)
+            if live is None:
+                continue
+            if key in seen_only:
+                # only last_seen moved: a one-column update, not the whole state
+                states.append(ChargerState(key[0], key[1], last_seen=live.last_seen))
+            else:
+                states.append(live.snapshot())
         try:
             # In slices: one transaction for thousands of chargers (a reconnect storm) would
             # hold the event loop, and every charger and API request with it, for its length.
@@ -130,7 +149,7 @@ class StateWriter:
         await self.flush_attempts()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             # Wake for changes, and at least every seen_interval for last_seen alone.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.seen_interval)
