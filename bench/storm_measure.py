@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
+from harmone.services.accounts import Accounts
 from harmone.store import Store
 from harmone.store.models import ChargerRow
 
@@ -103,9 +104,10 @@ async def prepare(db_url: str, cpms_url: str, known: int) -> tuple[str, str]:
     store = await Store.open(db_url)
     try:
         await store.migrate()
-        await store.create_user("storm@example.com", "correct horse battery", role="admin")
-        token = await store.create_token("storm@example.com")
-        site = await store.create_site("Storm", "cloud", None, cpms_url)
+        accounts = Accounts(store)
+        await accounts.create_user("storm@example.com", "correct horse battery", role="admin")
+        token = await accounts.create_token("storm@example.com")
+        site = await store.sites.create("Storm", "cloud", cpms_url=cpms_url)
         if known:
             async with store.engine.begin() as conn:
                 await conn.execute(

@@ -75,7 +75,9 @@ class WireLog(logging.LoggerAdapter[logging.Logger]):
             self.logger.log(level, "%s websocket: " + str(msg), self.context, *args, **kwargs)
 
     def isEnabledFor(self, level: int) -> bool:
-        return self.logger.isEnabledFor(logging.WARNING if level >= logging.ERROR else 10)
+        return self.logger.isEnabledFor(
+            logging.WARNING if level >= logging.ERROR else logging.DEBUG
+        )
 
 
 class Inflater:
