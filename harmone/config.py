@@ -56,6 +56,10 @@ class RelayConfig:
     #: seconds lock a charger out (HTTP 429) until the oldest of them ages out.
     auth_max_failures: int = 10
     auth_failure_window: float = 300.0
+    #: Keep-alive: a charger or CPMS connection quiet for this long is pinged, and dropped if
+    #: it does not answer within `keepalive_timeout` (a peer gone without closing).
+    keepalive_interval: float = 30.0
+    keepalive_timeout: float = 30.0
     #: At most this many CPMS handshakes in progress at once: after a restart or a blip,
     #: thousands of chargers reconnect together and the CPMS must not be hit by all of them.
     max_concurrent_dials: int = 100
@@ -71,6 +75,8 @@ class RelayConfig:
             raise ConfigError("max frame size must be at least 1024 bytes")
         if self.flood_rate <= 0 or self.flood_burst < 1:
             raise ConfigError("flood limits must be positive")
+        if self.keepalive_interval <= 0 or self.keepalive_timeout <= 0:
+            raise ConfigError("keep-alive interval and timeout must be positive")
         if self.max_concurrent_dials < 1:
             raise ConfigError("max_concurrent_dials must be at least 1")
         if self.auth_max_failures < 1 or self.auth_failure_window <= 0:

@@ -157,3 +157,29 @@ async def test_refusal_reasons_say_what_to_do(tmp_path: Path) -> None:
         with pytest.raises(InvalidStatus) as info:
             await charger(url)  # the site's URL without the charger's id
         assert b"must append its own id" in info.value.response.body
+
+
+async def test_a_charger_that_stops_answering_pings_is_dropped(tmp_path: Path) -> None:
+    relay = RelayConfig(keepalive_interval=0.3, keepalive_timeout=0.3, backoff_initial=0.05)
+    async with RawCpms() as cpms, harmone_server(tmp_path, relay=relay) as srv:
+        site, url = await make_site(srv, cpms.url)
+        # a charger whose network vanished: its TCP connection stays open, nothing answers
+        host, port = url.removeprefix("ws://").split("/", 1)[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            (
+                f"GET /{site.uid}/MUTE HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+            ).encode()
+        )
+        assert (await reader.readline()).startswith(b"HTTP/1.1 101")
+        # a charger that answers pings (the websockets client does) stays
+        async with await charger(f"{url}/ALIVE") as alive:
+            await wait_for(lambda: srv.runtime.hub.link(site.uid, "MUTE") is not None)
+            await wait_for(lambda: srv.runtime.hub.link(site.uid, "MUTE") is None, 10)
+            await wait_for(lambda: "MUTE" in cpms.closed)  # its CPMS link went with it
+            await alive.send('[2,"h","Heartbeat",{}]')
+            assert (await recv_json(alive))[:2] == [3, "h"]
+            assert srv.runtime.hub.link(site.uid, "ALIVE") is not None
+        writer.close()

@@ -79,12 +79,6 @@ class RegistryListener(Protocol):
 class RelayRegistry:
     """See the module docstring."""
 
-    #: Keep-alive: a side quiet this long is pinged; one that does not answer in
-    #: `keepalive_timeout` is dropped. The sweep runs every `keepalive_sweep` seconds.
-    keepalive_interval = 30.0
-    keepalive_timeout = 30.0
-    keepalive_sweep = 5.0
-
     def __init__(
         self,
         directory: Directory,
@@ -269,11 +263,19 @@ class RelayRegistry:
 
     # -- keep-alive --
     async def _keepalive_loop(self) -> None:
+        # One sweep over every link (not a timer per connection); a side quiet for
+        # keepalive_interval is pinged, one silent keepalive_timeout after its ping dropped.
+        cfg = self.config
+        sweep = min(5.0, cfg.keepalive_interval / 2, cfg.keepalive_timeout / 2)
         while True:
-            await asyncio.sleep(self.keepalive_sweep)
-            now = self.clock.monotonic()
-            for link in list(self._links.values()):
-                try:
-                    link.keepalive(now, self.keepalive_interval, self.keepalive_timeout)
-                except Exception:  # one broken socket must not stop the sweep
-                    log.exception("site=%s charger=%s keep-alive failed", *link.live.key)
+            await asyncio.sleep(sweep)
+            links = list(self._links.values())
+            for start in range(0, len(links), 500):
+                if start:
+                    await asyncio.sleep(0)  # 10,000 links in one go would stall the relay
+                now = self.clock.monotonic()
+                for link in links[start : start + 500]:
+                    try:
+                        link.keepalive(now, cfg.keepalive_interval, cfg.keepalive_timeout)
+                    except Exception:  # one broken socket must not stop the sweep
+                        log.exception("site=%s charger=%s keep-alive failed", *link.live.key)
