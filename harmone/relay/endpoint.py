@@ -34,12 +34,12 @@ from harmone.relay.admission import (
 from harmone.relay.charger_auth import ChargerAuthenticator
 from harmone.relay.dialer import DialRequest
 from harmone.relay.link import ChargerLink, LinkServices, LinkSetup
-from harmone.relay.offline import JOURNALED, OfflineJournal
+from harmone.relay.offline import JOURNALED, JournalStorage, OfflineJournal
 from harmone.relay.registry import RelayRegistry
 from harmone.relay.upgrade import UpgradeRequest, deflate_agreement, refusal, upgrade_problem
 from harmone.relay.upstream import CpmsConnection, UpstreamRefused, cpms_endpoint
 from harmone.relay.websocket import Inflater, TextSocket, WireLog, adopt_charger_transport
-from harmone.store.journal import JournalEntry, JournalRepo
+from harmone.store.journal import JournalEntry
 from harmone.store.records import Attempt
 
 __all__ = ["OcppEndpoint", "Transport"]
@@ -77,7 +77,7 @@ class _Caller:
 class OcppEndpoint:
     """Admits chargers into `registry`; `journal` keeps hold-mode sites' offline messages."""
 
-    def __init__(self, registry: RelayRegistry, journal: JournalRepo | None = None) -> None:
+    def __init__(self, registry: RelayRegistry, journal: JournalStorage | None = None) -> None:
         self.registry = registry
         self.journal = journal
         counter = _transaction_ids(registry.clock)

@@ -14,15 +14,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from harmone.errors import FrameError, StoreError
 from harmone.ocpp.events import ConnectorStatusChanged, TransactionStarted
 from harmone.ocpp.framing import MessageType, parse_envelope, replace_id, swap_int_member
 from harmone.ocpp.session import TX_ID_PATH, ChargerSession, Journal
 from harmone.ocpp.versions import OcppVersion
-from harmone.store.journal import JournalEntry, JournalRepo
+from harmone.store.journal import JournalEntry
 
-__all__ = ["JOURNALED", "OfflineJournal", "ReplayInterrupted"]
+__all__ = ["JOURNALED", "JournalStorage", "OfflineJournal", "ReplayInterrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,38 @@ JOURNALED: dict[OcppVersion, frozenset[str]] = {
 }
 JOURNALED[OcppVersion.V21] = JOURNALED[OcppVersion.V201]
 
+
+class JournalStorage(Protocol):
+    """What the offline journal needs from storage (the store's `JournalRepo` satisfies it):
+    the relay depends on this, not on how the store is split."""
+
+    async def append(
+        self,
+        site_uid: str,
+        charger_id: str,
+        action: str,
+        frame: str,
+        local_tx_id: int | None = None,
+        status_key: str | None = None,
+    ) -> tuple[JournalEntry, list[int]]: ...
+
+    async def backlog(
+        self, site_uid: str, charger_id: str
+    ) -> tuple[list[JournalEntry], dict[int, int]]: ...
+
+    async def chargers_with_backlog(self) -> set[tuple[str, str]]: ...
+
+    async def delivered(
+        self,
+        site_uid: str,
+        charger_id: str,
+        entry_id: int,
+        tx_map: tuple[int, int] | None = None,
+    ) -> None: ...
+
+    async def end_tx_map(self, site_uid: str, charger_id: str, local_id: int) -> None: ...
+
+
 Send = Callable[[str], bool]
 Record = Callable[[str], None]
 EndMapping = Callable[[int], Awaitable[None]]
@@ -97,7 +130,7 @@ class OfflineJournal:
 
     def __init__(
         self,
-        repo: JournalRepo,
+        repo: JournalStorage,
         site_uid: str,
         charger_id: str,
         version: OcppVersion,
