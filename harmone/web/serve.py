@@ -124,8 +124,8 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
 def serve(config: ServerConfig) -> int:
     """`harmone serve`: run until SIGINT/SIGTERM, close every connection, exit 0.
 
-    Runs on uvloop when it is installed (it roughly doubles what one core relays), else on
-    asyncio's own loop.
+    Runs on uvloop when it is installed (its transports and callbacks are C, which matters
+    for a relay that is mostly socket events), else on asyncio's own loop.
     """
     raise_fd_limit(log)
     try:
