@@ -18,6 +18,7 @@ _PARTIES: tuple[Party, ...] = ("charger", "cpms", "harmone")
 _ROUTE = {(s, r): i * 3 + j for i, s in enumerate(_PARTIES) for j, r in enumerate(_PARTIES)}
 # at (epoch seconds), route (sender * 3 + receiver), length of the UTF-8 text that follows
 _HEAD = struct.Struct("<dBI")
+_CUT = "…".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,37 +42,44 @@ class FrameRing:
     A frame larger than the whole budget is kept cut short, marked with "…".
     """
 
-    __slots__ = ("_buf", "_count", "max_bytes", "max_frames")
+    __slots__ = ("_buf", "_count", "_room", "max_bytes", "max_frames")
 
     def __init__(self, max_frames: int = 200, max_bytes: int = 16384) -> None:
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self._buf = bytearray()
         self._count = 0
+        #: the largest text a record can hold (0: the ring keeps nothing)
+        self._room = max(0, max_bytes - _HEAD.size) if max_frames > 0 else 0
 
     def append(self, at: float, sender: Party, receiver: Party, text: str) -> None:
-        if self.max_frames <= 0 or self.max_bytes <= _HEAD.size:
-            return
+        # Runs twice per relayed call: kept to a few operations on the usual path.
         data = text.encode()
-        room = self.max_bytes - _HEAD.size
-        if len(data) > room:
-            data = data[: max(0, room - 3)].decode(errors="ignore").encode() + "…".encode()
+        size = len(data)
+        if size > self._room:
+            if not self._room:
+                return
+            data = data[: max(0, self._room - 3)].decode(errors="ignore").encode() + _CUT
+            size = len(data)
         buf = self._buf
-        buf += _HEAD.pack(at, _ROUTE[(sender, receiver)], len(data))
-        buf += data
+        buf += _HEAD.pack(at, _ROUTE[sender, receiver], size) + data
         self._count += 1
+        if self._count > self.max_frames or len(buf) > self.max_bytes:
+            self._trim()
+
+    def _trim(self) -> None:
         # The byte budget is trimmed an eighth at a time, not every frame: moving the kept
         # bytes to the front costs per trim, not per byte dropped.
-        if self._count > self.max_frames or len(buf) > self.max_bytes:
-            drop, count = 0, self._count
-            frames_goal = self.max_frames
-            bytes_goal = self.max_bytes - self.max_bytes // 8
-            while count > frames_goal or len(buf) - drop > bytes_goal:
-                _, _, size = _HEAD.unpack_from(buf, drop)
-                drop += _HEAD.size + size
-                count -= 1
-            del buf[:drop]
-            self._count = count
+        buf = self._buf
+        drop, count = 0, self._count
+        bytes_goal = self.max_bytes - self.max_bytes // 8
+        # (the newest frame always stays: it alone fits the budget, cut short if need be)
+        while count > self.max_frames or (count > 1 and len(buf) - drop > bytes_goal):
+            _, _, size = _HEAD.unpack_from(buf, drop)
+            drop += _HEAD.size + size
+            count -= 1
+        del buf[:drop]
+        self._count = count
 
     def records(self) -> list[FrameRecord]:
         out: list[FrameRecord] = []
