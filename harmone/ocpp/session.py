@@ -203,7 +203,8 @@ class ChargerSession:
                     text = self._rewrite_tx(text, env, self.tx_to_cpms, effects)
                 self._remember_charger_call(env.id, env.action, text, now)
                 effects.append(ToCpms(text))
-                self._observe(effects, "charger", env, env.action, text)
+                if env.action in self.watched:  # (checked here too: most frames are not)
+                    self._observe(effects, "charger", env, env.action, text)
             else:
                 effects.extend(self._answer_locally(env, text))
             return effects
@@ -297,7 +298,7 @@ class ChargerSession:
         # An answer to one of the charger's calls.
         known = self._charger_calls.pop(env.id, None)
         effects = [ToCharger(text, "cpms")]
-        if known is not None:
+        if known is not None and known[0] in self.watched:
             self._observe(effects, "cpms", env, known[0], text, known[1])
         return effects
 

@@ -271,17 +271,14 @@ class ChargerLink:
     def _apply(self, effects: list[Effect]) -> None:
         """Carry out effects; from a journal write on, the rest continue in a task."""
         for i, effect in enumerate(effects):
-            kind = type(effect)
-            if kind is ToCpms:
-                assert isinstance(effect, ToCpms)
+            # isinstance, not `type(...) is`: mypy narrows it, and no assert runs per frame
+            if isinstance(effect, ToCpms):
                 self._send_cpms(effect.text)
-            elif kind is ToCharger:
-                assert isinstance(effect, ToCharger)
+            elif isinstance(effect, ToCharger):
                 self._send_charger(effect)
-            elif kind is Observe:
-                assert isinstance(effect, Observe)
+            elif isinstance(effect, Observe):
                 self._host.observe(self.live, effect)
-            elif kind is Journal and self.journal is not None:
+            elif isinstance(effect, Journal) and self.journal is not None:
                 if self._held is None:
                     self._held = deque()
                 self._spawn(self._apply_after_journal(effects[i:]))
@@ -393,16 +390,15 @@ class ChargerLink:
 
     # -- call timeouts --
     def _arm_timer(self) -> None:
-        # One timer for the earliest deadline. Deadlines only move later while calls are
-        # answered, so a timer set for an earlier one is kept: when it fires, `tick` finds
-        # nothing due and the timer is set again (once a call timeout, not once a frame).
+        # One timer, set for the earliest deadline. Every deadline is "now + the call
+        # timeout", so a later one is never earlier than a timer already set: that timer is
+        # kept, and when it fires `tick` finds nothing due or something due, and the timer is
+        # set again for what is left (once a call timeout, not once a frame).
+        if self._timer is not None:
+            return
         deadline = self.session.next_deadline()
         if deadline is None or self._closing:
             return
-        if self._timer is not None:
-            if self._timer_deadline is not None and self._timer_deadline <= deadline:
-                return
-            self._timer.cancel()
         self._timer_deadline = deadline
         delay = max(0.0, deadline - self._clock.monotonic())
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
