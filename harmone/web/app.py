@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from harmone import __version__
+from harmone.clock import SystemClock
 from harmone.config import ServerConfig
 from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreError
-from harmone.loadmgmt.runtime import LoadManager
+from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.directory import StoreDirectory
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.registry import RelayRegistry
@@ -44,7 +45,7 @@ class Runtime:
     hub: RelayRegistry
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
-    loadmgmt: LoadManager
+    loadmgmt: LoadManagementService
     extra: dict[str, Any] = field(default_factory=dict)
     #: Users, console sessions and API tokens (holds the cache of verified tokens).
     accounts: Accounts = field(init=False)
@@ -77,10 +78,11 @@ class HarmoneApp:
         try:
             hub = RelayRegistry(StoreDirectory(store), self.config.relay)
             await hub.start()
-            loadmgmt = LoadManager(
+            loadmgmt = LoadManagementService(
                 hub,
                 store.loadconfig,
-                hub.clock,
+                store.loadstate,
+                SystemClock(),
                 self.config.load_options,
                 self.config.load_timing,
             )
