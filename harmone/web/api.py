@@ -233,6 +233,7 @@ async def delete_site_and_disconnect(rt: Runtime, uid: str, grace: float = 5.0) 
     refused (and logged), instead of being admitted again into a site about to vanish.
     """
     await rt.store.sites.delete(uid)
+    rt.hub.site_changed(uid)
     links = [link for (site_uid, _), link in list(rt.hub.links.items()) if site_uid == uid]
     for link in links:
         await link.close(1000, "site deleted")
@@ -252,6 +253,7 @@ async def delete_site_and_disconnect(rt: Runtime, uid: str, grace: float = 5.0) 
 async def create_site(body: SiteIn, rt: RuntimeDep, _: SiteCreatorDep) -> SiteOut:
     with _unprocessable():
         site = await rt.store.sites.create(**body.model_dump())
+    rt.hub.site_changed(site.uid)
     log.info("site=%s created (%s, %r)", site.uid, site.type, site.name)
     return site_out(site, rt)
 
@@ -273,6 +275,7 @@ async def patch_site(uid: str, body: SitePatch, rt: RuntimeDep, _: WriterDep) ->
     fields = body.changes()
     with _unprocessable():
         updated = await rt.store.sites.update(uid, **fields) if fields else site
+    rt.hub.site_changed(uid)
     if "offline_mode" in fields:
         for key, link in rt.hub.links.items():
             if key[0] == uid:
@@ -331,6 +334,7 @@ async def patch_charger(
     if fields:
         with _unprocessable():
             charger = await rt.store.chargers.update(uid, charger_id, **fields)
+        rt.hub.charger_changed(uid, charger_id)
     if "cpms_url" in fields:
         await reconnect_if_cpms_changed(rt, site)
     return charger_out(charger, rt.hub.live_state(uid, charger_id), site)

@@ -58,4 +58,5 @@ async def set_charger_password(
     if problem:
         raise HTTPException(422, f"charger_id: not a charge point identity: {problem}")
     charger = await rt.store.chargers.set_password(uid, charger_id, body.password)
+    rt.hub.charger_changed(uid, charger_id)
     return charger_out(charger, rt.hub.live_state(uid, charger_id), site)

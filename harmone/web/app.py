@@ -1,4 +1,5 @@
-"""The ASGI application: REST API over HTTP, the OCPP endpoint over WebSocket, one port."""
+"""The ASGI application (REST API and console) and what it starts: the relay registry, the
+OCPP endpoint (served on the same port outside ASGI, see front_door.py) and load management."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from harmone.clock import SystemClock
 from harmone.config import ServerConfig
 from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreError
 from harmone.loadmgmt.service import LoadManagementService
+from harmone.relay.directory import StoreDirectory
 from harmone.relay.endpoint import OcppEndpoint
-from harmone.relay.hub import RelayHub
+from harmone.relay.registry import RelayRegistry
 from harmone.services.accounts import Accounts
 from harmone.store import Store
 from harmone.web.body_limit import BodyLimit
@@ -39,7 +41,8 @@ class Runtime:
 
     config: ServerConfig
     store: Store
-    hub: RelayHub
+    #: The relay registry (the relay's public surface, see relay/registry.py).
+    hub: RelayRegistry
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
     loadmgmt: LoadManagementService
@@ -52,7 +55,7 @@ class Runtime:
 
 
 class HarmoneApp:
-    """Dispatches WebSocket scopes to the OCPP endpoint and the rest to FastAPI."""
+    """The REST API and the console (FastAPI), and the runtime their lifespan starts."""
 
     def __init__(
         self, config: ServerConfig, listen_url: Callable[[], str], store: Store | None = None
@@ -66,14 +69,6 @@ class HarmoneApp:
         self._http = BodyLimit(self.api, config.max_request_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            endpoint = self.endpoint
-            if endpoint is None:  # not started yet, or shutting down
-                await receive()
-                await send({"type": "websocket.close", "code": 1013})
-                return
-            await endpoint(scope, receive, send)
-            return
         await self._http(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -81,7 +76,7 @@ class HarmoneApp:
         store = self._store or await open_store(self.config.db_url)
         self._store = None  # owned (and closed) by this lifespan from here on
         try:
-            hub = RelayHub(store, self.config.relay)
+            hub = RelayRegistry(StoreDirectory(store), self.config.relay)
             await hub.start()
             loadmgmt = LoadManagementService(
                 hub,

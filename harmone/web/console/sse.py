@@ -24,7 +24,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from harmone.errors import NotFound
-from harmone.relay.hub import ChargerEvent
+from harmone.relay.live_events import ChargerEvent
 from harmone.web.api import charger_out
 from harmone.web.app import Runtime
 from harmone.web.console.frames import describe_frames
