@@ -35,7 +35,8 @@ from harmone.loadmgmt.edits import (
 )
 from harmone.loadmgmt.history import MinuteHistory
 from harmone.loadmgmt.service import LoadManagementService
-from harmone.relay.hub import RelayHub
+from harmone.relay.directory import StoreDirectory
+from harmone.relay.registry import RelayRegistry
 from harmone.web.app import open_store
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -294,7 +295,9 @@ def test_history_never_hides_a_low_limit_or_a_high_load(
 async def test_service_edit_is_all_or_nothing_and_refuses_stale_versions(tmp_path: Path) -> None:
     store = await open_store(f"sqlite:///{tmp_path / 'lm.db'}")
     configs = store.loadconfig
-    service = LoadManagementService(RelayHub(store, RelayConfig()), configs, None, ManualClock(T0))
+    service = LoadManagementService(
+        RelayRegistry(StoreDirectory(store), RelayConfig()), configs, None, ManualClock(T0)
+    )
     try:
         site = await store.sites.create("Depot", "cloud")
         with pytest.raises(NotFound):
