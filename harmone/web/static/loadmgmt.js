@@ -92,7 +92,13 @@
         y: { range: function (u, min, max) { return [0, Math.max(1, (max || 0) * 1.12)]; } }
       },
       axes: [
-        Object.assign({ label: "Time (UTC)" }, axis),
+        Object.assign({ label: "Time (UTC)", values: function (u, ticks) {
+          // 24-hour UTC times, with seconds only when the range is a few minutes
+          var seconds = range <= 900;
+          return ticks.map(function (ts) {
+            return new Date(ts * 1e3).toISOString().slice(11, seconds ? 19 : 16);
+          });
+        } }, axis),
         Object.assign({ label: "Current (A)", size: 56, values: function (u, ticks) {
           return ticks.map(function (v) { return v + " A"; });
         } }, axis)
