@@ -330,6 +330,14 @@ async def test_an_operator_builds_the_tree_and_watches_the_load(
                 await page.evaluate("getComputedStyle(document.body).backgroundColor")
                 == "rgb(15, 20, 25)"
             )
+
+            # The charging station's page shows what it is granted now, and why.
+            await page.emulate_media(color_scheme="light")
+            await page.goto(f"/sites/{site.uid}/chargers/CP-1")
+            section = page.locator("#load-management")
+            await expect(section).to_contain_text("granted 8")
+            await expect(section.get_by_text("Fuse limit")).to_be_visible()
+            await shot(page, "lm-08-charging-station-charging")
         await context.close()
 
 

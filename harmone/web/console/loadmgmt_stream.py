@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from harmone.errors import NotFound
+from harmone.loadmgmt.edits import config_version
 from harmone.loadmgmt.service import LoadManagementService
 from harmone.web.app import Runtime
 from harmone.web.console.loadmgmt_view import LoadView, fmt
@@ -138,16 +139,17 @@ async def load_stream(
             yield sse_message("gone", {})
             return
         polls += 1
-        view = await view_of(rt, site_uid)
-        newest = view.status.at if view.status else None
-        if (view.version, newest) != shown:
-            shown = (view.version, newest)
-            yield _status_event(view)
-            quiet = 0.0
         try:
+            version = config_version(rt.loadmgmt.config(site_uid).to_json())
             fresh = rt.loadmgmt.timeseries(site_uid, last_at, 5000)
         except NotFound:
-            fresh = []
+            version, fresh = "", []
+        newest = fresh[-1].at if fresh else last_at
+        # The page is rendered again only when something new can be in it: a round or a change.
+        if (version, newest) != shown:
+            shown = (version, newest)
+            yield _status_event(await view_of(rt, site_uid))
+            quiet = 0.0
         if fresh:
             last_at = fresh[-1].at
             if started:
