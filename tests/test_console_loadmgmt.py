@@ -584,3 +584,6 @@ def test_people_words() -> None:
         "Node 'g' safety current is above its limit"
     )
     assert people_words("min_current 10 A") == "Minimum current 10 A"
+    assert people_words("charger 'CP-1' min_current 10.0 A is above max_current 8.0 A") == (
+        "Charger 'CP-1' minimum current 10.0 A is above maximum current 8.0 A"
+    )

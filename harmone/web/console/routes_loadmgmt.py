@@ -84,8 +84,11 @@ _WORDS = {
 
 def people_words(message: str) -> str:
     """A ConfigError's message with the configuration's field names as the console says them."""
-    for name, words in _WORDS.items():
-        message = message.replace(name, words)
+    words = dict(_WORDS)
+    if message.lower().startswith(("charger", "default_charger")):
+        words["max_current"] = "maximum current"  # a cluster's is its limit
+    for name, said in words.items():
+        message = message.replace(name, said)
     return message[:1].upper() + message[1:]
 
 
