@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from console_support import cheap_passwords, signed_in
+from ocpp.v16 import call as call16
 from support import harmone_server, make_site, wait_for
 from test_meters import free_port, meter_sim, sdm630_registers
 
@@ -25,7 +26,7 @@ from harmone.loadmgmt.controller import Timing
 from harmone.loadmgmt.edits import config_version
 from harmone.loadmgmt.model import AllocationOptions, Phase, Wiring
 from harmone.services.accounts import Accounts
-from harmone.sim import SimulatedCharger
+from harmone.sim import SimulatedCharger, SimulatedCpms
 from harmone.web.console.routes_loadmgmt import people_words
 from harmone.web.serve import RunningServer
 
@@ -98,6 +99,10 @@ async def test_setting_up_load_management_from_the_tab(srv: RunningServer) -> No
         page = await op.get(r.headers["location"])
         assert "Load management is set up." in page.text
         assert 'data-node="grid"' in page.text and "63.5 A per phase" in page.text
+        # A second set-up (another window) changes nothing.
+        r = await op.post(f"{tab}/setup", {"id": "main", "max_current": "10"})
+        assert r.status_code == 303 and r.headers["location"] == f"{tab}?done=already"
+        assert saved(srv, site.uid)["tree"]["id"] == "grid"
 
 
 async def test_clusters_are_added_edited_moved_and_removed(srv: RunningServer) -> None:
@@ -587,3 +592,65 @@ def test_people_words() -> None:
     assert people_words("charger 'CP-1' min_current 10.0 A is above max_current 8.0 A") == (
         "Charger 'CP-1' minimum current 10.0 A is above maximum current 8.0 A"
     )
+
+
+async def test_a_flagged_charging_station_says_what_to_do(srv: RunningServer) -> None:
+    site, url = await make_site(srv, None)
+    await srv.runtime.loadmgmt.configure(site.uid, TREE)
+    lm = srv.runtime.loadmgmt
+    async with (
+        await signed_in(srv, "op@example.com", "operator") as op,
+        SimulatedCharger(url, "MUTE", "1.6", answer_profiles=False) as sim,
+    ):
+        await sim.boot()  # its TxDefaultProfile is never answered
+        await wait_for(
+            lambda: (
+                lm.status(site.uid).chargers.get("MUTE") is not None
+                and lm.status(site.uid).chargers["MUTE"].flagged is not None
+            )
+        )
+        page = text_of(await op.get(f"/sites/{site.uid}/chargers/MUTE"))
+        assert "Flagged: it does not answer its SetChargingProfile" in page
+        assert "counts it at its maximum current until it answers" in page
+        assert "supports OCPP smart charging" in page
+
+
+async def test_the_cpms_cap_shows_on_the_charging_station(srv: RunningServer) -> None:
+    async with SimulatedCpms() as cpms:
+        site, url = await make_site(srv, cpms.url)
+        await srv.runtime.loadmgmt.configure(site.uid, TREE)
+        lm = srv.runtime.loadmgmt
+        async with (
+            await signed_in(srv, "op@example.com", "operator") as op,
+            SimulatedCharger(url, "CAP", "1.6") as sim,
+        ):
+            await sim.boot()
+            tx = await sim.start_transaction(1, "TAG")
+            result = await cpms.call(
+                "CAP",
+                call16.SetChargingProfile(
+                    connector_id=1,
+                    cs_charging_profiles={
+                        "chargingProfileId": 1,
+                        "stackLevel": 0,
+                        "transactionId": tx,
+                        "chargingProfilePurpose": "TxProfile",
+                        "chargingProfileKind": "Relative",
+                        "chargingSchedule": {
+                            "chargingRateUnit": "A",
+                            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 20}],
+                        },
+                    },
+                ),
+            )
+            assert result.status == "Accepted"
+            await wait_for(
+                lambda: any(
+                    "capped_by_cpms" in c.reason_kinds for c in lm.status(site.uid).connectors
+                )
+            )
+            page = text_of(await op.get(f"/sites/{site.uid}/chargers/CAP"))
+            assert "Its CPMS limits connector 1 to 20 A with its own charging profile" in page
+            assert "Capped by the CPMS" in page
+            tab = text_of(await op.get(f"/sites/{site.uid}/load-management"))
+            assert 'data-reason="capped_by_cpms"' in tab

@@ -68,6 +68,8 @@ _NOTICES = {
     "limit-cleared": "Dynamic limit removed: the cluster's own limit is in force again.",
     "gone": "That cluster does not exist any more: it was removed meanwhile.",
     "not-set-up": "Load management is not set up for this site yet.",
+    "already": "Load management was already set up (by someone else, or in another window): "
+    "nothing was changed. Here it is.",
 }
 
 #: The configuration's own field names, as the console's labels say them.
@@ -138,7 +140,7 @@ async def set_up(uid: str, request: Request, rt: RuntimeDep, session: SessionDep
     errors = dict(read.errors)
     if not errors:
         if _configured(rt, uid):
-            return _done(uid, "settings")
+            return _done(uid, "already")
         root = {k: v for k, v in read.fields.items() if v is not None}
         try:
             await rt.loadmgmt.configure(uid, new_config(root))
