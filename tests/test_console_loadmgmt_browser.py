@@ -213,6 +213,9 @@ async def test_an_operator_builds_the_tree_and_watches_the_load(
         await page.get_by_label("Limit per phase (A)").fill("-20")
         await page.get_by_role("button", name="Save").click()
         await expect(page.get_by_text("Its limit per phase cannot be negative.")).to_be_visible()
+        await expect(page.get_by_role("alert")).to_have_text(
+            "Nothing was saved: correct the fields marked below."
+        )
         await expect(page.get_by_label("Limit per phase (A)")).to_have_attribute(
             "aria-invalid", "true"
         )
@@ -337,7 +340,7 @@ async def test_an_operator_builds_the_tree_and_watches_the_load(
             section = page.locator("#load-management")
             await expect(section).to_contain_text("granted 8")
             await expect(section.get_by_text("Fuse limit")).to_be_visible()
-            await shot(page, "lm-08-charging-station-charging")
+            await shot(page, "lm-09-charging-station-charging")
         await context.close()
 
 
@@ -374,6 +377,10 @@ async def test_a_viewer_sees_load_management_but_cannot_change_it(
     await expect(page.get_by_role("button", name="Set limit")).to_have_count(0)
     await expect(page.get_by_role("button", name="Save")).to_have_count(0)
     await shot(page, "lm-07-viewer")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await expect(page.locator("#lm-charts .uplot")).to_have_count(3)
+    await shot(page, "lm-08-viewer-phone")
+    await page.set_viewport_size({"width": 1360, "height": 900})
     await page.goto(f"/sites/{site.uid}/chargers/CP-9")
     await expect(page.locator("#load-management")).to_contain_text("Connected below")
     await expect(page.get_by_role("button", name="Save load management settings")).to_have_count(0)
