@@ -24,16 +24,10 @@ from harmone.clock import Timer
 from harmone.errors import ConfigError, Conflict, HarmoneError, NotFound
 from harmone.loadmgmt.config import SiteLoadConfig, parse_config
 from harmone.loadmgmt.controller import Sample, SiteController
+from harmone.loadmgmt.editing import ConfigEditing
 from harmone.loadmgmt.edits import config_version
 from harmone.loadmgmt.history import MinuteSummary
-from harmone.loadmgmt.meters import (
-    MeterConfig,
-    MeterError,
-    MeterPoller,
-    MeterStatus,
-    ModbusMeterReader,
-    measurement_from_push,
-)
+from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_push
 from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState, Node
 from harmone.loadmgmt.snapshot import restore
 from harmone.loadmgmt.snapshot import snapshot as take_snapshot
@@ -159,6 +153,8 @@ class LoadManagementService:
         self._writer: asyncio.Task[None] | None = None
         #: one configuration change at a time, so that an edit reads what it changes
         self._config_lock = asyncio.Lock()
+        #: the console's changes, a part of the configuration at a time
+        self.editing = ConfigEditing(self)
 
     # -- life ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -218,23 +214,18 @@ class LoadManagementService:
                 )
             return await self._configure(site_uid, change(current))
 
+    async def create(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
+        """`configure`, for a site without a configuration (Conflict if it has one)."""
+        async with self._config_lock:
+            if site_uid in self._sites:
+                raise Conflict("load management is already set up for this site")
+            return await self._configure(site_uid, raw)
+
     async def _configure(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
         config = parse_config(raw)
         await self.configs.put(site_uid, config.to_json())
         await self._install(site_uid, config, None)
         return config
-
-    async def probe_meter(self, node_id: str, raw: Mapping[str, Any]) -> str | None:
-        """Read a Modbus meter once, before its configuration is saved: None if it answered,
-        else why not, in words for people. ConfigError if the configuration itself is bad."""
-        reader = ModbusMeterReader(MeterConfig.from_dict({**raw, "node_id": node_id}), self.clock)
-        try:
-            await reader.read_once()
-        except MeterError as exc:
-            return str(exc)
-        finally:
-            await reader.aclose()
-        return None
 
     def watches(self, site_uid: str) -> bool:
         """The relay interprets the traffic of managed sites only (registry listener)."""

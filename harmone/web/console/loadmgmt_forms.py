@@ -13,14 +13,15 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import FormData
 
-from harmone.loadmgmt.config import ChargerSettings
-from harmone.loadmgmt.model import Wiring
 from harmone.web.console.forms import FormErrors
 from harmone.web.console.forms import field as text
+
+if TYPE_CHECKING:
+    from harmone.loadmgmt.config import ChargerSettings
 
 __all__ = [
     "LINE_PAIRS",
@@ -215,17 +216,17 @@ def read_charger_form(
         errors["node"] = "Choose where in the tree the charging station is connected."
     wiring = text(form, "wiring")
     rotation: list[str] = []
-    if wiring == Wiring.LN.value:
+    if wiring == "L-N":
         line = text(form, "line")
         if line not in ("L1", "L2", "L3"):
             errors["line"] = "Choose the line it is connected to."
         rotation = [line]
-    elif wiring == Wiring.LL.value:
+    elif wiring == "L-L":
         pair = text(form, "line_pair")
         if pair not in LINE_PAIRS:
             errors["line_pair"] = "Choose the two lines it is connected between."
         rotation = pair.split("-")
-    elif wiring == Wiring.THREE_PHASE.value:
+    elif wiring == "3-phase":
         order = text(form, "rotation")
         if order not in ROTATIONS:
             errors["rotation"] = "Choose the phase rotation."
@@ -291,22 +292,23 @@ _CHARGER_FIELDS = (
 def charger_form_values(
     form: FormData | None, settings: ChargerSettings | None, node: str | None
 ) -> dict[str, str]:
-    """What the charging station's form shows: what was typed, else its settings."""
-    if form is not None:
-        return {k: text(form, k) for k in _CHARGER_FIELDS}
-    s = settings or ChargerSettings()
+    """What the charging station's form shows: what was typed, else its settings (those it
+    uses: its own or the site's defaults); empty without either."""
+    if form is not None or settings is None:
+        return {k: text(form, k) if form is not None else "" for k in _CHARGER_FIELDS}
+    s = settings
     lines = [p.name for p in s.phase_rotation] if s.phase_rotation else []
-    wiring = s.wiring_in_force
+    wiring = s.wiring_in_force.value
 
     def shown(value: float | None) -> str:
         return "" if value is None else f"{value:g}"
 
     return {
         "node": node or "",
-        "wiring": wiring.value,
-        "line": lines[0] if wiring is Wiring.LN and lines else "L1",
-        "line_pair": "-".join(lines) if wiring is Wiring.LL and lines else "L1-L2",
-        "rotation": "-".join(lines) if wiring is Wiring.THREE_PHASE and lines else "L1-L2-L3",
+        "wiring": wiring,
+        "line": lines[0] if wiring == "L-N" and lines else "L1",
+        "line_pair": "-".join(lines) if wiring == "L-L" and lines else "L1-L2",
+        "rotation": "-".join(lines) if wiring == "3-phase" and lines else "L1-L2-L3",
         "voltage": shown(s.voltage),
         "min_current": shown(s.min_current),
         "max_current": shown(s.max_current),

@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from harmone.errors import NotFound
-from harmone.loadmgmt.edits import config_version
 from harmone.loadmgmt.service import LoadManagementService
 from harmone.web.app import Runtime
 from harmone.web.console.loadmgmt_view import LoadView, fmt
@@ -140,7 +139,7 @@ async def load_stream(
             return
         polls += 1
         try:
-            version = config_version(rt.loadmgmt.config(site_uid).to_json())
+            version = rt.loadmgmt.editing.version(site_uid)
             fresh = rt.loadmgmt.timeseries(site_uid, last_at, 5000)
         except NotFound:
             version, fresh = "", []

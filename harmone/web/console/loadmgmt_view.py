@@ -12,23 +12,24 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harmone.errors import NotFound
-from harmone.loadmgmt.advice import ConfigAdvice, config_advice
-from harmone.loadmgmt.config import ChargerSettings, SiteLoadConfig
-from harmone.loadmgmt.edits import config_version
-from harmone.loadmgmt.meters import MeterConfig, MeterStatus
-from harmone.loadmgmt.model import Node, Wiring
-from harmone.loadmgmt.service import (
-    ConnectorStatus,
-    LimitOrigin,
-    LoadManagementService,
-    NodeStatus,
-    SiteLoadStatus,
-)
+from harmone.loadmgmt.service import LoadManagementService
 from harmone.web.app import Runtime
 from harmone.web.console.loadmgmt_forms import LINE_PAIRS, ROTATIONS, charger_form_values
+
+if TYPE_CHECKING:
+    from harmone.loadmgmt.config import ChargerSettings, SiteLoadConfig
+    from harmone.loadmgmt.editing import ConfigAdvice
+    from harmone.loadmgmt.meters import MeterConfig, MeterStatus
+    from harmone.loadmgmt.model import Node
+    from harmone.loadmgmt.service import (
+        ConnectorStatus,
+        LimitOrigin,
+        NodeStatus,
+        SiteLoadStatus,
+    )
 
 __all__ = [
     "POLICIES",
@@ -166,9 +167,9 @@ class Formatting:
     def wiring(settings: ChargerSettings) -> str:
         wiring = settings.wiring_in_force
         lines = [p.name for p in settings.phase_rotation] if settings.phase_rotation else None
-        if wiring is Wiring.LN:
+        if wiring.value == "L-N":
             return f"single-phase on {(lines or ['L1'])[0]}"
-        if wiring is Wiring.LL:
+        if wiring.value == "L-L":
             return f"between {'-'.join(lines or ['L1', 'L2'])} ({settings.voltage:g} V)"
         rotation = "-".join(lines or ["L1", "L2", "L3"])
         return "three-phase" + ("" if rotation == "L1-L2-L3" else f", rotation {rotation}")
@@ -190,7 +191,7 @@ class NodeRow:
 def _rows(node: Node, depth: int = 0, parent: str | None = None) -> Iterator[NodeRow]:
     yield NodeRow(node.id, depth, parent, node)
     for child in node.children:
-        if isinstance(child, Node):
+        if isinstance(child, type(node)):  # a cluster, not a charging station
             yield from _rows(child, depth + 1, node.id)
 
 
@@ -211,10 +212,10 @@ class LoadView:
     #: every charging station the site knows (stored, configured or seen by load management)
     chargers: dict[str, str | None] = field(default_factory=dict)  # id -> name
     online: set[str] = field(default_factory=set)
-
-    @property
-    def version(self) -> str:
-        return config_version(self.config.to_json()) if self.config else ""
+    #: of the configuration in force ("" without one): forms say what they were made on
+    version: str = ""
+    #: warnings about the configuration in force
+    advice: tuple[ConfigAdvice, ...] = ()
 
     @property
     def rows(self) -> list[NodeRow]:
@@ -258,10 +259,6 @@ class LoadView:
     def dynamic_origin(self, node_id: str) -> LimitOrigin | None:
         return self.status.dynamic_limit_origins.get(node_id) if self.status else None
 
-    @property
-    def advice(self) -> tuple[ConfigAdvice, ...]:
-        return config_advice(self.config) if self.config else ()
-
     def advice_for(self, subject: str) -> list[str]:
         return [a.message for a in self.advice if a.subject == subject]
 
@@ -297,7 +294,16 @@ def load_view(
     chargers = dict(stored)
     for cid in [*config.chargers, *status.chargers]:
         chargers.setdefault(cid, None)
-    return LoadView(site_uid, config, status, chargers, set(online))
+    editing = service.editing
+    return LoadView(
+        site_uid,
+        config,
+        status,
+        chargers,
+        set(online),
+        editing.version(site_uid),
+        editing.advice(site_uid),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
 from harmone.errors import NotFound
-from harmone.loadmgmt.edits import reset_charger, set_charger
 from harmone.store.records import Charger, Site
 from harmone.web.api import RuntimeDep
 from harmone.web.app import Runtime
@@ -21,7 +20,7 @@ from harmone.web.console.forms import FormErrors
 from harmone.web.console.loadmgmt_forms import charger_form_values, read_charger_form
 from harmone.web.console.render import charger_path
 from harmone.web.console.routes_chargers import _load, _page
-from harmone.web.console.routes_loadmgmt import apply_edit, refused_status
+from harmone.web.console.routes_loadmgmt import apply_edit, refused_status, version_of
 from harmone.web.console.routes_sites import require
 
 __all__ = ["router"]
@@ -79,7 +78,9 @@ async def save_charger_load(
     errors = read.errors
     if not errors:
         settings = {k: v for k, v in read.settings.items() if v is not None}
-        errors = await apply_edit(rt, uid, form, lambda raw: set_charger(raw, charger_id, settings))
+        errors = await apply_edit(
+            rt.loadmgmt.editing.set_charger(uid, charger_id, settings, version_of(form))
+        )
     if errors:
         return await _refused(request, rt, session, site, charger, form, errors)
     log.info(
@@ -100,7 +101,9 @@ async def reset_charger_load(
     site, charger = await _load(rt, session, uid, charger_id)
     require(session.access.require_writer)
     try:
-        errors = await apply_edit(rt, uid, form, lambda raw: reset_charger(raw, charger_id))
+        errors = await apply_edit(
+            rt.loadmgmt.editing.reset_charger(uid, charger_id, version_of(form))
+        )
     except NotFound:
         errors = {"form": _NOT_SET_UP}
     if errors:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -21,17 +21,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import FormData
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from harmone.errors import ConfigError, Conflict, NotFound
-from harmone.loadmgmt.edits import (
-    add_node,
-    find_node,
-    move_node,
-    new_config,
-    node_paths,
-    remove_node,
-    set_site_settings,
-    update_node,
-)
+from harmone.errors import ConfigError, Conflict
 from harmone.store.records import Site
 from harmone.web.api import RuntimeDep
 from harmone.web.app import Runtime
@@ -51,7 +41,7 @@ from harmone.web.console.routes_sites import _site_tab, load_site, require
 from harmone.web.console.sse import event_stream_response
 from harmone.web.console.state import console_state
 
-__all__ = ["apply_edit", "people_words", "refused_status", "router"]
+__all__ = ["apply_edit", "people_words", "refused_status", "router", "version_of"]
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +129,11 @@ async def set_up(uid: str, request: Request, rt: RuntimeDep, session: SessionDep
     read = read_node_form(form, new=True)
     errors = dict(read.errors)
     if not errors:
-        if _configured(rt, uid):
-            return _done(uid, "already")
         root = {k: v for k, v in read.fields.items() if v is not None}
         try:
-            await rt.loadmgmt.configure(uid, new_config(root))
+            await rt.loadmgmt.editing.set_up(uid, root)
+        except Conflict:
+            return _done(uid, "already")
         except ConfigError as exc:
             errors["form"] = people_words(str(exc))
         else:
@@ -153,23 +143,16 @@ async def set_up(uid: str, request: Request, rt: RuntimeDep, session: SessionDep
     return await _tab(request, rt, session, site, {"errors": errors, "values": values}, 422)
 
 
-def _configured(rt: Runtime, uid: str) -> bool:
-    try:
-        rt.loadmgmt.config(uid)
-    except NotFound:
-        return False
-    return True
+def version_of(form: FormData) -> str | None:
+    """The version of the configuration the form was made on."""
+    return text(form, "version") or None
 
 
-async def apply_edit(
-    rt: Runtime,
-    uid: str,
-    form: FormData,
-    change: Callable[[dict[str, Any]], dict[str, Any]],
-) -> FormErrors:
-    """Apply `change` through the service; the messages to show if it was refused."""
+async def apply_edit(change: Awaitable[Any]) -> FormErrors:
+    """Wait for a change of `LoadManagementService.editing`; the messages to show if it was
+    refused."""
     try:
-        await rt.loadmgmt.edit(uid, change, text(form, "version") or None)
+        await change
     except Conflict as exc:
         return {
             "form": people_words(str(exc))
@@ -195,7 +178,7 @@ async def save_settings(
     else:
         enabled = text(form, "enabled") == "1"
         errors = await apply_edit(
-            rt, uid, form, lambda raw: set_site_settings(raw, enabled, policy)
+            rt.loadmgmt.editing.set_site_settings(uid, enabled, policy, version_of(form))
         )
         if not errors:
             log.info(
@@ -228,7 +211,7 @@ async def _node_page(
     view = await site_load_view(rt, site.uid)
     config = view.config
     assert config is not None
-    paths = node_paths(config.to_json())
+    paths = rt.loadmgmt.editing.node_paths(site.uid)
     inside = {n for n, path in paths.items() if node_id in path} if node_id else set()
     context = {
         "site": site,
@@ -248,11 +231,10 @@ async def _node_page(
 
 
 def _node_or_redirect(rt: Runtime, uid: str, node_id: str | None) -> RedirectResponse | None:
-    try:
-        raw = rt.loadmgmt.config(uid).to_json()
-    except NotFound:
+    editing = rt.loadmgmt.editing
+    if not editing.configured(uid):
         return _done(uid, "not-set-up")
-    if node_id is not None and find_node(raw, node_id) is None:
+    if node_id is not None and editing.node(uid, node_id) is None:
         return _done(uid, "gone")
     return None
 
@@ -288,7 +270,7 @@ async def add_node_form(
     errors = dict(read.errors) or await _probe(rt, read, read.fields["id"], None)
     if not errors:
         node = {k: v for k, v in read.fields.items() if v is not None}
-        errors = await apply_edit(rt, uid, form, lambda raw: add_node(raw, parent, node))
+        errors = await apply_edit(rt.loadmgmt.editing.add_node(uid, parent, node, version_of(form)))
         if not errors:
             log.info(
                 "site=%s cluster %s added below %s by %s",
@@ -314,7 +296,7 @@ async def _probe(
     if meter is None or read.save_unreachable or meter == before:
         return {}
     try:
-        why = await rt.loadmgmt.probe_meter(node_id or "new", meter)
+        why = await rt.loadmgmt.editing.probe_meter(node_id or "new", meter)
     except ConfigError as exc:
         return {"meter_host": people_words(str(exc))}
     if why is None:
@@ -341,9 +323,9 @@ async def node_page(
     require(session.access.require_writer)
     if (away := _node_or_redirect(rt, uid, node_id)) is not None:
         return away
-    raw = rt.loadmgmt.config(uid).to_json()
-    values = node_form_values(None, find_node(raw, node_id))
-    path = node_paths(raw)[node_id]
+    editing = rt.loadmgmt.editing
+    values = node_form_values(None, editing.node(uid, node_id))
+    path = editing.node_paths(uid)[node_id]
     values["parent"] = path[-2] if len(path) > 1 else ""
     return await _node_page(request, rt, session, site, node_id, values)
 
@@ -357,17 +339,15 @@ async def save_node(
     require(session.access.require_writer)
     if (away := _node_or_redirect(rt, uid, node_id)) is not None:
         return away
-    before = find_node(rt.loadmgmt.config(uid).to_json(), node_id) or {}
+    before = rt.loadmgmt.editing.node(uid, node_id) or {}
     read = read_node_form(form, new=False, existing_meter=before.get("meter"))
     errors = dict(read.errors) or await _probe(rt, read, node_id, before.get("meter"))
     if not errors:
-        parent = read.parent
-
-        def change(raw: dict[str, Any]) -> dict[str, Any]:
-            out = update_node(raw, node_id, read.fields)
-            return move_node(out, node_id, parent) if parent else out
-
-        errors = await apply_edit(rt, uid, form, change)
+        errors = await apply_edit(
+            rt.loadmgmt.editing.update_node(
+                uid, node_id, read.fields, read.parent, version_of(form)
+            )
+        )
         if not errors:
             log.info("site=%s cluster %s changed by %s", uid, node_id, session.access.user.email)
             return _done(uid, "saved")
@@ -408,7 +388,7 @@ async def _remove_page(
 ) -> Response:
     view = await site_load_view(rt, site.uid)
     assert view.config is not None
-    path = node_paths(view.config.to_json())[node_id]
+    path = rt.loadmgmt.editing.node_paths(site.uid)[node_id]
     node = view.node(node_id)
     context = {
         "site": site,
@@ -432,7 +412,7 @@ async def remove_node_form(
     require(session.access.require_writer)
     if (away := _node_or_redirect(rt, uid, node_id)) is not None:
         return away
-    errors = await apply_edit(rt, uid, form, lambda raw: remove_node(raw, node_id))
+    errors = await apply_edit(rt.loadmgmt.editing.remove_node(uid, node_id, version_of(form)))
     if not errors:
         log.info("site=%s cluster %s removed by %s", uid, node_id, session.access.user.email)
         return _done(uid, "removed")
