@@ -29,10 +29,18 @@ from sqlalchemy import select
 from support import harmone_server
 
 from harmone.config import ServerConfig
+from harmone.errors import NotFound
 from harmone.services.accounts import Accounts
 from harmone.store.models import ConsoleSessionRow
 from harmone.web.app import create_app
-from harmone.web.console import routes_auth, routes_chargers, routes_sites, routes_users
+from harmone.web.console import (
+    routes_auth,
+    routes_charger_loadmgmt,
+    routes_chargers,
+    routes_loadmgmt,
+    routes_sites,
+    routes_users,
+)
 from harmone.web.console.ratelimit import LoginLimits, LoginRateLimiter
 from harmone.web.serve import RunningServer
 
@@ -55,7 +63,15 @@ def _routes() -> list[tuple[str, str]]:
         for method in item
         if method in ("get", "post", "put", "patch", "delete")
     ]
-    for module in (routes_auth, routes_sites, routes_chargers, routes_users):
+    console = (
+        routes_auth,
+        routes_sites,
+        routes_chargers,
+        routes_charger_loadmgmt,
+        routes_loadmgmt,
+        routes_users,
+    )
+    for module in console:
         for route in module.router.routes:
             assert isinstance(route, APIRoute)
             out.extend((m, route.path) for m in sorted(route.methods - {"HEAD"}))
@@ -260,6 +276,8 @@ async def test_every_console_form_refuses_requests_without_a_valid_csrf_token(
             assert "refused" in r.text
         assert (await store.sites.get(env.site_b)).name == "B"
         assert (await store.chargers.get(env.site_b, "CP-1")).name is None
+        with pytest.raises(NotFound):  # no load management was set up either
+            env.srv.runtime.loadmgmt.config(env.site_b)
         assert not [
             a for a in await Accounts(store).list_accounts() if a.user.email == "evil@example.com"
         ]

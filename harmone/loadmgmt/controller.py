@@ -22,6 +22,7 @@ from harmone.clock import Timer
 from harmone.errors import CallErrorReceived, HarmoneError
 from harmone.loadmgmt.allocate import allocate
 from harmone.loadmgmt.config import SiteLoadConfig
+from harmone.loadmgmt.history import MinuteHistory
 from harmone.loadmgmt.model import Allocation, AllocationOptions
 from harmone.loadmgmt.plan import Plan, ProfileCall, make_plan
 from harmone.loadmgmt.state import SiteLoadState, Timing
@@ -75,6 +76,8 @@ class SiteController:
         self.last: Allocation | None = None
         self.last_plan: Plan | None = None
         self.series: deque[Sample] = deque(maxlen=history)
+        #: the same rounds summarised per minute, for a day (charts over hours)
+        self.minutes = MinuteHistory()
         #: seconds from the event that woke a round to each profile it sent, and to decreases
         self.reaction_times: deque[float] = deque(maxlen=1000)
         self.decrease_times: deque[float] = deque(maxlen=1000)
@@ -304,6 +307,7 @@ class SiteController:
                 ),
             )
         )
+        self.minutes.add(self.series[-1])
 
 
 async def _within(task: asyncio.Future[Any], clock: Timer, seconds: float) -> bool:

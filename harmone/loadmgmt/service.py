@@ -11,18 +11,22 @@ callers map them to their own world (HTTP statuses in `web/api_loadmgmt.py`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from harmone.clock import Timer
-from harmone.errors import ConfigError, HarmoneError, NotFound
+from harmone.errors import ConfigError, Conflict, HarmoneError, NotFound
 from harmone.loadmgmt.config import SiteLoadConfig, parse_config
 from harmone.loadmgmt.controller import Sample, SiteController
+from harmone.loadmgmt.editing import ConfigEditing
+from harmone.loadmgmt.edits import config_version
+from harmone.loadmgmt.history import MinuteSummary
 from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_push
 from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState, Node
 from harmone.loadmgmt.snapshot import restore
@@ -39,6 +43,7 @@ from harmone.store.loadstate import LoadStateRepo
 __all__ = [
     "ChargerStatus",
     "ConnectorStatus",
+    "LimitOrigin",
     "LoadManagementService",
     "NodeStatus",
     "SiteLoadStatus",
@@ -96,6 +101,14 @@ class ChargerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitOrigin:
+    """Who set a node's dynamic limit, and when (kept in memory: unknown after a restart)."""
+
+    by: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SiteLoadStatus:
     enabled: bool
     policy: str
@@ -107,6 +120,8 @@ class SiteLoadStatus:
     meters: dict[str, MeterStatus]
     reaction_time_s: dict[str, float | int | None]
     decrease_time_s: dict[str, float | int | None] = field(default_factory=dict)
+    #: who set each dynamic limit in force, when known
+    dynamic_limit_origins: dict[str, LimitOrigin] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -115,6 +130,7 @@ class _Site:
     poller: MeterPoller | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     written: dict[str, Any] | None = None
+    limit_origins: dict[str, LimitOrigin] = field(default_factory=dict)
 
 
 class LoadManagementService:
@@ -135,6 +151,10 @@ class LoadManagementService:
         self.timing = timing or Timing()
         self._sites: dict[str, _Site] = {}
         self._writer: asyncio.Task[None] | None = None
+        #: one configuration change at a time, so that an edit reads what it changes
+        self._config_lock = asyncio.Lock()
+        #: the console's changes, a part of the configuration at a time
+        self.editing = ConfigEditing(self)
 
     # -- life ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -171,6 +191,37 @@ class LoadManagementService:
     # -- configuration -------------------------------------------------------------------------
     async def configure(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
         """Validate and store a site's configuration and put it in force (ConfigError if bad)."""
+        async with self._config_lock:
+            return await self._configure(site_uid, raw)
+
+    async def edit(
+        self,
+        site_uid: str,
+        change: Callable[[dict[str, Any]], Mapping[str, Any]],
+        version: str | None = None,
+    ) -> SiteLoadConfig:
+        """Change part of the configuration in force (`harmone.loadmgmt.edits`): `change` gets
+        its JSON and returns the new one, validated and stored as a whole. With `version`
+        (`edits.config_version` of what the change was prepared on), a configuration changed
+        meanwhile is refused with Conflict instead of being overwritten. NotFound when the site
+        has no configuration, ConfigError when the result is not valid."""
+        async with self._config_lock:
+            current = self.config(site_uid).to_json()
+            if version is not None and config_version(current) != version:
+                raise Conflict(
+                    "the load management configuration was changed meanwhile (by someone "
+                    "else, or in another window): nothing was saved"
+                )
+            return await self._configure(site_uid, change(current))
+
+    async def create(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
+        """`configure`, for a site without a configuration (Conflict if it has one)."""
+        async with self._config_lock:
+            if site_uid in self._sites:
+                raise Conflict("load management is already set up for this site")
+            return await self._configure(site_uid, raw)
+
+    async def _configure(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
         config = parse_config(raw)
         await self.configs.put(site_uid, config.to_json())
         await self._install(site_uid, config, None)
@@ -272,12 +323,20 @@ class LoadManagementService:
         self._node(site_uid, node_id)
         self.measurement(site_uid, measurement_from_push(node_id, payload, self.clock.now()))
 
-    def set_dynamic_limit(self, site_uid: str, node_id: str, limit: float | None) -> None:
-        """An external limit on a node; None removes it, 0 suspends charging below it."""
+    def set_dynamic_limit(
+        self, site_uid: str, node_id: str, limit: float | None, by: str | None = None
+    ) -> None:
+        """An external limit on a node; None removes it, 0 suspends charging below it. `by`
+        says who set it (shown with the limit)."""
         ctl = self._node(site_uid, node_id)
         if limit is not None and not (limit >= 0 and math.isfinite(limit)):
             raise ConfigError("limit must be a finite number >= 0")
         ctl.state.set_dynamic_limit(node_id, limit)
+        origins = self._sites[site_uid].limit_origins
+        if limit is None:
+            origins.pop(node_id, None)
+        else:
+            origins[node_id] = LimitOrigin(by, self.clock.now())
         ctl.poke()
 
     def _node(self, site_uid: str, node_id: str) -> SiteController:
@@ -340,9 +399,16 @@ class LoadManagementService:
         series = self._site(site_uid).controller.series
         return [s for s in series if since is None or s.at > since][-limit:]
 
+    def history(self, site_uid: str, since: datetime | None) -> list[MinuteSummary]:
+        """The rounds summarised per minute (lowest limit, highest loads), the last day."""
+        return self._site(site_uid).controller.minutes.since(since)
+
     def status(self, site_uid: str) -> SiteLoadStatus:
         site = self._site(site_uid)
-        return _status(site.controller, site.poller, self.options, self.clock.now())
+        status = _status(site.controller, site.poller, self.options, self.clock.now())
+        in_force = status.dynamic_limits
+        origins = {k: v for k, v in site.limit_origins.items() if k in in_force}
+        return dataclasses.replace(status, dynamic_limit_origins=origins)
 
 
 def _summary(values: list[float]) -> dict[str, float | int | None]:

@@ -177,11 +177,11 @@ async def push_reading(
 
 @router.put("/nodes/{node_id}/dynamic-limit")
 async def put_dynamic_limit(
-    uid: str, node_id: str, body: DynamicLimitIn, rt: RuntimeDep, _: WriterDep
+    uid: str, node_id: str, body: DynamicLimitIn, rt: RuntimeDep, user: WriterDep
 ) -> dict[str, Any]:
     """An external limit (energy manager, grid operator): the lower of it and the fuse holds."""
     try:
-        rt.loadmgmt.set_dynamic_limit(uid, node_id, body.limit)
+        rt.loadmgmt.set_dynamic_limit(uid, node_id, body.limit, by=f"{user.email} (REST API)")
     except ConfigError as exc:
         raise HTTPException(422, str(exc)) from None
     return {"node": node_id, "limit": body.limit}

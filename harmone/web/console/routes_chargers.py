@@ -16,6 +16,7 @@ from harmone.web.app import Runtime
 from harmone.web.console.auth import ConsoleSession, PageError, SessionDep, checked_form
 from harmone.web.console.forms import field, validate
 from harmone.web.console.frames import describe_frames
+from harmone.web.console.loadmgmt_view import charger_load_context
 from harmone.web.console.render import charger_path, render
 from harmone.web.console.routes_sites import load_site, require
 from harmone.web.console.sse import charger_stream, event_stream_response
@@ -58,6 +59,7 @@ async def _page(
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     status: int = 200,
+    extra: dict[str, Any] | None = None,
 ) -> Response:
     out = charger_out(charger, rt.hub.live_state(site.uid, charger.id), site)
     limit = console_state(request).settings.inspector_frames
@@ -76,6 +78,9 @@ async def _page(
         "errors": errors or {},
         "notice": _NOTICES.get(request.query_params.get("done", "")),
     }
+    done = request.query_params.get("done")
+    context.update(await charger_load_context(rt, site.uid, charger.id, done))
+    context.update(extra or {})
     return render(request, "chargers/charger.html", context, session=session, status=status)
 
 

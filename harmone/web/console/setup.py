@@ -15,7 +15,14 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from harmone.errors import NotFound
-from harmone.web.console import routes_auth, routes_chargers, routes_sites, routes_users
+from harmone.web.console import (
+    routes_auth,
+    routes_charger_loadmgmt,
+    routes_chargers,
+    routes_loadmgmt,
+    routes_sites,
+    routes_users,
+)
 from harmone.web.console.auth import LoginRequired, PageError, optional_session
 from harmone.web.console.ratelimit import LoginRateLimiter
 from harmone.web.console.render import STATIC_DIR, render
@@ -79,7 +86,15 @@ def install(api: FastAPI, settings: ConsoleSettings | None = None) -> None:
     settings = settings or ConsoleSettings()
     api.state.console = ConsoleState(settings, LoginRateLimiter(settings.login_limits))
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (routes_auth, routes_sites, routes_chargers, routes_users):
+    modules = (
+        routes_auth,
+        routes_sites,
+        routes_chargers,
+        routes_charger_loadmgmt,
+        routes_loadmgmt,
+        routes_users,
+    )
+    for module in modules:
         api.include_router(module.router)
     api.add_middleware(SecurityHeaders)
 
