@@ -20,7 +20,7 @@ from websockets.typing import Subprotocol
 
 from harmone.config import RelayConfig, ServerConfig
 from harmone.store.records import Site
-from harmone.web.api import ocpp_url
+from harmone.services.sites import ocpp_url
 from harmone.web.serve import RunningServer, running_server
 
 FAST_RELAY = RelayConfig(

@@ -105,6 +105,14 @@ class RelayHub:
     def live_for_site(self, site_uid: str) -> list[LiveCharger]:
         return [lc for key, lc in self.live.items() if key[0] == site_uid]
 
+    def link(self, site_uid: str, charger_id: str) -> ChargerLink | None:
+        """The link of a connected charger, or None."""
+        return self.links.get((site_uid, charger_id))
+
+    def links_for_site(self, site_uid: str) -> list[ChargerLink]:
+        """The links of a site's connected chargers."""
+        return [link for key, link in self.links.items() if key[0] == site_uid]
+
     def attach(self, link: ChargerLink) -> None:
         self.links[link.live.key] = link
         self.changed(link.live)

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from harmone.errors import ConfigError
 from harmone.loadmgmt.controller import SiteController
 from harmone.loadmgmt.meters import measurement_from_push
-from harmone.web.api import RuntimeDep, UserDep, WriterDep
-from harmone.web.app import Runtime
+from harmone.web.api.auth import UserDep, WriterDep
+from harmone.web.runtime import Runtime, RuntimeDep
 
 __all__ = ["router"]
 

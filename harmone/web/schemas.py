@@ -1,4 +1,5 @@
-"""The REST API's request and response bodies, derived from `harmone.domain`.
+"""The REST API's request and response bodies, derived from `harmone.domain`, and how
+records become them (`site_out`, `charger_out`, `attempt_out`: the console shows the same).
 
 Site and charger fields, with their rules, are declared once in the domain: `SiteIn` is the
 domain's `SiteSettings`, `SitePatch` and `ChargerPatch` are its settings with every field
@@ -11,26 +12,35 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harmone.domain import (
+    Charger,
     ChargerIdentity,
     ChargerSettings,
+    Connector,
     Partial,
     Site,
     SiteFields,
     SiteSettings,
 )
+from harmone.relay.state import LiveCharger
+from harmone.security import CHARGER_PASSWORD_LENGTHS, charger_password_problem
+from harmone.store.records import Attempt
 
 __all__ = [
     "AttemptOut",
     "ChargerOut",
+    "ChargerPasswordIn",
     "ChargerPatch",
     "ConnectorOut",
     "FrameOut",
     "SiteIn",
     "SiteOut",
     "SitePatch",
+    "attempt_out",
+    "charger_out",
+    "site_out",
 ]
 
 
@@ -82,6 +92,24 @@ class ChargerPatch(Partial, ChargerSettings):
     """A charger's name or its own CPMS (null: the site's)."""
 
 
+class ChargerPasswordIn(BaseModel):
+    # No whitespace stripping (unlike the other bodies): a password is taken exactly as sent.
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(
+        description=f"{CHARGER_PASSWORD_LENGTHS[0]} to {CHARGER_PASSWORD_LENGTHS[1]} printable "
+        "ASCII characters (OCPP BasicAuthPassword); the same must be configured in the charger"
+    )
+
+    @field_validator("password")
+    @classmethod
+    def _allowed(cls, value: str) -> str:
+        problem = charger_password_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
 class AttemptOut(BaseModel):
     at: datetime
     site_uid: str
@@ -99,3 +127,66 @@ class FrameOut(BaseModel):
     sender: Literal["charger", "cpms", "harmone"]
     receiver: Literal["charger", "cpms", "harmone"]
     text: str
+
+
+def site_out(site: Site, ocpp_url: str) -> SiteOut:
+    return SiteOut.model_construct(**dict(site), ocpp_url=ocpp_url)
+
+
+def _connector_out(c: Connector) -> ConnectorOut:
+    return ConnectorOut(id=c.id, status=c.status, updated_at=c.updated_at)
+
+
+def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> ChargerOut:
+    """The stored charger, overlaid with the live state of this process (which is newer)."""
+    effective = charger.cpms_url or site.cpms_url
+    if live is None:
+        return ChargerOut(
+            id=charger.id,
+            site_uid=charger.site_uid,
+            name=charger.name,
+            connected=charger.connected,
+            ocpp_version=charger.ocpp_version,
+            **dict(charger.identity),
+            last_seen=charger.last_seen,
+            cpms_url=charger.cpms_url,
+            effective_cpms_url=effective,
+            upstream_connected=charger.upstream_connected,
+            upstream_error=None,
+            connectors=[_connector_out(c) for c in charger.connectors],
+            password_set=charger.password_set,
+        )
+    connectors = {c.id: _connector_out(c) for c in charger.connectors}
+    for cid, (st, at) in live.connectors.items():
+        connectors[cid] = ConnectorOut(id=cid, status=st, updated_at=at)
+    return ChargerOut(
+        id=charger.id,
+        site_uid=charger.site_uid,
+        name=charger.name,
+        connected=live.connected,
+        ocpp_version=live.ocpp_version or charger.ocpp_version,
+        **dict(live.identity.over(charger.identity)),
+        last_seen=live.last_seen or charger.last_seen,
+        cpms_url=charger.cpms_url,
+        effective_cpms_url=effective,
+        upstream_connected=live.upstream_connected,
+        upstream_error=live.upstream_error if live.connected and effective else None,
+        remote_addr=live.remote_addr if live.connected else None,
+        connected_since=live.connected_since if live.connected else None,
+        connectors=[connectors[k] for k in sorted(connectors)],
+        password_set=charger.password_set,
+    )
+
+
+def attempt_out(a: Attempt) -> AttemptOut:
+    return AttemptOut(
+        at=a.at,
+        site_uid=a.site_uid,
+        charge_point_id=a.charge_point_id,
+        remote_addr=a.remote_addr,
+        accepted=a.accepted,
+        reason=a.reason,
+        http_status=a.http_status,
+        subprotocol=a.subprotocol,
+        offered_subprotocols=list(a.offered_subprotocols),
+    )

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from harmone.errors import AuthError
-from harmone.web.api import RuntimeDep
 from harmone.web.console.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -26,6 +25,7 @@ from harmone.web.console.csrf import check_origin, new_login_token, tokens_match
 from harmone.web.console.forms import field
 from harmone.web.console.render import render
 from harmone.web.console.state import console_state
+from harmone.web.runtime import RuntimeDep
 
 __all__ = ["router"]
 

@@ -25,11 +25,11 @@ from starlette.responses import StreamingResponse
 
 from harmone.errors import NotFound
 from harmone.relay.hub import ChargerEvent
-from harmone.web.api import charger_out
-from harmone.web.app import Runtime
 from harmone.web.console.frames import describe_frames
 from harmone.web.console.render import render_fragment
 from harmone.web.console.state import ConsoleSettings
+from harmone.web.runtime import Runtime
+from harmone.web.schemas import charger_out
 
 __all__ = ["charger_stream", "event_stream_response", "site_stream", "sse_message"]
 
@@ -83,8 +83,8 @@ async def site_stream(rt: Runtime, settings: ConsoleSettings, site_uid: str) -> 
     async with rt.hub.subscribe() as queue:
         yield "retry: 1000\n\n"
         try:
-            site = await rt.store.sites.get(site_uid)
-            chargers = await rt.store.chargers.of_site(site_uid)
+            site = await rt.sites.get(site_uid)
+            chargers = await rt.chargers.of_site(site_uid)
         except NotFound:
             yield sse_message("gone", {})
             return
@@ -102,12 +102,12 @@ async def site_stream(rt: Runtime, settings: ConsoleSettings, site_uid: str) -> 
                 yield ": keepalive\n\n"
                 continue
             changed, seen = batch
-            site_now = await rt.store.sites.find(site_uid)
+            site_now = await rt.sites.find(site_uid)
             if site_now is None:
                 yield sse_message("gone", {})
                 return
             for charger_id in sorted(changed):
-                stored = await rt.store.chargers.find(site_uid, charger_id)
+                stored = await rt.chargers.find(site_uid, charger_id)
                 if stored is None:
                     continue
                 out = charger_out(stored, rt.hub.live_state(site_uid, charger_id), site_now)
@@ -140,8 +140,8 @@ async def charger_stream(
             return [f for f in described if last_at is None or f["at"] > last_at]
 
         async def state() -> str | None:
-            site = await rt.store.sites.find(site_uid)
-            stored = await rt.store.chargers.find(site_uid, charger_id)
+            site = await rt.sites.find(site_uid)
+            stored = await rt.chargers.find(site_uid, charger_id)
             if site is None or stored is None:
                 return None
             out = charger_out(stored, rt.hub.live_state(*key), site)

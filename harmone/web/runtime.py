@@ -1,0 +1,70 @@
+"""What a request handler works with: the running HARMON-E's store, relay, services.
+
+The application (`harmone.web.app`) creates a `Runtime` when it starts; the REST API and the
+console reach it through the `RuntimeDep` dependency. Handlers change sites and chargers
+through the services (`sites`, `chargers`, `accounts`), never through the relay's links; they
+read the relay's live state (`hub.live_state`, `hub.frames`, `hub.subscribe`, …).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Annotated, Protocol
+
+from fastapi import Depends, HTTPException, Request, status
+
+from harmone.config import ServerConfig
+from harmone.loadmgmt.runtime import LoadManager
+from harmone.relay.hub import RelayHub
+from harmone.services.accounts import Accounts
+from harmone.services.chargers import ChargerService
+from harmone.services.sites import SiteService
+from harmone.store import Store
+
+__all__ = ["Runtime", "RuntimeDep", "RuntimeSource", "get_runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything a request handler may need, created at start-up."""
+
+    config: ServerConfig
+    store: Store
+    hub: RelayHub
+    #: The URL chargers of cloud sites use, without the site UID.
+    cloud_base_url: str
+    loadmgmt: LoadManager
+    #: Users, console sessions and API tokens (holds the cache of verified tokens).
+    accounts: Accounts = field(init=False)
+    #: Sites and what their changes do to connected chargers.
+    sites: SiteService = field(init=False)
+    #: Chargers' settings and passwords, and what their changes do to the connection.
+    chargers: ChargerService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.accounts = Accounts(self.store)
+        self.sites = SiteService(
+            self.store, self.hub, self.cloud_base_url, close_grace=self.config.shutdown_grace
+        )
+        self.chargers = ChargerService(self.store, self.hub)
+
+
+class RuntimeSource(Protocol):
+    """Holds the runtime while HARMON-E runs (None while it starts or stops)."""
+
+    @property
+    def runtime(self) -> Runtime | None: ...
+
+
+def get_runtime(request: Request) -> Runtime:
+    source: RuntimeSource = request.app.state.harmone
+    runtime = source.runtime
+    if runtime is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "HARMON-E is starting")
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
