@@ -98,7 +98,13 @@ class ChargerPasswordIn(BaseModel):
 
     password: str = Field(
         description=f"{CHARGER_PASSWORD_LENGTHS[0]} to {CHARGER_PASSWORD_LENGTHS[1]} printable "
-        "ASCII characters (OCPP BasicAuthPassword); the same must be configured in the charger"
+        "ASCII characters (OCPP BasicAuthPassword); the same must be configured in the charger",
+        # Documented in the schema too (the validator below says why a password is refused).
+        json_schema_extra={
+            "minLength": CHARGER_PASSWORD_LENGTHS[0],
+            "maxLength": CHARGER_PASSWORD_LENGTHS[1],
+            "pattern": "^[\\x20-\\x7e]*$",
+        },
     )
 
     @field_validator("password")
