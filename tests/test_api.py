@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from support import RawCpms, charger, harmone_server, recv_json, wait_for
 
 from harmone.services.accounts import Accounts
+from harmone.store.sites import SITE_UID_BITS, new_site_uid
 from harmone.web.serve import RunningServer
 
 
@@ -257,3 +260,39 @@ async def test_oversized_request_bodies_are_refused_before_anything_reads_them(
         assert (
             await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})
         ).status_code == 201
+
+
+def test_site_uids_start_and_end_with_a_letter_or_digit() -> None:
+    """A UID starting with - or _ is easily missed when read out or retyped (issue 10)."""
+    uids = [new_site_uid() for _ in range(3000)]
+    shape = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{22}[A-Za-z0-9]")
+    assert all(shape.fullmatch(uid) for uid in uids)
+    assert len(set(uids)) == len(uids)
+    assert SITE_UID_BITS >= 128
+    # The middle still draws from all 64 URL-safe characters.
+    assert {"-", "_"} <= set("".join(uid[1:-1] for uid in uids))
+
+
+async def test_sites_created_over_the_api_get_such_uids(srv: RunningServer) -> None:
+    async with await client_for(srv) as api:
+        for _ in range(20):
+            uid = (await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()[
+                "uid"
+            ]
+            assert uid[0].isalnum() and uid[-1].isalnum() and len(uid) == 24
+
+
+async def test_serving_a_database_without_an_admin_says_how_to_create_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="harmone.web.app")
+    async with harmone_server(tmp_path):
+        pass
+    (warning,) = [r for r in caplog.records if "no admin user" in r.getMessage()]
+    assert "harmone init --db URL --admin-email EMAIL" in warning.getMessage()
+    async with harmone_server(tmp_path) as srv:
+        await Accounts(srv.runtime.store).create_user("a@example.com", "x" * 12, "admin")
+    caplog.clear()
+    async with harmone_server(tmp_path):
+        pass
+    assert not [r for r in caplog.records if "no admin user" in r.getMessage()]

@@ -171,6 +171,10 @@ class Accounts:
         """Every user, oldest first."""
         return await self._users.all()
 
+    async def has_admin(self) -> bool:
+        """Whether an admin exists: without one, nobody can manage users."""
+        return any(user.role == "admin" for user in await self._users.all())
+
     async def user_sites(self, user_id: int) -> SiteScope:
         """The sites user `user_id` may see: None for every site; NotFound for no such user."""
         return await self._users.scope(user_id)

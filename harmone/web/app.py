@@ -16,6 +16,7 @@ from harmone.loadmgmt.runtime import LoadManager
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.hub import RelayHub
 from harmone.store import Store
+from harmone.store.db import describe_url
 from harmone.web import api_loadmgmt
 from harmone.web.api import chargers, connection_log, sites, users
 from harmone.web.body_limit import BodyLimit
@@ -113,6 +114,13 @@ def _build_api(app: HarmoneApp) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with app.lifespan():
+            if app.runtime is not None and not await app.runtime.accounts.has_admin():
+                log.warning(
+                    "no admin user in %s: nobody can sign in to the console or create API "
+                    "tokens. Create one with: harmone init --db URL --admin-email EMAIL "
+                    "--admin-password-file FILE",
+                    describe_url(app.config.db_url),
+                )
             yield
 
     api = FastAPI(

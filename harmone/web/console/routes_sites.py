@@ -16,9 +16,15 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from harmone.errors import ConfigError, Forbidden
 from harmone.store.records import Site
 from harmone.web.console.auth import ConsoleSession, PageError, SessionDep, checked_form
+from harmone.web.console.control_hub import ocpp_url_facts
 from harmone.web.console.forms import field, form_errors
 from harmone.web.console.render import render
-from harmone.web.console.sse import event_stream_response, site_stream
+from harmone.web.console.sse import (
+    LOG_ROWS,
+    connection_log_stream,
+    event_stream_response,
+    site_stream,
+)
 from harmone.web.console.state import console_state
 from harmone.web.runtime import Runtime, RuntimeDep
 from harmone.web.schemas import SiteOut, attempt_out, charger_out, site_out
@@ -89,6 +95,7 @@ async def _site_tab(
         "site": _out(rt, site),
         "tab": tab,
         "online": sum(1 for lc in live if lc.connected),
+        "total": (await rt.chargers.counts()).get(site.uid, 0),
         "notice": _notice(request),
     }
     context.update(extra or {})
@@ -174,13 +181,18 @@ async def control_hub(uid: str, request: Request, rt: RuntimeDep, session: Sessi
     site = await load_site(rt, session, uid)
     await rt.hub.flush_attempts()
     latest = await rt.store.attempts.of_site(uid, 1)
+    url = rt.sites.ocpp_url(site)
     return await _site_tab(
         request,
         rt,
         session,
         site,
         "control-hub",
-        {"latest": attempt_out(latest[0]) if latest else None},
+        {
+            "latest": attempt_out(latest[0]) if latest else None,
+            "url": ocpp_url_facts(url, site.uid),
+            "public_url_set": rt.config.public_url is not None,
+        },
     )
 
 
@@ -207,8 +219,17 @@ async def connection_log_tab(
 ) -> Response:
     site = await load_site(rt, session, uid)
     await rt.hub.flush_attempts()
-    attempts = [attempt_out(a) for a in await rt.store.attempts.of_site(uid, 200)]
+    attempts = [attempt_out(a) for a in await rt.store.attempts.of_site(uid, LOG_ROWS)]
     return await _site_tab(request, rt, session, site, "connection-log", {"attempts": attempts})
+
+
+@router.get("/sites/{uid}/connection-log/events")
+async def connection_log_events(
+    uid: str, request: Request, rt: RuntimeDep, session: SessionDep
+) -> StreamingResponse:
+    site = await load_site(rt, session, uid)
+    settings = console_state(request).settings
+    return event_stream_response(connection_log_stream(rt, settings, site.uid))
 
 
 @router.get("/sites/{uid}/settings")
