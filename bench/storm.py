@@ -22,7 +22,9 @@ chargers  N chargers (raw `websockets` clients, not the `ocpp` package: a few th
           --ramp seconds and reconnects by itself, after another random delay within --ramp,
           whenever its connection drops. Commands on stdin, one per line, each answered by one
           JSON line: `status`, `heartbeat` (every connected charger sends a Heartbeat and waits
-          for the answer), `quit`. Unprompted it prints {"event": "all_connected", "seconds"}
+          for the answer), `drops` (per charger, how often its connection closed and how often
+          it connected again since the last `drops`: {"closed": {id: n}, "reconnected": {id:
+          n}}), `quit`. Unprompted it prints {"event": "all_connected", "seconds"}
           once every charger is connected for the first time.
 """
 
@@ -175,12 +177,18 @@ class Fleet:
         self.conns: dict[int, ClientConnection] = {}
         self.handshakes = 0
         self.failures: collections.Counter[str] = collections.Counter()
+        #: Per charger, since the last `drops` command: connections that closed while the
+        #: fleet was not stopping, and handshakes after its first one (reconnections).
+        self.closed: collections.Counter[str] = collections.Counter()
+        self.reconnected: collections.Counter[str] = collections.Counter()
         self.stopping = False
         self.all_connected = asyncio.Event()
         self._rng = random.Random(1)
 
     async def keep_connected(self, i: int) -> None:
         await asyncio.sleep(self._rng.uniform(0, self.ramp))
+        name = f"{self.prefix}{i:05d}"
+        connected_before = False
         while not self.stopping:
             try:
                 ws = await connect(
@@ -199,12 +207,17 @@ class Fleet:
                 self.failures[type(exc).__name__] += 1
             else:
                 self.handshakes += 1
+                if connected_before:
+                    self.reconnected[name] += 1
+                connected_before = True
                 self.conns[i] = ws
                 if len(self.conns) == self.count:
                     self.all_connected.set()
                 await ws.wait_closed()
                 if self.conns.get(i) is ws:
                     del self.conns[i]
+                if not self.stopping:
+                    self.closed[name] += 1
             if not self.stopping:
                 await asyncio.sleep(self._rng.uniform(0.1, max(0.2, self.ramp)))
 
@@ -228,6 +241,13 @@ class Fleet:
 
         await asyncio.gather(*(one(i, ws) for i, ws in list(self.conns.items())))
         return dict(outcome)
+
+    def drops(self) -> dict[str, Any]:
+        """Per charger, closed connections and reconnections since the last call."""
+        report = {"closed": dict(self.closed), "reconnected": dict(self.reconnected)}
+        self.closed.clear()
+        self.reconnected.clear()
+        return report
 
     def status(self) -> dict[str, Any]:
         return {
@@ -264,6 +284,8 @@ async def run_chargers(url: str, count: int, prefix: str, ramp: float, lifetime:
                     emit(**fleet.status())
                 elif line == "heartbeat":
                     emit(event="heartbeat", **await fleet.heartbeat())
+                elif line == "drops":
+                    emit(event="drops", **fleet.drops())
                 elif line == "quit":
                     return
                 else:

@@ -3,16 +3,23 @@
 `db_url` is parametrized over both backends and is always an *empty* database (no schema):
 a fresh file for SQLite; for PostgreSQL one database per test session whose `public` schema
 is dropped and recreated before each test. PostgreSQL tests are skipped when no server
-answers at $HARMONE_TEST_PG (default postgresql://postgres@127.0.0.1:5432/test), unless
-$HARMONE_TEST_PG_REQUIRED is set, in which case they fail.
+answers at $HARMONE_TEST_PG (default postgresql://postgres@127.0.0.1:5432/test), unless the
+run is strict (`support.strict_run`: $HARMONE_TEST_STRICT=1, or $CI set), in which case they
+fail.
+
+Every test also fails when one of its peers failed where nothing awaits it (`swallowed_errors`):
+a fake CPMS's connection handler that raised (websockets only logs it and closes the
+connection), or an exception asyncio could only log (a `start_server` callback, a task nobody
+awaited).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +27,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy.engine import make_url
+from support import strict_run
 
 from harmone.store import Store
 
@@ -83,7 +91,7 @@ def pg_url() -> Iterator[str]:
         run_async(_create_database(name))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         message = f"PostgreSQL not available at {PG_SERVER_URL}: {exc}"
-        if os.environ.get("HARMONE_TEST_PG_REQUIRED"):
+        if strict_run():
             pytest.fail(message)
         pytest.skip(message)
     try:
@@ -120,3 +128,64 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# -- failures in peers fail the test ------------------------------------------------------------
+
+#: Where an exception ends up when it happens in a task that nobody awaits: a websockets server
+#: logs its connection handler's exception and closes the connection; asyncio logs one from a
+#: `start_server` callback or a task whose result nobody retrieved.
+SWALLOWING_LOGGERS = ("websockets.server", "asyncio")
+
+
+class SwallowedErrors(logging.Handler):
+    """Collects the errors `SWALLOWING_LOGGERS` log during one test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def take(self) -> str | None:
+        """What was logged since the last call, with tracebacks; None if nothing."""
+        records, self.records = self.records, []
+        if not records:
+            return None
+        formatter = logging.Formatter("%(name)s: %(message)s")
+        return "\n".join(formatter.format(r) for r in records)
+
+
+@pytest.fixture(autouse=True)
+def swallowed_errors() -> Iterator[SwallowedErrors]:
+    """Fails the test when a peer (a fake CPMS, a fake meter, a background task) failed."""
+    handler = SwallowedErrors()
+    loggers = [logging.getLogger(name) for name in SWALLOWING_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    # what only went wrong while the test's fixtures were torn down
+    if (errors := handler.take()) is not None:
+        pytest.fail(f"a peer of this test failed during teardown:\n{errors}", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    handler = getattr(item, "funcargs", {}).get("swallowed_errors")
+    if not isinstance(handler, SwallowedErrors):
+        return (yield)
+    try:
+        result = yield
+    except BaseException:
+        # the test failed anyway: its peers' errors go with its report, they may be the cause
+        if (errors := handler.take()) is not None:
+            item.add_report_section("call", "errors in peers", errors)
+        raise
+    if (errors := handler.take()) is not None:
+        pytest.fail(f"a peer of this test failed:\n{errors}", pytrace=False)
+    return result

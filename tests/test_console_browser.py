@@ -7,12 +7,12 @@ offline. Plus: a wrong password, and a viewer who cannot change anything.
 
 Screenshots of every page go to artifacts/screenshots/ (not committed) for a person to look
 at. Chromium is never downloaded: the tests use /usr/bin/chromium (scripts/test installs
-Debian's package) and are skipped when it is missing, unless $CI is set.
+Debian's package) and are skipped when it is missing, unless the run is strict
+(`support.strict_run`: $HARMONE_TEST_STRICT=1, or $CI set).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from console_support import cheap_passwords
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
-from support import harmone_server
+from support import harmone_server, strict_run
 from websockets.exceptions import InvalidStatus
 
 from harmone.services.accounts import Accounts
@@ -39,7 +39,7 @@ TIMEOUT = 10_000  # ms, for anything that waits on the server
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 if not CHROMIUM.exists():
-    if os.environ.get("CI"):
+    if strict_run():
         raise RuntimeError(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
 

@@ -1,7 +1,8 @@
 """Power meter readers against a real Modbus TCP server (pymodbus') on 127.0.0.1.
 
 Register values are encoded with pymodbus' own converter, so the reader's decoding is checked
-against an independent implementation. Intervals and timeouts are tens of milliseconds.
+against an independent implementation. The poller runs on a manual clock: each test moves the
+time and polls happen exactly then. Timeouts of single reads are real (tenths of a second).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
+from support import PATIENCE
 
 from harmone.errors import ConfigError, HarmoneError, RetryableError
 from harmone.loadmgmt.meters import (
@@ -177,9 +179,30 @@ async def read(cfg: MeterConfig) -> Measurement:
         await reader.aclose()
 
 
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts requests and never answers them."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.received = 0  # connections that sent a request
+        self._changed = asyncio.Event()
+
+    async def requests(self, count: int) -> None:
+        """Wait until `count` connections have sent something."""
+        async with asyncio.timeout(PATIENCE):
+            while self.received < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+    def seen(self) -> None:
+        self.received += 1
+        self._changed.set()
+
+
 @contextlib.asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """A TCP server on 127.0.0.1 that accepts requests and never answers; yields its port."""
+async def silent_server() -> AsyncIterator[SilentServer]:
+    """A `SilentServer` while the block runs."""
+    silent = SilentServer()
     handlers: set[asyncio.Task[Any]] = set()
     writers: list[asyncio.StreamWriter] = []
 
@@ -187,11 +210,14 @@ async def silent_server() -> AsyncIterator[int]:
         handlers.add(asyncio.current_task())  # type: ignore[arg-type]
         writers.append(writer)
         with contextlib.suppress(ConnectionError):
-            await reader.read()
+            if await reader.read(1):
+                silent.seen()
+                await reader.read()
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    silent.port = server.sockets[0].getsockname()[1]
     try:
-        yield server.sockets[0].getsockname()[1]
+        yield silent
     finally:
         server.close()
         for writer in writers:
@@ -326,12 +352,12 @@ async def test_connection_refused_says_so() -> None:
 
 
 async def test_a_meter_that_never_answers_times_out() -> None:
-    async with silent_server() as port:
-        cfg = MeterConfig("main", "127.0.0.1", port=port, timeout=0.2)
-        started = time.monotonic()
+    # How long the read takes beyond its timeout is measured in bench/deadlines_bench.py.
+    async with silent_server() as server:
+        cfg = MeterConfig("main", "127.0.0.1", port=server.port, timeout=0.2)
         with pytest.raises(MeterNoAnswer, match=r"no answer within 0\.2 s"):
             await read(cfg)
-        assert time.monotonic() - started < 1.5
+        assert server.received == 1  # connected and asked: it is the answer that never came
 
 
 async def test_reader_reconnects_after_the_meter_restarts() -> None:
@@ -360,20 +386,57 @@ def test_meter_errors_are_retryable_harmone_errors() -> None:
 # --- the poller -----------------------------------------------------------------------------------
 
 
+class ManualClock:
+    """Time for a `MeterPoller` that moves only when the test moves it.
+
+    `monotonic` and `now` start at 0 and NOW; `sleep` (the poller's) returns once `advance`
+    has moved the time past its end, so each poll happens exactly when the test says.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._changed = asyncio.Event()
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def now(self) -> datetime:
+        return NOW + timedelta(seconds=self.seconds)
+
+    async def sleep(self, seconds: float) -> None:
+        entry = (self.seconds + seconds, asyncio.get_running_loop().create_future())
+        self._sleepers.append(entry)
+        self._changed.set()
+        try:
+            await entry[1]
+        finally:
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
+
+    async def sleeping(self, count: int) -> None:
+        """Wait until `count` pollers sleep (each has finished its poll)."""
+        async with asyncio.timeout(PATIENCE):
+            while len(self._sleepers) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def advance(self, seconds: float, sleepers: int = 1) -> None:
+        """Move the time on, and wait until the `sleepers` pollers have polled and sleep again."""
+        self.seconds += seconds
+        for entry in list(self._sleepers):
+            if entry[0] <= self.seconds:
+                self._sleepers.remove(entry)
+                entry[1].set_result(None)
+        await self.sleeping(sleepers)
+
+
 class Collector:
     def __init__(self) -> None:
         self.items: list[Measurement] = []
-        self._changed = asyncio.Event()
 
     def __call__(self, m: Measurement) -> None:
         self.items.append(m)
-        self._changed.set()
-
-    async def wait_for(self, pred: Callable[[list[Measurement]], bool], limit: float = 5) -> None:
-        async with asyncio.timeout(limit):
-            while not pred(self.items):
-                self._changed.clear()
-                await self._changed.wait()
 
 
 def _other_tasks() -> set[asyncio.Task[Any]]:
@@ -385,78 +448,88 @@ async def test_poller_fails_after_n_polls_then_recovers(caplog: pytest.LogCaptur
     sim = MeterSim(inputs=sdm630_registers((8, 9, 10), (1, 1, 1)))
     await sim.start()
     got = Collector()
-    failures_when_failed: list[int] = []
+    failures_when_delivered: list[int] = []
 
     def record(m: Measurement) -> None:
-        if m.failed:
-            failures_when_failed.append(poller.status()["main"].consecutive_failures)
+        failures_when_delivered.append(poller.status()["main"].consecutive_failures)
         got(m)
 
-    cfg = config(sim, failures_before_failed=3)
-    poller = MeterPoller([cfg], record, clock=FixedClock())
+    clock = ManualClock()
+    cfg = config(sim, poll_interval=5.0, max_age=60.0, failures_before_failed=3)
+    poller = MeterPoller([cfg], record, clock=clock, sleep=clock.sleep)
     assert poller.status()["main"].health is MeterHealth.STARTING
     poller.start()
     try:
-        await got.wait_for(lambda items: len(items) >= 1)
-        assert got.items[0] == Measurement("main", (8, 9, 10), NOW)
+        await clock.sleeping(1)  # the first poll, at 0 s
+        assert got.items == [Measurement("main", (8, 9, 10), NOW)]
         assert poller.status()["main"].health is MeterHealth.OK
 
         await sim.stop()
-        seen = len(got.items)
-        await got.wait_for(lambda items: sum(m.failed for m in items) >= 2)
-        failed = [m for m in got.items[seen:] if m.failed]
-        assert failed[0] == Measurement("main", (0, 0, 0), NOW, failed=True)
         # Nothing is delivered for the first two failures; from the third on, every poll.
-        assert got.items[seen:][:2] == failed[:2]
-        assert failures_when_failed[:2] == [3, 4]
+        for _ in range(2):
+            await clock.advance(5.0)
+            assert len(got.items) == 1
+            assert poller.status()["main"].health is MeterHealth.OK
+        await clock.advance(5.0)  # 15 s: the third failure in a row
+        assert got.items[1:] == [Measurement("main", (0, 0, 0), clock.now(), failed=True)]
+        await clock.advance(5.0)
+        assert got.items[2:] == [Measurement("main", (0, 0, 0), clock.now(), failed=True)]
+        assert failures_when_delivered == [0, 3, 4]
         status = poller.status()["main"]
         assert status.health is MeterHealth.FAILED
         assert status.last_error == "connection refused"
-        assert status.consecutive_failures >= 4
+        assert status.consecutive_failures == 4
         assert status.last_success == NOW
         assert status.last_reading == Measurement("main", (8, 9, 10), NOW)  # last good one
 
         await sim.start()
-        await got.wait_for(lambda items: not items[-1].failed)
-        assert got.items[-1] == Measurement("main", (8, 9, 10), NOW)
+        await clock.advance(5.0)
+        assert got.items[3:] == [Measurement("main", (8, 9, 10), clock.now())]
         assert poller.status()["main"].health is MeterHealth.OK
         assert poller.status()["main"].last_error is None
+        assert poller.status()["main"].last_success == clock.now()
     finally:
         await poller.stop()
         await sim.stop()
     assert not _other_tasks()
 
     ours = [r for r in caplog.records if r.name == "harmone.loadmgmt.meters"]
-    warnings = [r for r in ours if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    text = warnings[0].getMessage()
-    assert text.startswith(f"meter 127.0.0.1:{sim.port} unit 1 (SDM630) did not answer for ")
-    assert text.endswith(": connection refused; node main falls to its safety current")
-    recoveries = [r for r in ours if "answers again" in r.getMessage()]
+    warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"meter 127.0.0.1:{sim.port} unit 1 (SDM630) did not answer for 15 s: "
+        "connection refused; node main falls to its safety current"
+    ]
+    recoveries = [r for r in ours if "answers again after 4 failed polls" in r.getMessage()]
     assert len(recoveries) == 1
 
 
 async def test_poller_fails_a_meter_whose_reading_is_too_old() -> None:
     got = Collector()
+    clock = ManualClock()
     # Many failures allowed, but no good reading for max_age also fails it.
     cfg = MeterConfig(
         "main",
         "127.0.0.1",
         port=free_port(),
-        poll_interval=0.05,
+        poll_interval=5.0,
         timeout=0.2,
         failures_before_failed=1000,
-        max_age=0.3,
+        max_age=20.0,
     )
-    poller = MeterPoller([cfg], got, clock=FixedClock())
-    started = time.monotonic()
+    poller = MeterPoller([cfg], got, clock=clock, sleep=clock.sleep)
     poller.start()
     try:
-        await got.wait_for(lambda items: len(items) >= 1)
+        await clock.sleeping(1)
+        for _ in range(3):  # 0 s, 5 s, 10 s, 15 s: failed polls, still younger than max_age
+            assert got.items == []
+            await clock.advance(5.0)
+        assert got.items == []
+        assert poller.status()["main"].consecutive_failures == 4
+        await clock.advance(5.0)  # 20 s without a reading
+        assert got.items == [Measurement("main", (0, 0, 0), clock.now(), failed=True)]
+        assert poller.status()["main"].health is MeterHealth.FAILED
     finally:
         await poller.stop()
-    assert got.items[0].failed
-    assert 0.25 <= time.monotonic() - started < 2
 
 
 async def test_poller_polls_many_meters_concurrently() -> None:
@@ -465,59 +538,72 @@ async def test_poller_polls_many_meters_concurrently() -> None:
         meter_sim(holding=em24_registers((4000, 5000, 6000), (1, 1, 1))) as b,
     ):
         got = Collector()
+        clock = ManualClock()
         poller = MeterPoller(
             [
-                MeterConfig("a", "127.0.0.1", port=a.port, poll_interval=0.05, timeout=0.3),
+                MeterConfig("a", "127.0.0.1", port=a.port, poll_interval=1.0, timeout=0.3),
                 MeterConfig(
                     "b", "127.0.0.1", b.port, register_map="carlo_gavazzi_em24", timeout=0.3
                 ),
             ],
             got,
+            clock=clock,
+            sleep=clock.sleep,
         )
         poller.start()
         try:
-            await got.wait_for(lambda items: {m.node_id for m in items} == {"a", "b"})
-            # "a" polls every 50 ms, "b" every 5 s: several of a's readings before b's second.
-            await got.wait_for(lambda items: sum(m.node_id == "a" for m in items) >= 4)
+            await clock.sleeping(2)
+            assert sorted(m.node_id for m in got.items) == ["a", "b"]
+            # "a" polls every second, "b" every 5 s (its default), each on its own schedule
+            for _ in range(4):
+                await clock.advance(1.0, sleepers=2)
+            assert [m.node_id for m in got.items].count("a") == 5
+            assert [m.node_id for m in got.items].count("b") == 1
+            await clock.advance(1.0, sleepers=2)  # 5 s: both
+            assert [m.node_id for m in got.items].count("a") == 6
+            assert [m.node_id for m in got.items].count("b") == 2
         finally:
             await poller.stop()
     by_node = {m.node_id: m.load for m in got.items}
     assert by_node == {"a": (1, 2, 3), "b": pytest.approx((4, 5, 6))}
-    assert sum(m.node_id == "b" for m in got.items) == 1
     assert set(poller.status()) == {"a", "b"}
 
 
 async def test_poller_survives_a_failing_async_callback(caplog: pytest.LogCaptureFixture) -> None:
     calls = 0
-    done = asyncio.Event()
 
     async def broken(m: Measurement) -> None:
         nonlocal calls
         calls += 1
-        if calls >= 3:
-            done.set()
         raise RuntimeError("consumer bug")
 
+    clock = ManualClock()
     async with meter_sim(inputs=sdm630_registers((1, 1, 1), (1, 1, 1))) as sim:
-        poller = MeterPoller([config(sim)], broken)
+        poller = MeterPoller(
+            [config(sim, poll_interval=5.0)], broken, clock=clock, sleep=clock.sleep
+        )
         poller.start()
         try:
-            async with asyncio.timeout(5):
-                await done.wait()
+            await clock.sleeping(1)
+            for _ in range(2):
+                await clock.advance(5.0)
+            assert calls == 3  # every poll still delivered after the callback raised
+            assert poller.status()["main"].health is MeterHealth.OK
         finally:
             await poller.stop()
-    assert "on_measurement failed for node main" in caplog.text
+    assert caplog.text.count("on_measurement failed for node main") == 3
 
 
 async def test_poller_stop_is_bounded_while_reads_hang() -> None:
-    async with silent_server() as port:
+    async with silent_server() as server:
+        # Reads that would wait an hour for their answer: stop() must not wait for them.
         poller = MeterPoller(
-            [MeterConfig(f"n{i}", "127.0.0.1", port=port, timeout=5.0) for i in range(3)],
+            [MeterConfig(f"n{i}", "127.0.0.1", port=server.port, timeout=3600.0) for i in range(3)],
             lambda m: None,
         )
         poller.start()
-        await asyncio.sleep(0.1)  # every reader is now waiting for an answer
-        async with asyncio.timeout(1):
+        await server.requests(3)  # every reader is now waiting for an answer
+        async with asyncio.timeout(PATIENCE):  # a guard against hanging, not a speed claim
             await poller.stop()
         assert all(s.health is MeterHealth.STARTING for s in poller.status().values())
     assert not _other_tasks()

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
-from support import RawCpms, charger, harmone_server, make_site, recv_json, wait_for
+from support import (
+    FAST_RELAY,
+    PATIENCE,
+    RawCpms,
+    charger,
+    harmone_server,
+    make_site,
+    recv_json,
+    wait_for,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from harmone.config import RelayConfig
 from harmone.errors import CallErrorReceived, CallTimeout, ChargerNotConnected
 from harmone.relay.hub import RelayHub
+
+#: A 4 KiB frame limit, for oversized frames that are cheap to send.
+SMALL_FRAMES = RelayConfig(
+    upstream_connect_timeout=1.0, max_frame_bytes=4096, backoff_initial=0.05, backoff_max=0.3
+)
 
 
 async def attempts(hub: RelayHub, site_uid: str) -> list[object]:
@@ -28,10 +44,10 @@ async def test_frames_are_relayed_byte_exact_both_ways(tmp_path: Path) -> None:
             await cpms.wait_for(lambda: cpms.frames["CP-1"] == [weird])
             answer = '[3,"m1",{"currentTime" : "2026-11-24T00:00:00.000+00:00"}]'
             await cpms.send("CP-1", answer)
-            assert await asyncio.wait_for(ws.recv(), 5) == answer
+            assert await asyncio.wait_for(ws.recv(), PATIENCE) == answer
             call = '[2,"srv-1","GetConfiguration",{"key":["HeartbeatInterval"]}]'
             await cpms.send("CP-1", call)
-            assert await asyncio.wait_for(ws.recv(), 5) == call
+            assert await asyncio.wait_for(ws.recv(), PATIENCE) == call
             reply = '[3,"srv-1",{"configurationKey":[]}]'
             await ws.send(reply)
             await cpms.wait_for(lambda: cpms.frames["CP-1"][-1] == reply)
@@ -120,9 +136,9 @@ async def test_unreachable_cpms_does_not_keep_the_charger_out(tmp_path: Path) ->
             # The CPMS comes up: the relay dials it by itself and traffic flows.
             cpms2 = RawCpms(port=port)
             async with cpms2:
-                await wait_for(lambda: "CP-7" in cpms2.conns, 5)
+                await wait_for(lambda: "CP-7" in cpms2.conns)
                 assert cpms2.offered["CP-7"] == ["ocpp2.0.1"]  # only the version in use
-                await wait_for(lambda: live.upstream_connected, 5)
+                await wait_for(lambda: live.upstream_connected)
                 await ws.send('[2,"h2","Heartbeat",{}]')
                 assert await recv_json(ws) == [3, "h2", {"cpms": "answer"}]
 
@@ -148,7 +164,7 @@ async def test_cpms_drop_keeps_the_charger_and_reconnects(tmp_path: Path) -> Non
                 local = await recv_json(ws)
                 assert local[1] == "b" and "currentTime" in local[2]  # answered locally
                 await cpms.start()  # same port
-                await wait_for(lambda: cpms.connects >= 2, 5)
+                await wait_for(lambda: cpms.connects >= 2)
                 await wait_for(
                     lambda: (
                         srv.runtime.hub.links[
@@ -179,7 +195,7 @@ async def test_same_identity_replaces_the_old_connection(tmp_path: Path) -> None
         first = await charger(f"{url}/CP-10")
         second = await charger(f"{url}/CP-10")
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(first.recv(), 5)
+            await asyncio.wait_for(first.recv(), PATIENCE)
         assert first.close_reason and "replaced" in first.close_reason
         await second.send('[2,"x","Heartbeat",{}]')
         assert (await recv_json(second))[1] == "x"
@@ -226,7 +242,7 @@ async def test_standalone_site_answers_the_charger_itself(tmp_path: Path) -> Non
 
 
 async def test_malformed_and_oversized_frames_hit_only_their_sender(tmp_path: Path) -> None:
-    relay = RelayConfigSmall
+    relay = SMALL_FRAMES
     async with RawCpms() as cpms, harmone_server(tmp_path, relay=relay) as srv:
         _, url = await make_site(srv, cpms.url)
         good = await charger(f"{url}/GOOD")
@@ -236,7 +252,7 @@ async def test_malformed_and_oversized_frames_hit_only_their_sender(tmp_path: Pa
         assert cpms.frames["BAD"] == []  # never relayed
         await bad.send("x" * 5000)  # over the 4 KiB limit
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(bad.recv(), 5)
+            await asyncio.wait_for(bad.recv(), PATIENCE)
         assert bad.close_code == 1009
         await good.send('[2,"g","Heartbeat",{}]')
         assert (await recv_json(good))[1] == "g"
@@ -244,34 +260,74 @@ async def test_malformed_and_oversized_frames_hit_only_their_sender(tmp_path: Pa
 
 
 async def test_own_calls_wait_for_the_cpms_call_and_never_reach_the_cpms(tmp_path: Path) -> None:
+    """One CALL in flight towards the charger, and nothing lost: CPMS calls that arrive while
+    one is in flight, and an own call among them, are each delivered once, the CPMS's in order;
+    every answer to a CPMS call reaches the CPMS once; the own call's answer never does."""
     async with RawCpms(auto_answer=False) as cpms, harmone_server(tmp_path) as srv:
         site, url = await make_site(srv, cpms.url)
+        hub = srv.runtime.hub
         async with await charger(f"{url}/CP-12") as ws:
+
+            async def barrier(name: str, then: str | None = None) -> None:
+                """A Heartbeat through the CPMS; `then` is sent by the CPMS just before its
+                answer. Frames on each side are handled in order, so once the charger has the
+                answer HARMON-E has handled everything both sides sent before, and the answer
+                being the charger's next frame shows nothing else was sent to it meanwhile."""
+                call = f'[2,"{name}","Heartbeat",{{}}]'
+                await ws.send(call)
+                await wait_for(lambda: call in cpms.frames["CP-12"])
+                if then is not None:
+                    await cpms.send("CP-12", then)
+                await cpms.send("CP-12", f'[3,"{name}",{{"currentTime":"t"}}]')
+                assert await recv_json(ws) == [3, name, {"currentTime": "t"}]
+
             await wait_for(lambda: "CP-12" in cpms.conns)
             await cpms.send("CP-12", '[2,"cpms-1","Reset",{"type":"Soft"}]')
             assert (await recv_json(ws))[1] == "cpms-1"
+            # while cpms-1 is unanswered: a second CPMS call, an own call, a third CPMS call
+            await barrier("hb-1", then='[2,"cpms-2","GetConfiguration",{}]')
             own = asyncio.create_task(
-                srv.runtime.hub.call(site.uid, "CP-12", "GetConfiguration", {"key": ["X"]})
+                hub.call(site.uid, "CP-12", "GetConfiguration", {"key": ["X"]})
             )
-            with pytest.raises(TimeoutError):  # held while the CPMS's call is unanswered
-                await asyncio.wait_for(ws.recv(), 0.3)
+            await barrier("hb-2", then='[2,"cpms-3","ClearCache",{}]')  # nothing was sent
+            assert not own.done()
             await ws.send('[3,"cpms-1",{"status":"Accepted"}]')
-            mine = await recv_json(ws)
-            assert mine[2] == "GetConfiguration" and mine[1].startswith("hm-")
-            await ws.send(json.dumps([3, mine[1], {"configurationKey": []}]))
-            assert await own == {"configurationKey": []}
-            await asyncio.sleep(0.1)
-            assert cpms.frames["CP-12"] == ['[3,"cpms-1",{"status":"Accepted"}]']
+            received: list[str] = []
+            for _ in range(3):  # each call is sent once the previous one is answered
+                try:
+                    frame = await recv_json(ws)
+                except TimeoutError:
+                    raise AssertionError(f"only {received} reached the charger") from None
+                assert frame[0] == 2, frame
+                received.append(frame[1])
+                if frame[1].startswith("hm-"):
+                    assert frame[2:] == ["GetConfiguration", {"key": ["X"]}]
+                    await ws.send(json.dumps([3, frame[1], {"configurationKey": []}]))
+                    assert await own == {"configurationKey": []}
+                else:
+                    await ws.send(json.dumps([3, frame[1], {"for": frame[1]}]))
+            assert [r for r in received if not r.startswith("hm-")] == ["cpms-2", "cpms-3"]
+            assert len(received) == 3 and own.done()
+            await barrier("hb-3")  # nothing more was sent to the charger
+            # the CPMS got each answer once, in order, and never the own call's answer
+            assert cpms.frames["CP-12"] == [
+                '[2,"hb-1","Heartbeat",{}]',
+                '[2,"hb-2","Heartbeat",{}]',
+                '[3,"cpms-1",{"status":"Accepted"}]',
+                '[3, "cpms-2", {"for": "cpms-2"}]',
+                '[3, "cpms-3", {"for": "cpms-3"}]',
+                '[2,"hb-3","Heartbeat",{}]',
+            ]
             # an own call answered with a CallError raises, and a silent charger times out
-            own = asyncio.create_task(srv.runtime.hub.call(site.uid, "CP-12", "Reset", {}))
+            own = asyncio.create_task(hub.call(site.uid, "CP-12", "Reset", {}))
             mine = await recv_json(ws)
             await ws.send(json.dumps([4, mine[1], "NotSupported", "no", {}]))
             with pytest.raises(CallErrorReceived):
                 await own
             with pytest.raises(CallTimeout):
-                await srv.runtime.hub.call(site.uid, "CP-12", "Reset", {}, timeout=0.2)
+                await hub.call(site.uid, "CP-12", "Reset", {}, timeout=0.2)
         with pytest.raises(ChargerNotConnected):
-            await srv.runtime.hub.call(site.uid, "CP-12", "Reset", {})
+            await hub.call(site.uid, "CP-12", "Reset", {})
 
 
 async def test_compression_is_negotiated(tmp_path: Path) -> None:
@@ -287,26 +343,22 @@ async def test_compression_is_negotiated(tmp_path: Path) -> None:
 async def test_late_cpms_with_another_version_makes_the_charger_renegotiate(
     tmp_path: Path,
 ) -> None:
+    # HARMON-E stops waiting for the CPMS after 0.2 s; the CPMS answers after 0.6 s at the
+    # earliest. Both timers run on one event loop, so they fire in that order on any machine.
+    relay = dataclasses.replace(FAST_RELAY, upstream_connect_timeout=0.2)
     async with (
-        RawCpms(subprotocols=("ocpp1.6",), accept_delay=1.5) as cpms,
-        harmone_server(tmp_path) as srv,
+        RawCpms(subprotocols=("ocpp1.6",), accept_delay=0.6) as cpms,
+        harmone_server(tmp_path, relay=relay) as srv,
     ):
         _, url = await make_site(srv, cpms.url)
         ws = await charger(f"{url}/CP-14", ["ocpp2.0.1", "ocpp1.6"])
         assert ws.subprotocol == "ocpp2.0.1"  # accepted before the CPMS answered
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(ws.recv(), 10)
+            await asyncio.wait_for(ws.recv(), PATIENCE)
         assert ws.close_code == 1012 and "ocpp1.6" in (ws.close_reason or "")
         cpms.accept_delay = 0
         async with await charger(f"{url}/CP-14", ["ocpp2.0.1", "ocpp1.6"]) as again:
             assert again.subprotocol == "ocpp1.6"
-
-
-from harmone.config import RelayConfig  # noqa: E402
-
-RelayConfigSmall = RelayConfig(
-    upstream_connect_timeout=1.0, max_frame_bytes=4096, backoff_initial=0.05, backoff_max=0.3
-)
 
 
 async def test_cpms_handshakes_are_bounded_during_a_reconnect_burst(tmp_path: Path) -> None:
@@ -316,7 +368,7 @@ async def test_cpms_handshakes_are_bounded_during_a_reconnect_burst(tmp_path: Pa
     async with RawCpms(accept_delay=0.3) as cpms, harmone_server(tmp_path, relay=relay) as srv:
         _, url = await make_site(srv, cpms.url)
         chargers = await asyncio.gather(*(charger(f"{url}/B-{i}") for i in range(6)))
-        await wait_for(lambda: len(cpms.conns) == 6, 10)
+        await wait_for(lambda: len(cpms.conns) == 6)
         assert cpms.peak_handshaking == 2
         for ws in chargers:
             await ws.close()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
-from support import harmone_server, make_site, wait_for
+from support import PATIENCE, harmone_server, make_site, wait_for
 
+from harmone.errors import SimulatorError
 from harmone.sim import SimulatedCharger, SimulatedCpms
 from harmone.sim.cli import run_simulate
 
@@ -84,6 +86,42 @@ async def test_a_full_session_is_relayed_and_registered(tmp_path: Path, version:
         await wait_for(lambda: not cpms.connected("SIM-1"))
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_calls_queued_for_the_charger_are_each_delivered_once_in_order(
+    tmp_path: Path, version: str
+) -> None:
+    """CPMS calls sent back to back, with one of HARMON-E's own calls among them, wait for
+    the one CALL-in-flight slot: the charger gets each exactly once, the CPMS's in the order
+    sent; the CPMS gets each answer exactly once and never the own call's."""
+    async with SimulatedCpms() as cpms, harmone_server(tmp_path) as srv:
+        site, url = await make_site(srv, cpms.url)
+        async with SimulatedCharger(url, "SIM-Q", version) as sim:
+            await sim.boot()
+            ids = [f"q-{i}" for i in range(6)]
+            own = asyncio.create_task(
+                srv.runtime.hub.call(
+                    site.uid, "SIM-Q", "DataTransfer", {"vendorId": "HARMON-E", "data": "own"}
+                )
+            )
+            for msg_id in ids:  # no waiting in between: they queue up behind each other
+                frame = [2, msg_id, "DataTransfer", {"vendorId": "HARMON-E", "data": msg_id}]
+                await cpms.send_raw("SIM-Q", json.dumps(frame))
+            assert await own == {"status": "Accepted", "data": "own"}
+            try:
+                await cpms.wait_for_frame("SIM-Q", lambda f: json.loads(f)[:2] == [3, ids[-1]])
+            except SimulatorError:
+                got = [p["data"] for a, p in sim.received_calls if a == "DataTransfer"]
+                raise AssertionError(f"the charger got only {got} of {ids}") from None
+            await sim.heartbeat()  # the CPMS has now seen every frame the charger sent before
+            data = [p["data"] for a, p in sim.received_calls if a == "DataTransfer"]
+            assert sorted(data) == sorted([*ids, "own"]) and len(data) == len(ids) + 1
+            assert [d for d in data if d != "own"] == ids
+            answers = [json.loads(f) for f in cpms.raw_frames["SIM-Q"]]
+            answers = [a for a in answers if a[0] in (3, 4)]
+            assert [a[1] for a in answers] == ids
+            assert all(a[2] == {"status": "Accepted", "data": a[1]} for a in answers), answers
+
+
 async def test_cpms_frames_reach_the_charger_byte_exact(tmp_path: Path) -> None:
     async with SimulatedCpms() as cpms, harmone_server(tmp_path) as srv:
         _, url = await make_site(srv, cpms.url)
@@ -91,7 +129,7 @@ async def test_cpms_frames_reach_the_charger_byte_exact(tmp_path: Path) -> None:
             await sim.boot()
             odd = '[2, "cpms-x" , "DataTransfer",{"vendorId" : "acme",  "data":"\\u00e9"}]'
             await cpms.send_raw("SIM-2", odd)
-            await wait_for(lambda: odd in sim.raw_frames, 5)
+            await wait_for(lambda: odd in sim.raw_frames)
 
 
 async def test_standalone_site_serves_a_whole_scenario(tmp_path: Path) -> None:
@@ -112,7 +150,7 @@ async def test_quick_start_simulate_command_through_harmone(tmp_path: Path) -> N
     async with SimulatedCpms() as cpms, harmone_server(tmp_path) as srv:
         site, url = await make_site(srv, cpms.url)
         code = await run_simulate(
-            url=url, chargers=3, version="2.0.1", prefix="QS", duration=3.0, heartbeat=1.0
+            url=url, chargers=3, version="2.0.1", prefix="QS", duration=1.0, heartbeat=0.5
         )
         assert code == 0
         for i in (1, 2, 3):
@@ -128,7 +166,7 @@ async def test_one_charger_failing_does_not_disturb_the_others(tmp_path: Path) -
         for s in sims:
             await s.connect()
         await srv.runtime.hub.links[(site.uid, "OK-0")].close(1011, "test: kill one charger")
-        await sims[0].wait_closed(5)
+        await sims[0].wait_closed(PATIENCE)
         await asyncio.gather(*(s.heartbeat() for s in sims[1:]))
         assert {cpid for cpid, calls in cpms.calls.items() if calls} == {
             f"OK-{i}" for i in range(1, 5)

@@ -6,6 +6,7 @@ import itertools
 import json
 from typing import Any
 
+from call_ledger import CallLedger
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -185,11 +186,14 @@ def test_a_flooding_charger_is_refused_then_closed() -> None:
 
 
 # -- the one-CALL-in-flight rule under arbitrary interleavings -------------------------------
+TIMEOUT = 30.0
 _events = st.lists(
     st.one_of(
         st.tuples(st.just("cpms_call")),
         st.tuples(st.just("own_call")),
-        st.tuples(st.just("charger_answers")),
+        # the charger answers one of the calls it got and has not answered yet (oldest first
+        # when `pick` is 0; later ones and late answers to timed-out calls too)
+        st.tuples(st.just("charger_answers"), st.integers(0, 3), st.booleans()),
         st.tuples(st.just("time"), st.floats(min_value=0, max_value=40)),
     ),
     max_size=60,
@@ -199,44 +203,48 @@ _events = st.lists(
 @settings(max_examples=300)
 @given(_events)
 def test_never_more_than_one_call_in_flight_and_nothing_lost(events: list[tuple[Any, ...]]) -> None:
-    s = make(limits=SessionLimits(call_timeout=30))
+    """Whatever the interleaving: one CALL in flight at most; every CPMS call reaches the
+    charger exactly once, in order, and its answer goes back to the CPMS exactly once; every
+    own call reaches the charger once and gets exactly one result; own answers stay here."""
+    s = make(limits=SessionLimits(call_timeout=TIMEOUT))
+    ledger = CallLedger(TIMEOUT)
     now = 0.0
-    in_flight: list[str] = []  # ids of calls on the wire to the charger, unanswered
-    queued_cpms: list[str] = []
-    delivered_to_cpms: list[str] = []
-    own_done: set[str] = set()
-    own_ids: set[str] = set()
+    unanswered: list[str] = []  # ids of calls the charger got and has not answered yet
     n = 0
 
     def run(effects: list[Effect]) -> None:
-        for e in effects:
-            if isinstance(e, ToCharger):
-                frame = json.loads(e.text)
-                if frame[0] == 2:
-                    in_flight.append(frame[1])
-            elif isinstance(e, ToCpms):
-                delivered_to_cpms.append(json.loads(e.text)[1])
-            elif isinstance(e, OwnCallResult):
-                own_done.add(e.id)
+        ledger.effects(effects, now)
+        for text in sent(effects, ToCharger):
+            frame = json.loads(text)
+            if frame[0] == 2:
+                unanswered.append(frame[1])
 
     for ev in events:
         if ev[0] == "cpms_call":
             n += 1
-            queued_cpms.append(f"c{n}")
-            run(s.from_cpms(f'[2,"c{n}","Reset",{{}}]', now))
+            text = f'[2,"c{n}","Reset",{{}}]'
+            ledger.cpms_frame(text)
+            run(s.from_cpms(text, now))
         elif ev[0] == "own_call":
             msg_id, effects = s.own_call("GetConfiguration", {}, now)
-            own_ids.add(msg_id)
+            ledger.own_call(msg_id)
             run(effects)
-        elif ev[0] == "charger_answers" and in_flight:
-            answered = in_flight.pop(0)
-            run(s.from_charger(f'[3,"{answered}",{{}}]', now))
+        elif ev[0] == "charger_answers" and unanswered:
+            answered = unanswered.pop(ev[1] % len(unanswered))
+            if ev[2]:
+                answer = f'[3,"{answered}",{{"n":{n}}}]'
+            else:
+                answer = f'[4,"{answered}","NotSupported","no",{{}}]'
+            ledger.charger_frame(answer)
+            effects = s.from_charger(answer, now)
+            run(effects)
+            # a CPMS call's answer goes to the CPMS once, even late; an own call's never
+            expected = [] if answered in ledger.own_ids else [answer]
+            assert sent(effects, ToCpms) == expected
         elif ev[0] == "time":
             now += ev[1]
-            deadline = s.next_deadline()
-            if deadline is not None and now >= deadline and in_flight:
-                in_flight.pop(0)  # given up on: its slot is free again
+            ledger.time(now)
             run(s.tick(now))
-        assert len(in_flight) <= 1, in_flight
-    # Own answers never reach the CPMS; every CPMS call answered was relayed back.
-    assert not own_ids & set(delivered_to_cpms)
+    now = ledger.drain(s, now)
+    assert not s.busy and s.queued == 0
+    ledger.assert_nothing_lost()

@@ -9,7 +9,8 @@ reconnect by themselves; this test drives them and watches HARMON-E through its 
    link is up (`connected` and `upstream_connected` in `GET /api/v1/sites/{uid}/chargers`) and
    every charger's Heartbeat is answered by the CPMS.
 2. **CPMS blip.** The CPMS is killed (SIGKILL) and started again on the same port: all 2,000
-   CPMS links come back by themselves, the chargers staying connected throughout.
+   CPMS links come back by themselves, the chargers staying connected throughout (the load
+   generator counts, per charger, every closed connection and every reconnection: none).
 3. **Restart.** HARMON-E is killed (SIGKILL) and started again on the same database and port:
    the 2,000 chargers reconnect by themselves within a second of noticing, and everything is up
    again as in 1.
@@ -57,8 +58,10 @@ STORM = ROOT / "bench" / "storm.py"
 CHARGERS = int(os.environ.get("HARMONE_STORM_CHARGERS", "2000"))
 #: Every process stops by itself after this long, whatever happens to the test.
 LIFETIME = 240.0
-#: How long one API request may take during the storm before the test calls it unanswered.
-API_PATIENCE = 30.0
+#: How long one API request may take during the storm before the test calls it unanswered:
+#: a guard against a hung API, not a latency target (the charger list took 27 s at worst on a
+#: loaded 2-core machine; the worst latency is printed).
+API_PATIENCE = 60.0
 #: How long each phase may take before the test fails.
 PHASE_TIMEOUT = 90.0
 #: Backoff towards the CPMS: short, so that the blip is over in seconds rather than a minute.
@@ -281,6 +284,13 @@ async def test_reconnect_storm_cpms_blip_and_restart(
                 answer = await fleet.ask("heartbeat")
                 assert answer == {"event": "heartbeat", "cpms": CHARGERS}, answer
 
+            async def drops() -> dict[str, dict[str, int]]:
+                """Per charger: closed connections and reconnections since the last call."""
+                assert fleet is not None
+                answer = await fleet.ask("drops")
+                assert answer["event"] == "drops", answer
+                return {"closed": answer["closed"], "reconnected": answer["reconnected"]}
+
             async with watching(api, {"healthz": "/healthz", "chargers": chargers_path}) as watch:
                 # 1. the storm
                 fleet = Role(
@@ -305,6 +315,8 @@ async def test_reconnect_storm_cpms_blip_and_restart(
                 status = await fleet.ask("status")
                 assert status["failures"] == {}, status  # every handshake was accepted
                 await heartbeats()
+                # no charger was accepted and then dropped either
+                assert await drops() == {"closed": {}, "reconnected": {}}
                 rss_peak = max(rss_peak, peak_rss(harmone.pid))
 
                 # 2. the CPMS blip
@@ -315,8 +327,10 @@ async def test_reconnect_storm_cpms_blip_and_restart(
                 await cpms.start()
                 report["blip_recovery_s"] = await wait_until("every CPMS link back", all_up)
                 report["blip_peak_dials"] = await peak_dials()
-                assert (await fleet.ask("status"))["failures"] == {}  # nobody was dropped
+                assert (await fleet.ask("status"))["failures"] == {}
                 await heartbeats()
+                # nobody was dropped: no charger's connection closed, none had to reconnect
+                assert await drops() == {"closed": {}, "reconnected": {}}
                 rss_peak = max(rss_peak, peak_rss(harmone.pid))
 
                 # 3. HARMON-E restarts (kill -9); the chargers come back by themselves
@@ -347,6 +361,10 @@ async def test_reconnect_storm_cpms_blip_and_restart(
                 report["restart_all_upstreams_s"] = time.perf_counter() - restarted
                 report["restart_peak_dials"] = await peak_dials()
                 await heartbeats()
+                # here every charger was dropped and came back: what `drops` sees when it happens
+                restart = await drops()
+                assert set(restart["closed"]) == {charger_id(i) for i in range(CHARGERS)}
+                assert set(restart["reconnected"]) == set(restart["closed"])
                 rss_peak = max(rss_peak, peak_rss(harmone.pid))
             report["api_worst_s"] = {k: round(v, 3) for k, v in watch.worst.items()}
             report["api_answers"] = watch.answered

@@ -17,7 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 from certs import TestCA, make_ca
-from support import FAST_RELAY, RawCpms, charger, harmone_server, make_site, recv_json, wait_for
+from support import (
+    FAST_RELAY,
+    PATIENCE,
+    RawCpms,
+    charger,
+    harmone_server,
+    make_site,
+    recv_json,
+    wait_for,
+)
 from websockets.asyncio.server import serve
 from websockets.typing import Subprotocol
 
@@ -73,7 +82,7 @@ async def api_client(srv: RunningServer, ca: TestCA) -> httpx.AsyncClient:
         base_url=srv.url,
         headers={"Authorization": f"Bearer {token}"},
         verify=ca.client_context(),
-        timeout=10,
+        timeout=PATIENCE,
     )
 
 

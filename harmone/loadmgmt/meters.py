@@ -302,6 +302,9 @@ class MeterPoller:
     `on_measurement` gets each good reading and, once a meter is failed, a failed measurement
     (load 0, `failed=True`) on every poll until it answers again. It may be a plain function or
     a coroutine function; an exception in it is logged and polling goes on.
+
+    `clock` schedules the polls and dates the readings, `sleep` waits for the next poll: a test
+    passes a manual clock and its sleep to decide exactly when each poll happens.
     """
 
     def __init__(
@@ -310,8 +313,10 @@ class MeterPoller:
         on_measurement: OnMeasurement,
         *,
         clock: Clock | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._clock = clock or SystemClock()
+        self._sleep = sleep
         self._on_measurement = on_measurement
         self._meters: dict[str, _MeterState] = {}
         for config in meters:
@@ -358,9 +363,9 @@ class MeterPoller:
         }
 
     async def _poll(self, state: _MeterState) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self._clock
         interval = state.config.poll_interval
-        next_at = loop.time()
+        next_at = clock.monotonic()
         while True:
             try:
                 measurement = await state.reader.read_once()
@@ -370,8 +375,8 @@ class MeterPoller:
                 await self._answered(state, measurement)
             next_at += interval
             # A slow meter shifts its schedule rather than being polled back-to-back.
-            next_at = max(next_at, loop.time())
-            await asyncio.sleep(next_at - loop.time())
+            next_at = max(next_at, clock.monotonic())
+            await self._sleep(next_at - clock.monotonic())
 
     async def _answered(self, state: _MeterState, measurement: Measurement) -> None:
         if state.health is MeterHealth.FAILED:
