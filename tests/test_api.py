@@ -296,3 +296,42 @@ async def test_serving_a_database_without_an_admin_says_how_to_create_one(
     async with harmone_server(tmp_path):
         pass
     assert not [r for r in caplog.records if "no admin user" in r.getMessage()]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+async def test_non_finite_json_numbers_are_refused_for_every_body(
+    srv: RunningServer, number: str
+) -> None:
+    """Python's JSON reads NaN and Infinity, and 1e999 as infinity: every API body refuses
+    them (a NaN limit made every later allocation fail; issue 10 item 2)."""
+    async with await client_for(srv) as api:
+        site = (await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()
+        tree = '{"tree": {"id": "grid", "max_current": 32}}'
+        assert (
+            await api.put(
+                f"/api/v1/sites/{site['uid']}/load-management",
+                content=tree,
+                headers={"content-type": "application/json"},
+            )
+        ).status_code == 200
+        for method, path, body in [
+            ("PUT", "/load-management/nodes/grid/dynamic-limit", f'{{"limit": {number}}}'),
+            ("PUT", "/load-management", tree.replace("32", number)),
+            ("POST", "/load-management/nodes/grid/readings", f'{{"current": [1, 2, {number}]}}'),
+            ("PATCH", "", f'{{"name": "x", "extra": [{number}]}}'),
+        ]:
+            r = await api.request(
+                method,
+                f"/api/v1/sites/{site['uid']}{path}",
+                content=body,
+                headers={"content-type": "application/json; charset=utf-8"},
+            )
+            assert r.status_code == 422, (path, r.text)
+            assert r.json()["detail"].startswith(f"body: {number} is not a number"), r.text
+        status = (await api.get(f"/api/v1/sites/{site['uid']}/load-management/status")).json()
+        assert status["dynamic_limits"] == {}
+        r = await api.put(
+            f"/api/v1/sites/{site['uid']}/load-management/nodes/grid/dynamic-limit",
+            json={"limit": 1e300},
+        )
+        assert r.status_code < 500  # a finite number goes on to the handler's own rules

@@ -22,6 +22,7 @@ from harmone.web.api import chargers, connection_log, sites, users
 from harmone.web.body_limit import BodyLimit
 from harmone.web.console.setup import install as install_console
 from harmone.web.http_errors import install_error_handlers
+from harmone.web.json_numbers import FiniteJsonNumbers
 from harmone.web.runtime import Runtime
 
 __all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
@@ -157,6 +158,7 @@ def _build_api(app: HarmoneApp) -> FastAPI:
         return {"status": "ok" if app.runtime is not None else "starting"}
 
     install_error_handlers(api)
+    api.add_middleware(FiniteJsonNumbers)
     # Last: the console wraps the error handlers above to show HTML pages to browsers.
     install_console(api)
     return api
