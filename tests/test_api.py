@@ -335,3 +335,37 @@ async def test_non_finite_json_numbers_are_refused_for_every_body(
             json={"limit": 1e300},
         )
         assert r.status_code < 500  # a finite number goes on to the handler's own rules
+
+
+async def test_times_without_a_utc_offset_are_utc(srv: RunningServer) -> None:
+    """`?since=2026-01-01T00:00:00` (no offset) gave a 500 once the site had samples (naive
+    against aware datetimes; issue 10 item 3): it is UTC."""
+    async with await client_for(srv) as api:
+        uid = (await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()["uid"]
+        base = f"/api/v1/sites/{uid}/load-management"
+        tree = {"tree": {"id": "grid", "max_current": 32, "metered": True}}
+        assert (await api.put(base, json=tree)).status_code == 200
+        r = await api.post(f"{base}/nodes/grid/readings", json={"current": [1, 2, 3]})
+        assert r.status_code == 202, r.text
+        samples: list[object] = []
+
+        async def sampled() -> bool:
+            samples[:] = (await api.get(f"{base}/timeseries")).json()
+            return bool(samples)
+
+        end = asyncio.get_running_loop().time() + 30
+        while not await sampled():
+            assert asyncio.get_running_loop().time() < end, "no sample"
+            await asyncio.sleep(0.05)
+        # More samples may come meanwhile (one per allocation round): at least those seen.
+        for since, at_least in [
+            ("2000-01-01T00:00:00", len(samples)),
+            ("2000-01-01T00:00:00Z", len(samples)),
+            ("2000-01-01T01:00:00+01:00", len(samples)),
+        ]:
+            r = await api.get(f"{base}/timeseries", params={"since": since})
+            assert r.status_code == 200 and len(r.json()) >= at_least, (since, r.text)
+        r = await api.get(f"{base}/timeseries", params={"since": "2999-01-01T00:00:00"})
+        assert (r.status_code, r.json()) == (200, [])
+        r = await api.get(f"{base}/timeseries", params={"since": "yesterday"})
+        assert r.status_code == 422

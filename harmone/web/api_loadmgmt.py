@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -14,6 +13,7 @@ from harmone.loadmgmt.controller import SiteController
 from harmone.loadmgmt.meters import measurement_from_push
 from harmone.web.api.auth import UserDep, WriterDep
 from harmone.web.runtime import Runtime, RuntimeDep
+from harmone.web.schemas import UtcDatetime
 
 __all__ = ["router"]
 
@@ -74,6 +74,11 @@ class LoadConfigIn(_Strict):
 
 
 class ReadingIn(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"current": [12.5, 10.0, 8.0]}, {"power": [2300, 0, 0]}]},
+    )
+
     current: list[float] | None = Field(
         None, min_length=3, max_length=3, description="non-charger load per phase, A"
     )
@@ -197,7 +202,7 @@ async def timeseries(
     uid: str,
     rt: RuntimeDep,
     _: UserDep,
-    since: datetime | None = None,
+    since: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 720,
 ) -> list[dict[str, Any]]:
     """Limit, measured load and granted current per node and connector over time (one sample

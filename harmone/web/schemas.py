@@ -9,10 +9,10 @@ charger's `ChargerIdentity` into `vendor`, `model`, … as the contract shows th
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from harmone.domain import (
     Charger,
@@ -38,9 +38,23 @@ __all__ = [
     "SiteIn",
     "SiteOut",
     "SitePatch",
+    "UtcDatetime",
     "attempt_out",
     "charger_out",
     "site_out",
+]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+
+
+#: A time in a request: ISO 8601; one without a UTC offset is taken as UTC (never compared,
+#: naive, with HARMON-E's aware times).
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(_as_utc),
+    Field(description="ISO 8601 (e.g. 2026-01-01T00:00:00Z); without a UTC offset: UTC"),
 ]
 
 
