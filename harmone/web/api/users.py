@@ -33,7 +33,22 @@ class _Strict(BaseModel):
 
 
 class UserIn(_Strict):
-    email: str = Field(min_length=3, max_length=320)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {"email": "operator@example.com", "password": "a long passphrase", "sites": None}
+            ]
+        },
+    )
+
+    email: str = Field(
+        min_length=3,
+        max_length=320,
+        # documented; the accounts service checks it and says what is wrong
+        json_schema_extra={"pattern": r"^[^@\s]+@[^@\s]+$"},
+    )
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
     role: RoleName = "operator"
     sites: list[str] | None = Field(default=None, description=_SITES_DOC)
