@@ -188,6 +188,8 @@ class ProfileKind(StrEnum):
     ABSOLUTE = "Absolute"
     RECURRING = "Recurring"
     RELATIVE = "Relative"
+    #: 2.1: one period whose limit the CSMS updates in place (UpdateDynamicSchedule).
+    DYNAMIC = "Dynamic"
 
 
 @dataclass(frozen=True, slots=True)
