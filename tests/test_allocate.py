@@ -7,11 +7,11 @@ Run deeper with HYPOTHESIS_PROFILE=long.
 
 from __future__ import annotations
 
+import cmath
 import itertools
 import math
 import os
 import random
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +32,7 @@ from harmone.loadmgmt import (
     Node,
     Phase,
     Policy,
+    Wiring,
     allocate,
     amps_to_watts,
     watts_to_amps,
@@ -539,18 +540,13 @@ def _big_site(connectors: int) -> tuple[Node, list[Demand]]:
 
 
 @pytest.mark.parametrize("policy", list(Policy))
-def test_a_thousand_connectors_allocate_quickly(policy: Policy) -> None:
+def test_a_thousand_connectors_are_allocated_safely(policy: Policy) -> None:
+    # How fast is measured by bench/loadmgmt_bench.py; here, that the answer holds.
     tree, demands = _big_site(1_000)
     readings = [Measurement("site", (120, 80, 100), NOW)]
-    best = math.inf
-    for _ in range(3):
-        started = time.perf_counter()
-        alloc = allocate(tree, demands, readings, NOW, policy)
-        best = min(best, time.perf_counter() - started)
+    alloc = allocate(tree, demands, readings, NOW, policy)
     assert len(alloc.connectors) == 1_000
     _check_invariants(tree, demands, readings, alloc, AllocationOptions())
-    # Generous against slow CI machines; typically well under 100 ms.
-    assert best < 0.5
 
 
 # --- the oracle ---------------------------------------------------------------------------------
@@ -572,6 +568,9 @@ def _oracle_limits(
         for child in node.children:
             if isinstance(child, Node):
                 below = [a + b for a, b in zip(below, visit(child), strict=True)]
+        if node.delta_wye_ratio is not None:
+            # A primary line carries the difference of two secondary ones, of unknown angle.
+            below = [(below[p] + below[p - 1]) / node.delta_wye_ratio for p in range(3)]
         m = readings.get(node.id)
         ok = m is not None and not m.failed and NOW - m.at <= options.meter_max_age
         nc = [max(b, x, 0.0) for b, x in zip(below, m.load, strict=True)] if ok and m else below
@@ -601,6 +600,8 @@ def _expected_reservation(
 ) -> list[float]:
     out = [0.0, 0.0, 0.0]
     draw = _fresh(d, options)
+    if draw is not None and charger.wiring is Wiring.LL:
+        draw = (draw[0], draw[0])  # one current, out on one line and back on the other
     for i, phase in enumerate(charger.grid_phases):
         if d is None:
             out[phase.index] = (
@@ -659,7 +660,9 @@ def _check_counted_honestly(
                 want = g.limit_to_send if phase in g.phases else 0
                 assert g.per_phase[phase.index] == want
             if set(g.phases) != grid:
-                # Only a fresh reading showing the other phases idle may drop them.
+                # Only a fresh reading showing the other phases idle may drop them; an L-L car
+                # always loads both its lines.
+                assert charger.wiring is not Wiring.LL
                 draw = _fresh(d, options)
                 assert draw is not None
                 for i, phase in enumerate(charger.grid_phases):
@@ -668,7 +671,8 @@ def _check_counted_honestly(
 
 
 def _node_loads(node: Node, alloc: Allocation) -> tuple[list[float], list[float]]:
-    """(controllable grants, reserved) per phase below `node`."""
+    """(controllable grants, reserved) per phase below `node`, as attributed (an L-L grant counts
+    on both its lines): what imbalance limits see."""
     granted = [0.0, 0.0, 0.0]
     reserved = [0.0, 0.0, 0.0]
     for charger in node.chargers():
@@ -680,20 +684,136 @@ def _node_loads(node: Node, alloc: Allocation) -> tuple[list[float], list[float]
     return granted, reserved
 
 
+# --- exact line currents ------------------------------------------------------------------------
+#
+# Written from the physics, not from the allocator: line Lp's voltage is e^{-i 120° p}; a load
+# draws in phase with the voltage across it, so an L-L load between Lp and Lq draws along
+# V_p - V_q, out on Lp and back on Lq; a delta-wye primary line p carries
+# (secondary p - secondary p-1) / ratio.
+
+_V = [cmath.exp(-2j * math.pi * p / 3) for p in range(3)]
+#: The allocator's phasor rows over-count a line current by at most this factor.
+_MODEL_LOSS = 1 / math.cos(math.radians(3.75))
+
+Lines = list[complex]
+
+
+def _per_amp(charger: ChargerSpec, phases: tuple[Phase, ...]) -> Lines:
+    """The line currents of one amp through this charger (its grant on `phases`)."""
+    out = [0j, 0j, 0j]
+    if charger.wiring is Wiring.LL:
+        a, b = (ph.index for ph in charger.grid_phases)
+        along = (_V[a] - _V[b]) / abs(_V[a] - _V[b])
+        out[a] += along
+        out[b] -= along
+    else:
+        for ph in phases:
+            out[ph.index] += _V[ph.index]
+    return out
+
+
+def _load_of(charger: ChargerSpec, g: object) -> Lines:
+    """The line currents this connector makes: its grant, or its reservation."""
+    assert hasattr(g, "per_phase")
+    if g.reserved:  # type: ignore[attr-defined]
+        per_phase = g.per_phase  # type: ignore[attr-defined]
+        if charger.wiring is Wiring.LL:
+            amps = max(per_phase)
+            return [x * amps for x in _per_amp(charger, ())]
+        return [_V[p] * per_phase[p] for p in range(3)]
+    amps = g.limit_to_send  # type: ignore[attr-defined]
+    return [x * amps for x in _per_amp(charger, g.phases)]  # type: ignore[attr-defined]
+
+
+def _up_through(node: Node, lines: Lines) -> Lines:
+    ratio = node.delta_wye_ratio
+    if ratio is None:
+        return lines
+    return [(lines[p] - lines[p - 1]) / ratio for p in range(3)]
+
+
+def _paths(tree: Node) -> dict[str, list[Node]]:
+    """Per charger: its nodes, root first."""
+    paths: dict[str, list[Node]] = {}
+
+    def walk(node: Node, path: list[Node]) -> None:
+        for child in node.children:
+            if isinstance(child, Node):
+                walk(child, [*path, child])
+            else:
+                paths[child.id] = path
+
+    walk(tree, [tree])
+    return paths
+
+
+def _along(path: list[Node], lines: Lines) -> list[Lines]:
+    """A connector's line currents as seen at each node of its `path` (root first)."""
+    out: list[Lines] = []
+    for node in reversed(path):
+        lines = _up_through(node, lines)
+        out.append(lines)
+    return out[::-1]
+
+
+def _line_currents(tree: Node, alloc: Allocation):  # type: ignore[no-untyped-def]
+    """Per node id: (all loads, reserved loads only) as complex line currents, and for each
+    line whether every load on it points the same way (then the allocator's sum is exact)."""
+    paths = _paths(tree)
+    totals: dict[str, tuple[Lines, Lines, list[set[float]]]] = {
+        n.id: ([0j, 0j, 0j], [0j, 0j, 0j], [set(), set(), set()]) for n in _nodes(tree)
+    }
+    for charger in tree.chargers():
+        path = paths[charger.id]
+        for cid in charger.connector_ids:
+            g = alloc.connector(charger.id, cid)
+            load = _load_of(charger, g)
+            wants = not g.reserved and g.need > 0
+            units = _along(path, _per_amp(charger, g.phases)) if wants else None
+            for n, (node, seen) in enumerate(zip(path, _along(path, load), strict=True)):
+                total, fixed, directions = totals[node.id]
+                for p in range(3):
+                    total[p] += seen[p]
+                    if g.reserved:
+                        fixed[p] += seen[p]
+                        if abs(seen[p]) > 1e-9:
+                            directions[p].add(round(math.degrees(cmath.phase(seen[p])), 6))
+                if units is not None:
+                    per_amp = units[n]
+                    for p in range(3):
+                        if abs(per_amp[p]) > 1e-9:
+                            directions[p].add(round(math.degrees(cmath.phase(per_amp[p])), 6))
+    return totals
+
+
+def _has_transformer(node: Node) -> bool:
+    return any(isinstance(n, Node) and n.delta_wye_ratio is not None for n in node.walk())
+
+
 def _check_limits(
     tree: Node, measurements: list[Measurement], alloc: Allocation, options: AllocationOptions
 ) -> None:
-    """(1) Load + building load <= effective limit on every phase, unless fixed load alone
-    exceeds it; then nothing controllable below is granted anything on that phase."""
+    """(1) The exact line current (phasor sum) plus building load <= the effective limit on
+    every line of every node, unless fixed load alone exceeds it; then nothing controllable
+    below that could raise it is granted anything on that line."""
     oracle = _oracle_limits(tree, measurements, options)
+    currents = _line_currents(tree, alloc)
     for node in _nodes(tree):
         limit, nc = oracle[node.id]
         assert alloc.node(node.id).limit == pytest.approx(limit, abs=TOL)
-        granted, reserved = _node_loads(node, alloc)
+        total, fixed, _ = currents[node.id]
+        granted, _ = _node_loads(node, alloc)
         for p in range(3):
-            if granted[p] + reserved[p] + nc[p] > limit + TOL:
-                assert granted[p] == 0, (node.id, p, granted, reserved, nc, limit)
-                assert reserved[p] + nc[p] > limit - TOL
+            assert alloc.node(node.id).charger_load[p] == pytest.approx(abs(total[p]), abs=TOL)
+            if abs(total[p]) + nc[p] <= limit + TOL:
+                continue
+            # Overloaded by what cannot be controlled: the model's bound of the fixed load
+            # alone is above the limit, and the grants did not make the line worse than that.
+            assert abs(fixed[p]) * _MODEL_LOSS + nc[p] > limit - TOL, (node.id, p)
+            assert abs(total[p]) <= abs(fixed[p]) * _MODEL_LOSS + TOL, (node.id, p)
+            if not _has_transformer(node):
+                # Below no transformer every load on a line raises it: none is granted.
+                assert granted[p] == 0, (node.id, p, granted, nc, limit)
 
 
 def _check_grant_range(tree: Node, alloc: Allocation, options: AllocationOptions) -> None:
@@ -716,18 +836,15 @@ def _check_grant_range(tree: Node, alloc: Allocation, options: AllocationOptions
 def _check_work_conserving(
     tree: Node, measurements: list[Measurement], alloc: Allocation, options: AllocationOptions
 ) -> None:
-    """(4) a car that wants more is blocked: its next step (or its min) does not fit."""
+    """(4) a car that wants more is blocked: its next step (or its min) does not fit.
+
+    "Does not fit" is exact on a line whose loads all point the same way (the allocator's row
+    is the plain sum there); on a line with L-L loads or behind a transformer, the allocator's
+    rows may over-count the exact current by `_MODEL_LOSS` and no more.
+    """
     oracle = _oracle_limits(tree, measurements, options)
-    paths: dict[str, list[Node]] = {}
-
-    def walk(node: Node, path: list[Node]) -> None:
-        for child in node.children:
-            if isinstance(child, Node):
-                walk(child, [*path, child])
-            else:
-                paths[child.id] = path
-
-    walk(tree, [tree])
+    paths = _paths(tree)
+    before = _line_currents(tree, alloc)
     loads = {node.id: _node_loads(node, alloc) for node in _nodes(tree)}
     for charger in tree.chargers():
         for cid in charger.connector_ids:
@@ -735,20 +852,27 @@ def _check_work_conserving(
             if g.reserved or not g.charging or g.limit_to_send >= g.need - TOL:
                 continue
             nxt = options.step if g.limit_to_send > 0 else _smallest(charger, options)
+            step = [x * nxt for x in _per_amp(charger, g.phases)]
             blocked = []
-            for node in paths[charger.id]:
+            path = paths[charger.id]
+            for node, seen in zip(path, _along(path, step), strict=True):
                 limit, nc = oracle[node.id]
-                granted, reserved = loads[node.id]
-                for phase in g.phases:
-                    p = phase.index
-                    if limit - nc[p] - granted[p] - reserved[p] < nxt + TOL:
-                        blocked.append((node.id, phase))
+                total, _, directions = before[node.id]
+                for p in range(3):
+                    if abs(seen[p]) < 1e-12:
+                        continue
+                    after = abs(total[p] + seen[p])
+                    exact = len(directions[p]) <= 1
+                    if after * (1 if exact else _MODEL_LOSS) + nc[p] > limit - TOL:
+                        blocked.append((node.id, p))
                 if node.max_imbalance is not None:
-                    total = [a + b for a, b in zip(granted, reserved, strict=True)]
-                    for p in (x.index for x in g.phases):
+                    granted, reserved = loads[node.id]
+                    attributed = [a + b for a, b in zip(granted, reserved, strict=True)]
+                    used = {x.index for x in g.phases}
+                    for p in used:
                         for q in range(3):
-                            if q not in {x.index for x in g.phases} and (
-                                total[p] - total[q] + nxt > node.max_imbalance - TOL
+                            if q not in used and (
+                                attributed[p] - attributed[q] + nxt > node.max_imbalance - TOL
                             ):
                                 blocked.append((node.id, "imbalance"))
             assert blocked, (charger, g)
@@ -808,6 +932,11 @@ _AMPS_CAR = _deci(0, 400)
 _AMPS_METER = _deci(-50, 300)
 _FRACTION = st.integers(0, 10).map(lambda n: n / 10)
 _PHASE_COUNT = st.sampled_from((1, 3))
+_WIRING = st.sampled_from((Wiring.LN, Wiring.LL, Wiring.LL, Wiring.THREE_PHASE))
+_RATIO = st.sampled_from((1.0, 2.0, 4.0))
+_HISTORY_AGE = st.integers(0, 14_400)
+_ENERGY = st.integers(0, 60_000).map(float)
+_DEPARTS_IN = st.integers(-3_600, 36_000)
 _MIN_CURRENT = st.sampled_from((6.0, 6.0, 6.0, 0.0, 8.0, 10.0))
 _ROTATION = st.one_of(st.none(), st.permutations((L1, L2, L3)))
 _CONNECTORS = st.sampled_from(((1,), (1,), (1, 2)))
@@ -843,7 +972,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     calm = draw(_INDEX[2]) == 0
 
     def charger() -> ChargerSpec:
-        phases = draw(_PHASE_COUNT)
+        wiring = draw(_WIRING)
+        lines = {Wiring.LN: 1, Wiring.LL: 2, Wiring.THREE_PHASE: 3}[wiring]
         max_current = draw(_AMPS_CHARGER)
         rotation = draw(_ROTATION)
         return ChargerSpec(
@@ -851,8 +981,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_current,
             connector_ids=draw(_CONNECTORS),
             min_current=min(draw(_MIN_CURRENT), max_current),
-            phases=phases,
-            phase_rotation=None if rotation is None else tuple(rotation[:phases]),
+            wiring=wiring,
+            phase_rotation=None if rotation is None else tuple(rotation[:lines]),
             priority=draw(_PRIORITY),
             tx_default_limit=0.0 if calm else draw(_TX_DEFAULT),
             ignores_profile=not calm and draw(_INDEX[9]) == 0,
@@ -874,6 +1004,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             max_imbalance=draw(_MAYBE_IMBALANCE),
             metered=not calm and draw(_INDEX[4]) == 0,
             children=tuple(children),
+            delta_wye_ratio=draw(_RATIO) if draw(_INDEX[5]) == 0 else None,
         )
 
     tree = node(1)
@@ -884,6 +1015,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                 continue
             measured = draw(_DRAW[spec.phases])
             limit = draw(_MAYBE_LIMIT)
+            state = draw(_INDEX[2])  # 0: not started yet, 1: running, 2: paused
+            deadline = draw(_INDEX[3]) == 0
             demands.append(
                 Demand(
                     spec.id,
@@ -894,6 +1027,11 @@ def scenarios(draw: st.DrawFn) -> Scenario:
                     limit_in_force=limit,
                     limit_since=ago(draw(_READING_AGE)) if limit is not None else None,
                     car_max=draw(_MAYBE_CAR),
+                    departure=ago(-draw(_DEPARTS_IN)) if deadline else None,
+                    energy_needed=draw(_ENERGY) if deadline else None,
+                    energy_delivered=draw(_ENERGY),
+                    running_since=ago(draw(_HISTORY_AGE)) if state == 1 else None,
+                    paused_since=ago(draw(_HISTORY_AGE)) if state == 2 else None,
                 )
             )
     measurements = []
@@ -984,3 +1122,267 @@ def test_same_input_same_output(s: Scenario, rnd: random.Random) -> None:
 @given(st.one_of(scenarios(), unbalanced_sites()))
 def test_imbalance_limits_hold(s: Scenario) -> None:
     _check_imbalance(s.tree, s.run())
+
+
+# --- wiring as it is ----------------------------------------------------------------------------
+
+
+def LL(cid: str, lines: tuple[Phase, Phase], max_current: float = 32, **kw: object) -> ChargerSpec:
+    return ChargerSpec(
+        cid,
+        max_current,
+        wiring=Wiring.LL,
+        phase_rotation=lines,
+        voltage=208,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+WIRING_CASES = [
+    Case(
+        "an L-L charger loads both its lines with its one current",
+        Node("site", 20, children=(LL("a", (L1, L2)),)),
+        [car("a")],
+        {"a": 20},
+        per_phase={"a": (20, 20, 0)},
+    ),
+    Case(
+        "two L-L chargers sharing L1 make sqrt(3) x 32 = 55.4 A on it, not 64 A",
+        Node("site", 56, children=(LL("a", (L1, L2)), LL("b", (L3, L1)))),
+        [car("a", 2), car("b", 1)],
+        {"a": 32, "b": 32},
+    ),
+    Case(
+        "the arithmetic sum would have held them to 27.7 A each; the phasor sum allows 32",
+        Node("site", 55.5, children=(LL("a", (L1, L2)), LL("b", (L1, L3)))),
+        [car("a", 2), car("b", 1)],
+        {"a": 32, "b": 32},
+    ),
+    Case(
+        "an L-N car and an L-L car on one line are 30 degrees apart",
+        Node("site", 40, children=(C("n", phases=1), LL("b", (L1, L2)))),
+        [car("n", 2), car("b", 1)],
+        # |x + x e^{i30°}| = 1.932 x <= 40 A: 20.7 A each, where 2 x <= 40 would give 20 A
+        {"n": 20.7, "b": 20.7},
+    ),
+    Case(
+        "behind a delta-wye transformer one L-L pair counts twice on a primary line",
+        Node(
+            "primary",
+            36.1,
+            delta_wye_ratio=4,
+            children=(Node("secondary", 83.3, children=(LL("a", (L3, L1)), LL("b", (L3, L1)))),),
+        ),
+        [car("a", 2), car("b", 1)],
+        {"a": 32, "b": 32},
+    ),
+    Case(
+        "... so three such cars are held to 2 x 72.2 / 4 = 36.1 A primary: 24 A each",
+        Node(
+            "primary",
+            36.1,
+            delta_wye_ratio=4,
+            children=(
+                Node(
+                    "secondary",
+                    83.3,
+                    children=(LL("a", (L3, L1)), LL("b", (L3, L1)), LL("c", (L1, L3))),
+                ),
+            ),
+        ),
+        [car("a", 3), car("b", 2), car("c", 1)],
+        {"a": 24.1, "b": 24.1, "c": 24},
+        reasons={"a": {LimitKind.NODE_LIMIT}},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", WIRING_CASES, ids=[c.name for c in WIRING_CASES])
+def test_wiring_examples(case: Case) -> None:
+    test_examples(case)
+
+
+def test_an_l_l_charger_reserves_its_draw_on_both_lines() -> None:
+    tree = Node("site", 40, children=(LL("x", (L2, L3), ignores_profile=True), C("a", phases=1)))
+    alloc = allocate(tree, [car("x", measured=(10,), measured_at=ago(5)), car("a")], [], NOW)
+    assert alloc.connector("x", 1).per_phase == (0, 10, 10)
+    assert alloc.connector("a", 1).limit_to_send == 32
+
+
+def test_existing_configurations_keep_their_meaning() -> None:
+    assert C("a", phases=1).wiring is Wiring.LN
+    assert C("a", phases=3).wiring is Wiring.THREE_PHASE
+    assert C("a").wiring is Wiring.THREE_PHASE
+    assert C("a", wiring=Wiring.LL).grid_phases == (L1, L2)
+    assert C("a", wiring=Wiring.LL).phases == 1  # it reports one current
+    with pytest.raises(ConfigError):
+        C("a", wiring=Wiring.LL, phases=3)
+    with pytest.raises(ConfigError):
+        C("a", wiring=Wiring.LL, phase_rotation=(L1,))
+    with pytest.raises(ConfigError):
+        C("a", wiring=Wiring.LL, phase_rotation=(L2, L2))
+
+
+def test_watts_per_wiring() -> None:
+    assert amps_to_watts(32, 1, 208, wiring=Wiring.LL) == 6_656
+    assert watts_to_amps(6_656, 1, 208, wiring=Wiring.LL) == pytest.approx(32)
+    with pytest.raises(ConfigError):
+        amps_to_watts(32, 2, 208, wiring=Wiring.LL)
+    assert LL("a", (L1, L2)).watts_per_amp() == 208
+    assert C("b").watts_per_amp(1) == 230  # a one-phase car on a three-phase charger
+
+
+_ANGLE_SETS = st.sampled_from(
+    (
+        (0.0, 30.0, -30.0),  # L-N / three-phase and both L-L pairs on one secondary line
+        (30.0, -30.0, -90.0, 0.0, -60.0),  # what a delta-wye primary line sees
+        (10.0, 100.0, 170.0),  # any arc below 180 degrees
+        (0.0, 90.0, 150.0, -120.0, -30.0),  # wider: below a transformer below a transformer
+    )
+)
+
+
+@_property(300)
+@given(
+    _ANGLE_SETS.flatmap(
+        lambda angles: st.lists(
+            st.tuples(st.sampled_from(angles), st.integers(0, 80_000), st.booleans()),
+            min_size=1,
+            max_size=8,
+        )
+    )
+)
+def test_phasor_rows_bound_the_line_current_tightly(loads: list[tuple[float, int, bool]]) -> None:
+    """Safe: every row's value is at least the exact |sum|; tight: the largest is within 0.21 %."""
+    from harmone.loadmgmt.phasors import LineItem, sectors
+    from harmone.loadmgmt.problem import SCALE
+
+    items = [
+        LineItem(i if controllable else -1, 1.0 if controllable else float(ma), angle)
+        for i, (angle, ma, controllable) in enumerate(loads)
+    ]
+    grants = {i: ma for i, (_, ma, controllable) in enumerate(loads) if controllable}
+    exact = abs(sum(ma * cmath.exp(1j * math.radians(a)) for a, ma, _ in loads))
+    rows = [
+        (row.fixed + sum(c * grants[k] for k, c in row.coefficients.items())) / SCALE
+        for row in sectors(items)
+    ]
+    # mA; coefficients are rounded up to 1e-6, so each load may add up to 0.08 mA.
+    assert max(rows) >= exact - 1e-6
+    assert max(rows) <= exact * _MODEL_LOSS + 0.1 * len(loads) + 1
+
+
+# --- taking turns and deadlines -----------------------------------------------------------------
+
+_ROUND = timedelta(minutes=5)
+
+
+@_property(25)
+@given(
+    cars=st.integers(2, 9),
+    slots=st.integers(1, 3),
+    min_run=st.sampled_from((15, 30)),
+    max_wait=st.sampled_from((30, 90)),
+    energies=st.lists(st.integers(0, 20_000), min_size=9, max_size=9),
+)
+def test_paused_cars_take_turns_without_flapping(
+    cars: int, slots: int, min_run: int, max_wait: int, energies: list[int]
+) -> None:
+    """Rounds of a controller on a site where only `slots` mins fit, histories fed back.
+
+    Bound (docs/load-management.md, "Taking turns"): no car waits longer than
+    max_wait + ceil((cars - slots) / slots) x (min_run + one round) + one round while others
+    charge; every turn lasts at least min_run; every round uses every slot.
+    """
+    slots = min(slots, cars - 1)
+    options = AllocationOptions(
+        step=1.0, min_run=timedelta(minutes=min_run), max_wait=timedelta(minutes=max_wait)
+    )
+    tree = Node(
+        "site", 6 * slots + 5, children=tuple(C(f"c{i}", 16, phases=1) for i in range(cars))
+    )
+    energy = [float(e) for e in energies[:cars]]
+    running: dict[int, datetime] = {}
+    paused: dict[int, datetime] = {}
+    waits: list[list[timedelta]] = [[] for _ in range(cars)]
+    runs: list[list[timedelta]] = [[] for _ in range(cars)]
+    start = NOW  # arrival: the first round
+    for r in range(8 * 12):
+        now = NOW + r * _ROUND
+        demands = [
+            Demand(
+                f"c{i}",
+                1,
+                start + timedelta(seconds=i),
+                energy_delivered=energy[i],
+                running_since=running.get(i),
+                paused_since=paused.get(i),
+            )
+            for i in range(cars)
+        ]
+        alloc = allocate(tree, demands, [], now, options=options)
+        grants = [alloc.connector(f"c{i}", 1).limit_to_send for i in range(cars)]
+        assert sum(1 for g in grants if g > 0) == slots
+        for i, g in enumerate(grants):
+            if g > 0:
+                if i not in running:
+                    if i in paused:
+                        waits[i].append(now - paused.pop(i))
+                    else:
+                        waits[i].append(now - start)
+                    running[i] = now
+                energy[i] += g * 230 * _ROUND.total_seconds() / 3600
+            elif i in running:
+                runs[i].append(now - running.pop(i))
+                paused[i] = now
+    end = NOW + 8 * 12 * _ROUND
+    bound = (
+        options.max_wait + math.ceil((cars - slots) / slots) * (options.min_run + _ROUND) + _ROUND
+    )
+    for i in range(cars):
+        still = [end - paused[i]] if i in paused else []
+        assert all(w <= bound for w in waits[i] + still), (i, waits[i], still, bound)
+        assert all(run >= options.min_run for run in runs[i]), (i, runs[i])
+
+
+def test_a_paused_car_goes_first_after_max_wait_and_a_new_turn_is_protected() -> None:
+    tree = Node("site", 11, children=(C("a", 16, phases=1), C("b", 16, phases=1)))
+    options = AllocationOptions(min_run=timedelta(minutes=30), max_wait=timedelta(minutes=60))
+    # a has had much more energy, but b started only 10 minutes ago: b keeps its turn.
+    a = car("a", 120, energy_delivered=20_000, paused_since=ago(50 * 60))
+    b = car("b", 100, energy_delivered=1_000, running_since=ago(10 * 60))
+    alloc = allocate(tree, [a, b], [], NOW, options=options)
+    assert (alloc.connector("a", 1).limit_to_send, alloc.connector("b", 1).limit_to_send) == (0, 11)
+    # Past b's min_run, the car with less energy goes first: still b.
+    b = car("b", 100, energy_delivered=1_000, running_since=ago(40 * 60))
+    alloc = allocate(tree, [a, b], [], NOW, options=options)
+    assert alloc.connector("a", 1).limit_to_send == 0
+    # Once a has waited max_wait, it goes before b, however much energy it had.
+    a = car("a", 120, energy_delivered=20_000, paused_since=ago(61 * 60))
+    alloc = allocate(tree, [a, b], [], NOW, options=options)
+    assert (alloc.connector("a", 1).limit_to_send, alloc.connector("b", 1).limit_to_send) == (11, 0)
+    assert LimitKind.PAUSED_BELOW_MIN in {r.kind for r in alloc.connector("b", 1).reasons}
+
+
+def test_a_car_with_a_deadline_gets_what_finishes_it_in_time() -> None:
+    tree = Node("site", 40, children=(C("a", phases=1), C("b", phases=1), C("c", phases=1)))
+    # a leaves in an hour and needs 4.6 kWh: 20 A x 230 V; b and c have all day.
+    a = car("a", 30, departure=ago(-3600), energy_needed=4_600)
+    b = car("b", 20, departure=ago(-8 * 3600), energy_needed=10_000)
+    c = car("c", 10, departure=ago(-8 * 3600), energy_needed=10_000)
+    alloc = allocate(tree, [a, b, c], [], NOW, options=AllocationOptions(deadline_margin=1.0))
+    grants = {g.charger_id: g.limit_to_send for g in alloc.connectors}
+    # Least laxity first: a is given its 20 A, b and c what they need (less than their min:
+    # their min); then a, the most urgent, takes what is left.
+    assert grants == {"a": 28, "b": 6, "c": 6}
+
+
+def test_without_deadlines_the_least_served_car_is_started_first() -> None:
+    tree = Node("site", 13, children=(C("a", phases=1), C("b", phases=1), C("c", phases=1)))
+    demands = [
+        car("a", 30, energy_delivered=9_000, paused_since=ago(600)),
+        car("b", 20, energy_delivered=1_000, paused_since=ago(600)),
+        car("c", 10, energy_delivered=5_000, paused_since=ago(600)),
+    ]
+    alloc = allocate(tree, demands, [], NOW)
+    assert [g.limit_to_send for g in alloc.connectors] == [0, 6.5, 6.5]

@@ -26,6 +26,7 @@ from harmone.loadmgmt.model import (
     Phase,
     PhaseCurrents,
     Policy,
+    Wiring,
     amps_to_watts,
     watts_to_amps,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Phase",
     "PhaseCurrents",
     "Policy",
+    "Wiring",
     "allocate",
     "amps_to_watts",
     "watts_to_amps",

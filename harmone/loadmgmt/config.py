@@ -5,9 +5,19 @@ for the allocator.
      "tree": {"id": "grid", "max_current": 63, "safety_current": 0, "max_imbalance": null,
               "metered": false, "children": [{"id": "garage", "max_current": 32}]},
      "chargers": {"CP-1": {"node": "garage", "max_current": 32, "min_current": 6,
-                           "phases": 3, "phase_rotation": ["L1", "L2", "L3"],
-                           "priority": 0, "tx_default_limit": 0, "rate_unit": "A",
-                           "connectors": [1]}}}
+                           "wiring": "3-phase", "phase_rotation": ["L1", "L2", "L3"],
+                           "voltage": 230, "priority": 0, "tx_default_limit": 0,
+                           "rate_unit": "A", "connectors": [1],
+                           "default_dwell_minutes": null, "default_energy_kwh": null}}}
+
+`wiring` is "L-N" (one line and neutral), "L-L" (between two lines, e.g. 208/240 V in North
+America; `phase_rotation` names both lines) or "3-phase". Without it, `phases` decides as
+before: 1 is L-N, 3 is three-phase. `phases` is the number of currents the charger reports
+(1 for L-N and L-L). `voltage` is across the charger's supply: phase to neutral (230 V by
+default) for L-N and three-phase, line to line for L-L (required there). The operator defaults
+`default_dwell_minutes` / `default_energy_kwh` stand for a departure and an energy need when the
+car does not tell them (OCPP 1.6); the controller turns them into `Demand.departure` and
+`Demand.energy_needed`.
 
 A charger of a managed site that is not listed is managed with `default_charger` under the
 root, so that a newly installed charger can never draw outside the site's limits.
@@ -21,7 +31,7 @@ from typing import Any, Literal
 
 from harmone.errors import ConfigError
 from harmone.loadmgmt.meters import MeterConfig
-from harmone.loadmgmt.model import ChargerSpec, Node, Phase, Policy
+from harmone.loadmgmt.model import ChargerSpec, Node, Phase, Policy, Wiring
 
 __all__ = ["ChargerSettings", "SiteLoadConfig", "build_tree", "parse_config"]
 
@@ -47,6 +57,9 @@ _CHARGER_KEYS = {
     "rate_unit",
     "voltage",
     "connectors",
+    "wiring",
+    "default_dwell_minutes",
+    "default_energy_kwh",
 }
 _TOP_KEYS = {
     "enabled",
@@ -73,6 +86,17 @@ class ChargerSettings:
     rate_unit: RateUnit = "A"
     voltage: float = 230.0
     connectors: tuple[int, ...] = (1,)
+    #: None: from `phases` (1: L-N, 3: three-phase).
+    wiring: Wiring | None = None
+    #: Operator defaults for cars that do not say when they leave and what they need.
+    default_dwell_minutes: float | None = None
+    default_energy_kwh: float | None = None
+
+    @property
+    def wiring_in_force(self) -> Wiring:
+        if self.wiring is not None:
+            return self.wiring
+        return Wiring.LN if self.phases == 1 else Wiring.THREE_PHASE
 
     def spec(
         self, charger_id: str, connectors: tuple[int, ...] = (), ignores_profile: bool = False
@@ -86,6 +110,8 @@ class ChargerSettings:
             phases=self.phases,
             phase_rotation=self.phase_rotation,
             priority=self.priority,
+            wiring=self.wiring_in_force,
+            voltage=self.voltage,
             tx_default_limit=self.tx_default_limit,
             ignores_profile=ignores_profile,
         )
@@ -104,6 +130,9 @@ class ChargerSettings:
             "rate_unit": self.rate_unit,
             "voltage": self.voltage,
             "connectors": list(self.connectors),
+            "wiring": self.wiring_in_force.value,
+            "default_dwell_minutes": self.default_dwell_minutes,
+            "default_energy_kwh": self.default_energy_kwh,
         }
 
 
@@ -220,9 +249,23 @@ def _parse_charger(obj: Any, where: str) -> ChargerSettings:
     node = obj.get("node")
     if node is not None and not isinstance(node, str):
         raise ConfigError(f"{where}.node must be a node id")
-    phases = obj.get("phases", d.phases)
-    if phases not in (1, 3) or isinstance(phases, bool):
+    wiring = _parse_wiring(obj, where)
+    phases = obj.get("phases")
+    if phases is not None and (phases not in (1, 3) or isinstance(phases, bool)):
         raise ConfigError(f"{where}.phases must be 1 or 3")
+    if wiring is None:
+        wiring = Wiring.LN if phases == 1 else Wiring.THREE_PHASE
+    reported = 3 if wiring is Wiring.THREE_PHASE else 1
+    if phases is not None and phases != reported:
+        raise ConfigError(
+            f"{where}.phases is {phases} but an {wiring.value} charger reports {reported} "
+            "current(s); give wiring alone"
+        )
+    if wiring is Wiring.LL and obj.get("voltage") is None:
+        raise ConfigError(
+            f"{where}.voltage is required for an L-L charger: its line-to-line voltage "
+            "(e.g. 208 or 240)"
+        )
     rotation = obj.get("phase_rotation")
     parsed_rotation: tuple[Phase, ...] | None = None
     if rotation is not None:
@@ -250,11 +293,18 @@ def _parse_charger(obj: Any, where: str) -> ChargerSettings:
     voltage = _num(obj, "voltage", d.voltage, where)
     if not 100 <= voltage <= 500:
         raise ConfigError(f"{where}.voltage must be between 100 and 500 V")
+    dwell = obj.get("default_dwell_minutes")
+    energy = obj.get("default_energy_kwh")
     return ChargerSettings(
         node=node,
         max_current=_num(obj, "max_current", d.max_current, where),
         min_current=_num(obj, "min_current", d.min_current, where),
-        phases=phases,
+        phases=reported,
+        wiring=wiring,
+        default_dwell_minutes=None
+        if dwell is None
+        else _num(obj, "default_dwell_minutes", None, where),
+        default_energy_kwh=None if energy is None else _num(obj, "default_energy_kwh", None, where),
         phase_rotation=parsed_rotation,
         priority=priority,
         tx_default_limit=_num(obj, "tx_default_limit", d.tx_default_limit, where),
@@ -262,6 +312,18 @@ def _parse_charger(obj: Any, where: str) -> ChargerSettings:
         voltage=voltage,
         connectors=tuple(sorted(set(connectors))),
     )
+
+
+def _parse_wiring(obj: Mapping[str, Any], where: str) -> Wiring | None:
+    wiring = obj.get("wiring")
+    if wiring is None:
+        return None
+    try:
+        return Wiring(wiring)
+    except ValueError:
+        raise ConfigError(
+            f"{where}.wiring must be one of " + ", ".join(f'"{w.value}"' for w in Wiring)
+        ) from None
 
 
 def parse_config(obj: Any) -> SiteLoadConfig:
@@ -305,6 +367,7 @@ def parse_config(obj: Any) -> SiteLoadConfig:
         if cid in node_ids:
             raise ConfigError(f"charger id {cid!r} is also a node id; ids must be unique")
     build_tree(config, dict.fromkeys(chargers, ()))  # the model's own checks, now
+    default.spec("default_charger")
     return config
 
 

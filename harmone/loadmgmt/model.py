@@ -33,6 +33,7 @@ __all__ = [
     "Phase",
     "PhaseCurrents",
     "Policy",
+    "Wiring",
     "amps_to_watts",
     "watts_to_amps",
 ]
@@ -55,6 +56,18 @@ class Phase(Enum):
     def index(self) -> int:
         """Position of this phase in a `PhaseCurrents` vector."""
         return self.value - 1
+
+
+class Wiring(StrEnum):
+    """How a charger is connected to the grid."""
+
+    #: Between one line and neutral (one grid phase).
+    LN = "L-N"
+    #: Between two lines (208/240 V, common in North America): its current flows out on one
+    #: line and back on the other.
+    LL = "L-L"
+    #: On all three lines (and neutral), the same current on each.
+    THREE_PHASE = "3-phase"
 
 
 class Policy(StrEnum):
@@ -106,9 +119,13 @@ class ChargerSpec:
 
     `max_current` and `min_current` apply to each connector (a twin charger whose connectors share
     one supply is modelled as a `Node` holding the shared limit above the charger).
-    `phase_rotation[i]` is the grid phase that the charger's own phase i+1 is wired to; by default
-    L1(-L2-L3). A charger that `ignores_profile` does not obey SetChargingProfile: it is never
-    granted anything, only reserved at its measured draw.
+    `wiring` says how it is connected (L-N, L-L or three-phase); `phases` is the number of
+    currents the charger reports (1 for L-N and L-L, 3 for three-phase) and, when `wiring` is not
+    given, decides it (1: L-N, 3: three-phase). `phase_rotation[i]` is the grid phase that the
+    charger's own phase i+1 is wired to (an L-L charger names its two lines); by default L1(-L2-L3).
+    `voltage` is across the charger's supply: phase to neutral for L-N and three-phase, line to
+    line for L-L; it converts energy to current. A charger that `ignores_profile` does not obey
+    SetChargingProfile: it is never granted anything, only reserved at its measured draw.
     """
 
     id: str
@@ -116,9 +133,12 @@ class ChargerSpec:
     connector_ids: tuple[int, ...] = (1,)
     #: IEC 61851: below 6 A a car may not charge at all, so a grant is 0 or at least this.
     min_current: float = 6.0
-    phases: int = 3
+    #: 0: from `wiring` (three-phase when neither is given).
+    phases: int = 0
     phase_rotation: tuple[Phase, ...] | None = None
     priority: int = 0
+    wiring: Wiring | None = None
+    voltage: float = DEFAULT_VOLTAGE
     #: Limit of the TxDefaultProfile: what a newly plugged car may draw before load management
     #: grants it anything. 0 A (the default) means "wait for a grant".
     tx_default_limit: float = 0.0
@@ -138,8 +158,9 @@ class ChargerSpec:
             )
         if self.tx_default_limit > self.max_current:
             raise ConfigError(f"{who} tx_default_limit is above max_current")
-        if self.phases not in (1, 3) or isinstance(self.phases, bool):
-            raise ConfigError(f"{who} phases must be 1 or 3, got {self.phases!r}")
+        self._settle_wiring(who)
+        if _number(self.voltage, f"{who} voltage") <= 0:
+            raise ConfigError(f"{who} voltage must be positive")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ConfigError(f"{who} priority must be an integer, got {self.priority!r}")
         object.__setattr__(self, "connector_ids", tuple(self.connector_ids))
@@ -155,19 +176,51 @@ class ChargerSpec:
             object.__setattr__(self, "phase_rotation", rotation)
             if not all(isinstance(p, Phase) for p in rotation):
                 raise ConfigError(f"{who} phase_rotation must hold Phase values, got {rotation!r}")
-            if len(rotation) != self.phases:
+            if len(rotation) != self.line_count:
                 raise ConfigError(
-                    f"{who} has {self.phases} phase(s) but a rotation of {len(rotation)}"
+                    f"{who} is wired {self.wiring} ({self.line_count} line(s)) "
+                    f"but has a rotation of {len(rotation)}"
                 )
             if len(set(rotation)) != len(rotation):
                 raise ConfigError(f"{who} phase_rotation repeats a grid phase: {rotation!r}")
 
+    def _settle_wiring(self, who: str) -> None:
+        phases = self.phases
+        if isinstance(phases, bool) or phases not in (0, 1, 3):
+            raise ConfigError(f"{who} phases must be 1 or 3, got {phases!r}")
+        wiring = self.wiring
+        if wiring is None:
+            wiring = Wiring.LN if phases == 1 else Wiring.THREE_PHASE
+        elif not isinstance(wiring, Wiring):
+            try:
+                wiring = Wiring(wiring)
+            except ValueError:
+                raise ConfigError(
+                    f"{who} wiring must be one of {', '.join(w.value for w in Wiring)}"
+                ) from None
+        reported = 3 if wiring is Wiring.THREE_PHASE else 1
+        if phases not in (0, reported):
+            raise ConfigError(f"{who} is wired {wiring} but has {phases} phase(s)")
+        object.__setattr__(self, "wiring", wiring)
+        object.__setattr__(self, "phases", reported)
+
+    @property
+    def line_count(self) -> int:
+        """How many grid lines the charger is connected to."""
+        return {Wiring.LN: 1, Wiring.LL: 2, Wiring.THREE_PHASE: 3}[self.wiring or Wiring.LN]
+
     @property
     def grid_phases(self) -> tuple[Phase, ...]:
-        """The grid phase of each of the charger's own phases, in the charger's order."""
+        """The grid line of each of the charger's own phases (both lines for L-L)."""
         if self.phase_rotation is not None:
             return self.phase_rotation
-        return (Phase.L1, Phase.L2, Phase.L3)[: self.phases]
+        return (Phase.L1, Phase.L2, Phase.L3)[: self.line_count]
+
+    def watts_per_amp(self, lines_in_use: int | None = None) -> float:
+        """Power drawn per amp of grant; a three-phase charger counts the lines in use."""
+        if self.wiring is Wiring.THREE_PHASE:
+            return self.voltage * (lines_in_use or 3)
+        return self.voltage
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +231,10 @@ class Node:
     energy manager or grid operator; the lower of the two is in force and 0 suspends charging
     below. A `metered` node expects a `Measurement` each allocation: without a fresh, healthy one
     its limit falls to `safety_current`. `max_imbalance`, if set, bounds the difference between
-    the most and least loaded phase of the chargers' load below this node.
+    the most and least loaded phase of the chargers' load below this node. `delta_wye_ratio`, if
+    set, makes this node the delta primary of a delta-wye transformer feeding its children: its
+    limits are primary line currents, each the difference of two secondary line currents divided
+    by this turns ratio (primary line-to-line / secondary line-to-neutral voltage, 480/120 = 4).
     """
 
     id: str
@@ -188,6 +244,7 @@ class Node:
     max_imbalance: float | None = None
     metered: bool = False
     children: tuple[Node | ChargerSpec, ...] = ()
+    delta_wye_ratio: float | None = None
 
     def __post_init__(self) -> None:
         _ident(self.id, "node id")
@@ -200,6 +257,8 @@ class Node:
             _current(self.dynamic_limit, f"{who} dynamic_limit")
         if self.max_imbalance is not None:
             _current(self.max_imbalance, f"{who} max_imbalance")
+        if self.delta_wye_ratio is not None and _number(self.delta_wye_ratio, who) <= 0:
+            raise ConfigError(f"{who} delta_wye_ratio must be positive")
         object.__setattr__(self, "children", tuple(self.children))
         for child in self.children:
             if not isinstance(child, Node | ChargerSpec):
@@ -238,6 +297,12 @@ class Demand:
     `limit_since`; with a settled reading it lets the allocator see a car drawing well below its
     grant and give the rest to others. `car_max`, when known (ISO 15118, a car profile), caps
     what the car is granted.
+
+    The rest is history and intent, which the allocator needs to take turns and to meet
+    departures (docs/load-management.md, "What the controller fills in"): `departure` and
+    `energy_needed` (Wh still wanted) when known; `energy_delivered` (Wh so far this session);
+    `running_since` (granted more than 0 A without a break since then) or `paused_since` (held
+    at 0 A by load management since then); neither: not yet started.
     """
 
     charger_id: str
@@ -248,6 +313,11 @@ class Demand:
     limit_in_force: float | None = None
     limit_since: datetime | None = None
     car_max: float | None = None
+    departure: datetime | None = None
+    energy_needed: float | None = None
+    energy_delivered: float = 0.0
+    running_since: datetime | None = None
+    paused_since: datetime | None = None
 
     def __post_init__(self) -> None:
         _ident(self.charger_id, "demand charger id")
@@ -278,6 +348,14 @@ class Demand:
             _aware(self.limit_since, f"{who} limit_since")
         if self.car_max is not None:
             _current(self.car_max, f"{who} car_max")
+        for name in ("departure", "running_since", "paused_since"):
+            if getattr(self, name) is not None:
+                _aware(getattr(self, name), f"{who} {name}")
+        if self.running_since is not None and self.paused_since is not None:
+            raise ConfigError(f"{who}: a car is running or paused, not both")
+        if self.energy_needed is not None:
+            _current(self.energy_needed, f"{who} energy_needed (Wh)")
+        _current(self.energy_delivered, f"{who} energy_delivered (Wh)")
 
     @property
     def key(self) -> tuple[str, int]:
@@ -331,6 +409,14 @@ class AllocationOptions:
     draw_max_age: timedelta = timedelta(seconds=300)
     #: A charger phase drawing at least this (A) is in use; if none is, all its phases are assumed.
     active_phase_threshold: float = 1.0
+    #: Taking turns: a car started after a pause keeps its turn at least this long (unless a
+    #: limit forces otherwise), so that no car is switched on and off every round.
+    min_run: timedelta = timedelta(minutes=60)
+    #: A car paused this long goes before every car that is not protected by `min_run`.
+    max_wait: timedelta = timedelta(minutes=120)
+    #: With a departure and an energy need, a car is first given the current that finishes it
+    #: in time, times this margin (the rest is then shared equally).
+    deadline_margin: float = 1.2
 
     def __post_init__(self) -> None:
         for name in ("step", "give_back_below", "give_back_margin", "active_phase_threshold"):
@@ -339,7 +425,9 @@ class AllocationOptions:
             raise ConfigError("option step must be at least 0.001 A")
         if self.give_back_margin <= self.give_back_below:
             raise ConfigError("option give_back_margin must be larger than give_back_below")
-        for name in ("settle_time", "meter_max_age", "draw_max_age"):
+        if _number(self.deadline_margin, "option deadline_margin") < 1:
+            raise ConfigError("option deadline_margin must be at least 1")
+        for name in ("settle_time", "meter_max_age", "draw_max_age", "min_run", "max_wait"):
             value = getattr(self, name)
             if not isinstance(value, timedelta) or value < timedelta(0):
                 raise ConfigError(f"option {name} must be a non-negative timedelta")
@@ -460,20 +548,30 @@ class Allocation:
 # --- units --------------------------------------------------------------------------------------
 
 
-def _power_args(phases: int, voltage: float) -> None:
+def _power_args(phases: int, voltage: float, wiring: Wiring | None) -> None:
     if phases not in (1, 2, 3) or isinstance(phases, bool):
         raise ConfigError(f"phases must be 1, 2 or 3, got {phases!r}")
+    if wiring in (Wiring.LN, Wiring.LL) and phases != 1:
+        raise ConfigError(f"an {wiring} charger carries one current, not {phases}")
     if _number(voltage, "voltage") <= 0:
         raise ConfigError(f"voltage must be positive, got {voltage!r}")
 
 
-def amps_to_watts(current: float, phases: int, voltage: float = DEFAULT_VOLTAGE) -> float:
-    """P = U x I x phases, for chargers whose profiles are in W (round down before sending)."""
-    _power_args(phases, voltage)
+def amps_to_watts(
+    current: float, phases: int, voltage: float = DEFAULT_VOLTAGE, *, wiring: Wiring | None = None
+) -> float:
+    """P = U x I x phases, for chargers whose profiles are in W (round down before sending).
+
+    `voltage` is across the charger's supply: phase to neutral (L-N, three-phase) or line to
+    line (L-L, whose one current gives P = U_LL x I). `phases` is the number of lines in use.
+    """
+    _power_args(phases, voltage, wiring)
     return voltage * _current(current, "current") * phases
 
 
-def watts_to_amps(power: float, phases: int, voltage: float = DEFAULT_VOLTAGE) -> float:
-    """I = P / (U x phases): the per-phase current of a power limit."""
-    _power_args(phases, voltage)
+def watts_to_amps(
+    power: float, phases: int, voltage: float = DEFAULT_VOLTAGE, *, wiring: Wiring | None = None
+) -> float:
+    """I = P / (U x phases): the current per line of a power limit (see `amps_to_watts`)."""
+    _power_args(phases, voltage, wiring)
     return _current(power, "power") / (voltage * phases)

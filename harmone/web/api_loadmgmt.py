@@ -52,15 +52,28 @@ class ChargerIn(_Strict):
     node: str | None = Field(None, description="node it hangs under; null: the root")
     max_current: float = Field(32, gt=0)
     min_current: float = Field(6, ge=0, description="IEC 61851: never granted between 0 and this")
-    phases: Literal[1, 3] = 3
+    phases: Literal[1, 3] | None = Field(
+        None, description="currents it reports; without wiring: 1 = L-N, 3 = three-phase (default)"
+    )
+    wiring: Literal["L-N", "L-L", "3-phase"] | None = Field(
+        None, description="how it is connected; L-L names its two lines in phase_rotation"
+    )
     phase_rotation: list[Literal["L1", "L2", "L3"]] | None = Field(
         None, description='grid phase of each of the charger\'s phases, e.g. ["L2","L3","L1"]'
     )
     priority: int = 0
     tx_default_limit: float = Field(0, ge=0, description="TxDefaultProfile limit, A")
     rate_unit: Literal["A", "W"] = "A"
-    voltage: float = Field(230, ge=100, le=500)
+    voltage: float | None = Field(
+        None, ge=100, le=500, description="L-N/3-phase: to neutral (230); L-L: line to line"
+    )
     connectors: list[int] = [1]
+    default_dwell_minutes: float | None = Field(
+        None, ge=0, description="typical stay, when the car does not say when it leaves"
+    )
+    default_energy_kwh: float | None = Field(
+        None, ge=0, description="typical energy need, when the car does not say it"
+    )
 
 
 class LoadConfigIn(_Strict):
