@@ -77,6 +77,23 @@ class ChargerIn(_Strict):
 
 
 class LoadConfigIn(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "policy": "equal_share",
+                    "tree": {
+                        "id": "grid",
+                        "max_current": 63,
+                        "children": [{"id": "garage", "max_current": 32}],
+                    },
+                    "chargers": {"CP-1": {"node": "garage", "max_current": 32}},
+                }
+            ]
+        },
+    )
+
     enabled: bool = True
     policy: Literal["equal_share", "first_come_first_served", "priority"] = "equal_share"
     resend_step: float = Field(1.0, ge=0, description="re-send when the limit moves this much, A")
@@ -103,6 +120,8 @@ class ReadingIn(_Strict):
 
 
 class DynamicLimitIn(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"limit": 16}]})
+
     limit: float | None = Field(description="A per phase; null removes it; 0 suspends charging")
 
 

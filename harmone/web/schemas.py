@@ -61,9 +61,24 @@ UtcDatetime = Annotated[
 class SiteIn(SiteSettings):
     """A new site: every rule of the domain applies (a gateway site needs gateway_host)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "Depot North", "type": "cloud", "cpms_url": "wss://cpms.example.com/ocpp"},
+                {"name": "Office car park", "type": "gateway", "gateway_host": "192.168.1.10"},
+            ]
+        }
+    )
+
 
 class SitePatch(Partial, SiteFields):
     """Any writable site field; the store checks the site as a whole after the change."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "Depot South", "cpms_url": None, "offline_mode": "strict"}]
+        }
+    )
 
 
 class SiteOut(Site):
@@ -104,6 +119,8 @@ class ChargerOut(ChargerIdentity, _ChargerHead):
 
 class ChargerPatch(Partial, ChargerSettings):
     """A charger's name or its own CPMS (null: the site's)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Bay 1", "cpms_url": None}]})
 
 
 class ChargerPasswordIn(BaseModel):
