@@ -26,9 +26,17 @@ asserted; run it on a quiet machine and compare runs, not single numbers):
 (b) **Event to profile, over real sockets.** HARMON-E runs in this process with a simulated CPMS
     and four simulated chargers (`ocpp` package, 1.6 and 2.0.1) on 127.0.0.1. `--events` times
     each: a car plugs in (the transaction start is sent) until its TxProfile is received by the
-    charger, and a building reading is POSTed until the charger receives the new limit. Also the
+    charger — a first grant waits for the other car's decrease to be applied, which without
+    meter readings is `Timing.apply_bound` (5 s) — and a building reading is POSTed until the
+    charger receives the new limit. Also the
     controller's own measure (event seen -> profile sent). Baseline: a relayed round trip
     (Heartbeat through HARMON-E to the CPMS and back) in the same run. p50 / p99 in ms.
+(d) **Enforcement** (the controller loop with 20 in-process model chargers, tests/loadsim.py):
+    event -> decrease sent (p50 / p99, real time, `SystemClock`) when a dynamic limit drops, with
+    one charger that never answers among the 20; and on a `ManualClock`: how long a car that
+    draws 4 A of its grant takes to give the rest to another car, how long charging takes to
+    resume after a dynamic limit of 0 is lifted, and how often any grant changes direction over
+    a 10-minute run with that capped car (flapping).
 (c) **Allocation time** of `allocate` for `--alloc-sizes` connectors in a three-level tree with
     imbalance limits, 80 % of connectors charging with readings: best of `--repeat`
     (time.perf_counter), and the cost per connector relative to the smallest size.
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import math
 import random
@@ -66,7 +75,7 @@ from harmone.loadmgmt import (
     Policy,
     allocate,
 )
-from harmone.loadmgmt.controller import Timing
+from harmone.loadmgmt.state import Timing
 from harmone.services.accounts import Accounts
 from harmone.sim import OcppVersion, SimulatedCharger, SimulatedCpms
 from harmone.web.serve import running_server
@@ -363,7 +372,7 @@ class TimedCharger(SimulatedCharger):
             self.profile_arrived.set()
         return status
 
-    async def next_profile(self, after: int, timeout: float = 10.0) -> tuple[float, float]:
+    async def next_profile(self, after: int, timeout: float = 30.0) -> tuple[float, float]:
         async with asyncio.timeout(timeout):
             while len(self.tx_profiles) <= after:
                 self.profile_arrived.clear()
@@ -429,7 +438,7 @@ async def part_b(events: int) -> Latencies:
                 finally:
                     for sim in chargers:
                         await sim.close()
-            ctl = srv.runtime.loadmgmt.controllers[uid]
+            ctl = srv.runtime.loadmgmt.controller(uid)
             out.controller = list(ctl.reaction_times)
     return out
 
@@ -452,6 +461,10 @@ async def _measure(
     await first.next_profile(0)
     for i in range(events):
         sim = chargers[1 + i % (len(chargers) - 1)]
+        # keep the grid's meter fresh (meter_max_age 60 s): a stale one would suspend charging
+        r = await api.post(f"{base}/nodes/grid/readings", json={"current": [10, 10, 10]})
+        r.raise_for_status()
+        await _until_limit(first, 30)
         seen = len(sim.tx_profiles)
         t0 = loop.time()
         await sim.start_transaction(1, f"BENCH-{i}")
@@ -559,6 +572,110 @@ def part_c(sizes: list[int], repeat: int, seed: int) -> None:
         print(f"{n:>10} {best * 1000:>9.3f} {per * 1e6:>13.2f} {per / first:>16.2f}")
 
 
+# --- (d) enforcement ---------------------------------------------------------------------------
+
+
+def _loadsim() -> Any:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import loadsim  # the tests' model site; shared so that both measure the same thing
+
+    return loadsim
+
+
+D_TIMING = Timing()
+
+
+@dataclass
+class Enforcement:
+    decrease: list[float] = field(default_factory=list)
+    give_back: float = math.nan
+    resume: float = math.nan
+    flaps: int = 0
+    changes: int = 0
+
+
+def _twenty(loadsim: Any) -> list[Any]:
+    rotations = (("L1", "L2", "L3"), ("L2", "L3", "L1"), ("L3", "L1", "L2"))
+    return [
+        loadsim.ModelCharger(
+            f"D{i:02d}",
+            "grid",
+            rotation=rotations[i % 3],
+            answer_delay=0.01 + 0.01 * (i % 5),
+            apply_delay=0.2,
+        )
+        for i in range(20)
+    ]
+
+
+async def part_d(events: int) -> Enforcement:
+    from harmone.clock import SystemClock
+
+    loadsim = _loadsim()
+    out = Enforcement()
+    config = {"min_interval": 10, "tree": {"id": "grid", "max_current": 400}}
+    sim = loadsim.SiteSim(
+        config, _twenty(loadsim), D_TIMING, AllocationOptions(), clock=SystemClock()
+    )
+    await sim.start()
+    try:
+        for i, c in enumerate(sim.chargers.values()):
+            sim.arrive(c.cid, 32.0, str(i + 1))
+        await sim.run(3.0)
+        next(iter(sim.chargers.values())).answer_delay = None  # silent from now on
+        for i in range(events):
+            sim.set_dynamic("grid", 120.0 if i % 2 == 0 else 300.0)
+            await sim.run(0.4 if i % 2 == 0 else 6.0)
+        out.decrease = list(sim.ctl.decrease_times)
+    finally:
+        await sim.stop()
+    # give-back and flapping: a car that takes 4 A next to one that takes all it gets
+    config = {"min_interval": 10, "tree": {"id": "grid", "max_current": 32}}
+    # G1's car takes 4 A (its charger's min current is 0 so that the model car draws it)
+    pair = [
+        loadsim.ModelCharger("G1", "grid", min_current=0.0),
+        loadsim.ModelCharger("G2", "grid"),
+    ]
+    sim = loadsim.SiteSim(config, pair, D_TIMING, AllocationOptions(), meter_interval=5.0)
+    await sim.start()
+    try:
+        t0 = sim.clock.t  # G1's car draws 4 A from its first grant on
+        sim.arrive("G1", 4.0, "1")
+        sim.arrive("G2", 32.0, "2")
+        await sim.run(600.0, step=1.0)
+        raised = [t for t, limit in pair[1].applied if t > t0 and limit > 16]
+        out.give_back = raised[0] - t0 if raised else math.nan
+        for c in pair:
+            limits = [limit for t, limit in c.applied if t > t0 + 60]
+            steps = [b - a for a, b in itertools.pairwise(limits) if b != a]
+            out.changes += len(steps)
+            out.flaps += sum(1 for a, b in itertools.pairwise(steps) if a * b < 0)
+        sim.set_dynamic("grid", 0)
+        await sim.run(15.0)
+        t1 = sim.clock.t
+        sim.set_dynamic("grid", None)
+        await sim.run(10.0, step=0.01)
+        resumed = [t for t, limit in pair[1].applied if t > t1 and limit > 0]
+        out.resume = resumed[0] - t1 if resumed else math.nan
+    finally:
+        await sim.stop()
+    return out
+
+
+def print_d(e: Enforcement) -> None:
+    print("(d) enforcement, 20 model chargers in process (timings: defaults of Timing)")
+    print(
+        f"event -> decrease sent, one silent charger among 20: n {len(e.decrease)} "
+        f"p50 {percentile(e.decrease, 0.5) * 1000:.2f} ms "
+        f"p99 {percentile(e.decrease, 0.99) * 1000:.2f} ms"
+    )
+    print(
+        f"give-back: a car drawing 4 A of 16 A returns the rest in {e.give_back:.1f} s (simulated)"
+    )
+    print(f"resume after a dynamic limit of 0 is lifted: {e.resume:.2f} s (simulated)")
+    print(f"flapping over 10 simulated minutes: {e.flaps} reversals in {e.changes} grant changes")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -581,6 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_b(asyncio.run(part_b(args.events)))
     print()
     part_c([int(s) for s in args.alloc_sizes.split(",")], args.repeat, args.seed)
+    print()
+    print_d(asyncio.run(part_d(args.events)))
     return 0
 
 

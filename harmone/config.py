@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harmone.errors import ConfigError
-from harmone.loadmgmt.controller import Timing
 from harmone.loadmgmt.model import AllocationOptions
+from harmone.loadmgmt.state import Timing
 
 __all__ = [
     "RelayConfig",

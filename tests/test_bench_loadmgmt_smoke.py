@@ -77,3 +77,16 @@ def test_load_management_benchmark_runs_and_reports_ratios() -> None:
     assert set(sizes) == {"10", "20"}
     assert all(float(ms) > 0 for ms, *_ in sizes.values())
     assert sizes["10"][2] == "1.00"
+
+    # (d) enforcement: event -> decrease with a silent charger, give-back, resume, flapping
+    assert any(line.startswith("(d) enforcement") for line in lines)
+    decrease = next(line for line in lines if line.startswith("event -> decrease sent"))
+    words = decrease.split()
+    assert int(words[words.index("n") + 1]) >= 3
+    assert 0 < float(words[words.index("p50") + 1]) <= float(words[words.index("p99") + 1])
+    give_back = next(line for line in lines if line.startswith("give-back:"))
+    assert float(give_back.split(" in ")[1].split()[0]) > 0
+    resume = next(line for line in lines if line.startswith("resume after"))
+    assert float(resume.split(": ")[1].split()[0]) >= 0
+    flapping = next(line for line in lines if line.startswith("flapping over"))
+    assert int(flapping.split(": ")[1].split()[0]) == 0  # no grant swings back and forth

@@ -1,17 +1,10 @@
-"""Turning allocations into SetChargingProfile calls, per site.
+"""The thin loop that carries out load management for one site.
 
-`SiteController` keeps what the relayed traffic says about a site (transactions, draws, the
-CPMS's own limits), runs `allocate` when something changes (and on a tick, so that stale meters
-and cars that ignore their limits are noticed), and sends profiles through the relay's own-call
-mechanism. Safety rules (docs/load-management.md):
-
-* Decreases are sent first and awaited before any increase, and are never rate-limited; only
-  increases wait for `min_interval`.
-* A charger that rejects its profile or keeps drawing more than its limit is flagged; the
-  allocator then reserves its *measured* draw (or its max) instead of trusting its grant.
-* A CPMS limit caps what HARMON-E grants; if the CPMS's profile could override HARMON-E's (same
-  purpose, stack level at least as high), HARMON-E re-sends its own one level above it.
-* If allocation ever fails, every managed connector is paused at 0 A.
+A round: `SiteLoadState.review` (what time alone changes), `allocate`, `make_plan`, and each call
+of the plan handed to its own task, so that chargers are served concurrently and a slow or
+silent one holds back nobody but itself. A call's outcome goes back into the state and wakes the
+next round. Rounds run on every event (after a short debounce) and every `tick`. Every wait goes
+through the injected `Timer`, so a `ManualClock` can drive hours of it in a test.
 """
 
 from __future__ import annotations
@@ -19,83 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from harmone.clock import Clock
-from harmone.errors import HarmoneError
+from harmone.clock import Timer
+from harmone.errors import CallErrorReceived, HarmoneError
 from harmone.loadmgmt.allocate import allocate
-from harmone.loadmgmt.config import SiteLoadConfig, build_tree
-from harmone.loadmgmt.model import Allocation, AllocationOptions, Demand, Measurement
-from harmone.loadmgmt.profiles import Purpose, set_charging_profile
-from harmone.loadmgmt.traffic import CpmsCap
+from harmone.loadmgmt.config import SiteLoadConfig
+from harmone.loadmgmt.model import Allocation, AllocationOptions
+from harmone.loadmgmt.plan import Plan, ProfileCall, make_plan
+from harmone.loadmgmt.state import SiteLoadState, Timing
+from harmone.ocpp.events import ChargingProfile, parse_charging_profile
 from harmone.ocpp.versions import OcppVersion
 
-__all__ = [
-    "ChargerLoad",
-    "ConnectorLoad",
-    "Sample",
-    "SendProfile",
-    "SiteController",
-    "Timing",
-]
+__all__ = ["Sample", "SendProfile", "SentCall", "SiteController", "Timing"]
 
 log = logging.getLogger(__name__)
 
 #: (charger_id, payload) -> the charger's answer payload; raises HarmoneError on failure.
 SendProfile = Callable[[str, dict[str, Any]], Awaitable[Any]]
-
-
-@dataclass(slots=True)
-class ConnectorLoad:
-    transaction_id: str
-    charging_since: datetime
-    measured: tuple[float, ...] | None = None
-    measured_at: datetime | None = None
-    sent_limit: float | None = None
-    sent_mono: float = float("-inf")
-    limit_since: datetime | None = None
-    over_since: datetime | None = None
-    car_max: float | None = None
-
-
-@dataclass(slots=True)
-class ChargerLoad:
-    version: OcppVersion
-    connected: bool = True
-    connectors: set[int] = field(default_factory=set)
-    txs: dict[int, ConnectorLoad] = field(default_factory=dict)
-    caps: dict[int, CpmsCap] = field(default_factory=dict)
-    stack_level: int = 0
-    default_sent: float | None = None
-    booted: bool = False
-    flagged: str | None = None  # why it is treated as ignoring its profile
-
-    def cap(self, connector_id: int) -> float | None:
-        caps = [
-            c.amps for k, c in self.caps.items() if k in (0, connector_id) and c.amps is not None
-        ]
-        return min(caps) if caps else None
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """How fast the controller reacts; tests and simulations compress it."""
-
-    #: Allocation also runs this often without events (stale meters, flags), s.
-    tick: float = 5.0
-    #: A car may draw above its limit this long (after settling) before it is flagged, s.
-    reaction_grace: float = 30.0
-    #: Drawing this much above the limit counts as not obeying (meter noise, rounding), A.
-    tolerance: float = 1.0
-    #: How long HARMON-E waits for a charger to answer SetChargingProfile, s.
-    call_timeout: float = 15.0
-    #: Events within this window are handled in one round, s.
-    debounce: float = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,297 +45,237 @@ class Sample:
     connectors: tuple[dict[str, Any], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SentCall:
+    """A call as it left, with the clock's monotonic time (for tests and benchmarks)."""
+
+    at: float
+    call: ProfileCall
+
+
 class SiteController:
     def __init__(
         self,
         site_uid: str,
         config: SiteLoadConfig,
+        state: SiteLoadState,
         send: SendProfile,
-        clock: Clock,
+        clock: Timer,
         options: AllocationOptions | None = None,
         timing: Timing | None = None,
+        *,
         history: int = 720,
+        persist: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.site_uid = site_uid
         self.config = config
+        self.state = state
         self.options = options or AllocationOptions()
         self.timing = timing or Timing()
-        self.chargers: dict[str, ChargerLoad] = {}
-        self.measurements: dict[str, Measurement] = {}
-        self.dynamic_limits: dict[str, float] = {}
         self.last: Allocation | None = None
+        self.last_plan: Plan | None = None
         self.series: deque[Sample] = deque(maxlen=history)
-        #: seconds from the event that woke a round to each profile it sent
+        #: seconds from the event that woke a round to each profile it sent, and to decreases
         self.reaction_times: deque[float] = deque(maxlen=1000)
+        self.decrease_times: deque[float] = deque(maxlen=1000)
+        self.sent: deque[SentCall] = deque(maxlen=10_000)
         self._send = send
         self._clock = clock
+        self._persist = persist
         self._wake = asyncio.Event()
         self._event_mono: float | None = None
         self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._workers: dict[str, asyncio.Task[None]] = {}
 
-    # -- life --------------------------------------------------------------------------------
+    # -- life ------------------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"loadmgmt {self.site_uid}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks = [t for t in (self._task, *self._workers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        self._workers.clear()
 
     def poke(self) -> None:
         """Something changed: run a round soon."""
         if self._event_mono is None:
-            self._event_mono = time.monotonic()
+            self._event_mono = self._clock.monotonic()
         self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.timing.tick)
-            await asyncio.sleep(self.timing.debounce)  # a burst of events: one round
-            self._wake.clear()
-            try:
-                await self.step()
-            except Exception:
-                log.exception("site=%s load management round failed", self.site_uid)
-
-    # -- inputs ------------------------------------------------------------------------------
-    def charger(self, charger_id: str, version: OcppVersion) -> ChargerLoad:
-        state = self.chargers.get(charger_id)
-        if state is None or state.version is not version:
-            state = self.chargers[charger_id] = ChargerLoad(version)
-        return state
-
-    def connected(self, charger_id: str, version: OcppVersion) -> None:
-        state = self.charger(charger_id, version)
-        state.connected = True
-        state.default_sent = None  # a reconnecting charger may have lost its profiles
-        state.booted = False
-        for tx in state.txs.values():
-            tx.sent_limit = None
-        self.poke()
-
-    def disconnected(self, charger_id: str) -> None:
-        state = self.chargers.get(charger_id)
-        if state is not None:
-            state.connected = False
-            self.poke()
-
-    def measurement(self, m: Measurement) -> None:
-        self.measurements[m.node_id] = m
-        self.poke()
-
-    def set_dynamic_limit(self, node_id: str, limit: float | None) -> None:
-        if limit is None:
-            self.dynamic_limits.pop(node_id, None)
-        else:
-            self.dynamic_limits[node_id] = limit
-        self.poke()
 
     def reconfigure(self, config: SiteLoadConfig) -> None:
         self.config = config
-        for state in self.chargers.values():
-            state.default_sent = None
+        for ch in self.state.chargers.values():
+            ch.defaults_fresh = set()
         self.poke()
 
-    # -- one round ---------------------------------------------------------------------------
-    def demands(self, now: datetime) -> list[Demand]:
-        out = []
-        for cid, state in self.chargers.items():
-            for conn, tx in state.txs.items():
-                cap = state.cap(conn)
-                car_max = (
-                    tx.car_max
-                    if cap is None
-                    else (cap if tx.car_max is None else min(cap, tx.car_max))
-                )
-                out.append(
-                    Demand(
-                        cid,
-                        conn,
-                        tx.charging_since,
-                        measured=tx.measured,
-                        measured_at=tx.measured_at if tx.measured is not None else None,
-                        limit_in_force=tx.sent_limit if tx.limit_since else None,
-                        limit_since=tx.limit_since if tx.sent_limit is not None else None,
-                        car_max=car_max,
-                    )
-                )
-        return out
-
-    def allocation_input(self, now: datetime) -> tuple[Any, list[Demand], list[Measurement]]:
-        chargers = {
-            cid: tuple(sorted(s.connectors | set(s.txs))) for cid, s in self.chargers.items()
-        }
-        ignoring = frozenset(cid for cid, s in self.chargers.items() if s.flagged)
-        tree = build_tree(self.config, chargers, ignoring, self.dynamic_limits)
-        return tree, self.demands(now), list(self.measurements.values())
-
-    async def step(self) -> Allocation | None:
-        """Allocate once and send what changed. Returns the allocation (None if disabled)."""
-        async with self._lock:
-            if not self.config.enabled:
-                return None
-            now = self._clock.now()
-            self._check_obedience(now)
+    async def _run(self) -> None:
+        while True:
+            wake = asyncio.ensure_future(self._wake.wait())
+            wait = self.timing.tick
+            change = self.state.next_change()
+            if change is not None:
+                # an increase may be waiting for an apply wait to end: plan again right then
+                until = (change - self._clock.now()).total_seconds() + self.timing.debounce
+                wait = max(0.0, min(wait, until))
             try:
-                tree, demands, measurements = self.allocation_input(now)
-                allocation = allocate(
-                    tree, demands, measurements, now, self.config.policy, options=self.options
-                )
-            except HarmoneError:
-                log.exception(
-                    "site=%s allocation failed: pausing every managed connector", self.site_uid
-                )
-                await self._send_all(
-                    [
-                        (cid, conn, 0.0)
-                        for cid, s in self.chargers.items()
-                        for conn in s.txs
-                        if s.connected
-                    ]
-                )
-                return None
+                await _within(wake, self._clock, wait)
+            finally:
+                wake.cancel()
+            await self._clock.sleep(self.timing.debounce)  # a burst of events: one round
+            self._wake.clear()
+            try:
+                self.round()
+            except Exception:
+                log.exception("site=%s load management round failed", self.site_uid)
+
+    # -- one round -------------------------------------------------------------------------------
+    def round(self) -> Plan | None:
+        """Review, allocate, plan and dispatch once. Returns the plan (None if disabled)."""
+        if not self.config.enabled:
+            self._event_mono = None
+            return None
+        now = self._clock.now()
+        for cid in self.state.review(self.config, self.timing, self.options, now):
+            log.warning(
+                "site=%s charger=%s draws more than its limit: its draw is reserved instead of "
+                "its grant",
+                self.site_uid,
+                cid,
+            )
+        tree = self.state.tree(self.config)
+        allocation: Allocation | None
+        try:
+            allocation = allocate(
+                tree,
+                self.state.demands(self.config),
+                list(self.state.measurements.values()),
+                now,
+                self.config.policy,
+                options=self.options,
+            )
+        except HarmoneError:
+            log.exception(
+                "site=%s allocation failed: pausing every managed connector", self.site_uid
+            )
+            allocation = None
+        if allocation is not None:
             self.last = allocation
             self._record(allocation)
-            await self._enforce(allocation)
-            self._event_mono = None
-            return allocation
-
-    async def _enforce(self, allocation: Allocation) -> None:
-        mono = self._clock.monotonic()
-        decreases: list[tuple[str, int, float]] = []
-        increases: list[tuple[str, int, float]] = []
-        for grant in allocation.connectors:
-            state = self.chargers.get(grant.charger_id)
-            tx = state.txs.get(grant.connector_id) if state else None
-            if state is None or tx is None or not state.connected:
-                continue
-            target = round(grant.limit_to_send, 1)
-            if grant.reserved:  # flagged: it gets what its limit would be if it obeyed
-                target = 0.0 if tx.sent_limit is None else min(tx.sent_limit, target)
-            last = tx.sent_limit
-            if last is None or target < last - 0.05:
-                decreases.append((grant.charger_id, grant.connector_id, target))
-            elif (
-                target - last >= self.config.resend_step or (last == 0 and target > 0)
-            ) and mono - tx.sent_mono >= self.config.min_interval:
-                increases.append((grant.charger_id, grant.connector_id, target))
-        defaults = [
-            (cid, s)
-            for cid, s in self.chargers.items()
-            if s.connected and s.booted and s.default_sent is None
-        ]
-        for cid, state in defaults:
-            await self._send_default(cid, state)
-        await self._send_all(decreases)
-        await self._send_all(increases)
-
-    async def _send_default(self, cid: str, state: ChargerLoad) -> None:
-        s = self.config.settings_for(cid)
-        limit = s.tx_default_limit
-        for conn in sorted(set(s.connectors) | state.connectors) or [1]:
-            payload = set_charging_profile(
-                state.version,
-                "TxDefaultProfile",
-                conn,
-                limit,
-                stack_level=state.stack_level,
-                unit=s.rate_unit,
-                phases=s.phases,
-                voltage=s.voltage,
-            )
-            if not await self._call(cid, state, payload, "TxDefaultProfile"):
-                return
-        state.default_sent = limit
-
-    async def _send_all(self, items: list[tuple[str, int, float]]) -> None:
-        if items:
-            await asyncio.gather(*(self._send_tx(*item) for item in items))
-
-    async def _send_tx(self, cid: str, conn: int, amps: float) -> None:
-        state = self.chargers[cid]
-        tx = state.txs.get(conn)
-        if tx is None:
-            return
-        s = self.config.settings_for(cid)
-        payload = set_charging_profile(
-            state.version,
-            "TxProfile",
-            conn,
-            amps,
-            transaction_id=tx.transaction_id,
-            stack_level=state.stack_level,
-            unit=s.rate_unit,
-            phases=s.phases,
-            voltage=s.voltage,
+        busy = frozenset(cid for cid, task in self._workers.items() if not task.done())
+        plan = make_plan(
+            self.state, self.config, tree, allocation, self.timing, self.options, now, busy
         )
-        if self._event_mono is not None:
-            self.reaction_times.append(time.monotonic() - self._event_mono)
-        # The transaction may have ended while the call was out; then there is nothing to note.
-        if await self._call(cid, state, payload, "TxProfile") and state.txs.get(conn) is tx:
-            tx.sent_limit = amps
-            tx.sent_mono = self._clock.monotonic()
-            tx.limit_since = self._clock.now()
-            # A car already drawing more than the new limit keeps its time over the limit: if
-            # every new limit restarted the count, a charger whose limit keeps moving would
-            # never be found out.
-            if tx.measured is None or max(tx.measured) <= amps + self.timing.tolerance:
-                tx.over_since = None
+        self.last_plan = plan
+        event, self._event_mono = self._event_mono, None
+        for call in plan.calls:
+            self._dispatch(call, event, now)
+        return plan
 
-    async def _call(
-        self, cid: str, state: ChargerLoad, payload: dict[str, Any], purpose: Purpose
-    ) -> bool:
+    def _dispatch(self, call: ProfileCall, event: float | None, now: datetime) -> None:
+        tx_limit = call.limit if call.transaction_id is not None else None
+        self.state.call_sent(call.charger_id, call.connector_id, tx_limit, now)
+        mono = self._clock.monotonic()
+        self.sent.append(SentCall(mono, call))
+        if event is not None:
+            self.reaction_times.append(mono - event)
+            if call.kind == "decrease":
+                self.decrease_times.append(mono - event)
+        self._workers[call.charger_id] = asyncio.create_task(
+            self._carry_out(call), name=f"loadmgmt {self.site_uid} {call.charger_id}"
+        )
+
+    async def _carry_out(self, call: ProfileCall) -> None:
+        cid = call.charger_id
         ctx = f"site={self.site_uid} charger={cid}"
+        if call.kind == "increase" and self._persist is not None:
+            # Written before it is sent: after a crash the increase is counted, never lost.
+            try:
+                await self._persist()
+            except HarmoneError:
+                log.exception("%s could not persist the load state before an increase", ctx)
+        sending = asyncio.ensure_future(self._send(cid, call.payload))
         try:
-            answer = await self._send(cid, payload)
-        except HarmoneError as exc:
-            log.warning("%s %s not delivered: %s", ctx, purpose, exc)
-            return False
-        status = answer.get("status") if isinstance(answer, dict) else None
-        if status == "Accepted":
-            if state.flagged and state.flagged.startswith("rejected"):
-                state.flagged = None
-            return True
-        reason = f"rejected its {purpose} (status {status})"
-        if state.flagged != reason:
-            log.warning("%s %s: its measured draw is reserved instead of its grant", ctx, reason)
-        state.flagged = reason
-        return False
+            await self._await_answer(call, sending, ctx)
+        finally:
+            if not sending.done():  # stopped while waiting: the call goes with us
+                sending.cancel()
 
-    def _check_obedience(self, now: datetime) -> None:
-        for cid, state in self.chargers.items():
-            over = obeyed = False
-            for tx in state.txs.values():
-                if tx.sent_limit is None or tx.measured is None or tx.limit_since is None:
-                    continue
-                settled = now - tx.limit_since >= self.options.settle_time
-                if max(tx.measured) <= tx.sent_limit + self.timing.tolerance:
-                    tx.over_since = None
-                    obeyed = obeyed or settled
-                    continue
-                # Right after a change the car may still be ramping down, unless it was
-                # already over its limit before the change.
-                if tx.over_since is None:
-                    if not settled:
-                        continue
-                    tx.over_since = now
-                if now - tx.over_since >= timedelta(seconds=self.timing.reaction_grace):
-                    over = True
-            if over and not state.flagged:
-                state.flagged = "draws more than its limit"
+    async def _await_answer(
+        self, call: ProfileCall, sending: asyncio.Future[Any], ctx: str
+    ) -> None:
+        cid = call.charger_id
+        timing = self.timing
+        done = await _within(sending, self._clock, min(timing.answer_grace, timing.call_timeout))
+        if not done:
+            if self.state.call_late(cid, self._clock.now()):
                 log.warning(
-                    "site=%s charger=%s draws more than its limit: its measured draw "
-                    "is reserved instead of its grant",
-                    self.site_uid,
-                    cid,
+                    "%s has not answered its %s for %g s: counted at its max current until it "
+                    "answers",
+                    ctx,
+                    call.purpose,
+                    timing.answer_grace,
                 )
-            # Only a car seen obeying lifts the flag: a charger whose car left has shown nothing,
-            # and the next car on it would draw its max before it could be found out again.
-            elif obeyed and not over and state.flagged == "draws more than its limit":
-                state.flagged = None
+                self.poke()
+            rest = max(0.0, timing.call_timeout - timing.answer_grace)
+            done = await _within(sending, self._clock, rest)
+        if not done:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, HarmoneError):
+                await sending
+        self._outcome(call, sending, ctx)
+        self.poke()
+
+    def _outcome(self, call: ProfileCall, sending: asyncio.Future[Any], ctx: str) -> None:
+        now = self._clock.now()
+        cid, conn = call.charger_id, call.connector_id
+        if sending.cancelled():
+            log.warning(
+                "%s %s not answered within %g s", ctx, call.purpose, self.timing.call_timeout
+            )
+            self.state.call_failed(cid, conn, None, now)
+            return
+        exc = sending.exception()
+        if isinstance(exc, CallErrorReceived):
+            reason = f"rejected its {call.purpose} (CallError {exc.code})"
+            log.warning("%s %s: its draw is reserved instead of its grant", ctx, reason)
+            self.state.call_failed(cid, conn, reason, now)
+            return
+        if isinstance(exc, HarmoneError):
+            log.warning("%s %s not delivered: %s", ctx, call.purpose, exc)
+            self.state.call_failed(cid, conn, None, now)
+            return
+        if exc is not None:
+            raise exc
+        answer = sending.result()
+        status = answer.get("status") if isinstance(answer, dict) else None
+        tx = call.transaction_id
+        if status != "Accepted" and tx is not None and not self.state.running(cid, conn, tx):
+            # A charger rightly refuses a TxProfile for a transaction that has just ended.
+            log.info(
+                "%s refused a TxProfile for ended transaction %s: not held against it", ctx, tx
+            )
+            self.state.call_moot(cid, conn)
+            return
+        if status != "Accepted":
+            reason = f"rejected its {call.purpose} (status {status})"
+            log.warning("%s %s: its draw is reserved instead of its grant", ctx, reason)
+            self.state.call_failed(cid, conn, reason, now)
+            return
+        ch = self.state.chargers.get(cid)
+        profile = _profile_of(call, ch.version) if ch is not None else None
+        self.state.call_accepted(
+            cid,
+            conn,
+            call.transaction_id,
+            call.limit,
+            profile,
+            self.config.settings_for(cid),
+            self.timing,
+            now,
+        )
 
     def _record(self, a: Allocation) -> None:
         self.series.append(
@@ -426,3 +304,22 @@ class SiteController:
                 ),
             )
         )
+
+
+async def _within(task: asyncio.Future[Any], clock: Timer, seconds: float) -> bool:
+    """Wait for `task` at most `seconds` of `clock` time; True if it is done."""
+    if task.done():
+        return True
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({task, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+    return task.done()
+
+
+def _profile_of(call: ProfileCall, version: OcppVersion) -> ChargingProfile | None:
+    """The profile HARMON-E sent, as the value the stacking resolver will read."""
+    v16 = version is OcppVersion.V16
+    raw = call.payload.get("csChargingProfiles" if v16 else "chargingProfile")
+    return None if raw is None else parse_charging_profile(raw, v16)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harmone.ocpp.events import ChargingProfile, Sample
 
-__all__ = ["CpmsCap", "cpms_cap", "current_per_phase"]
+__all__ = ["CpmsCap", "cpms_cap", "current_per_phase", "energy_register"]
 
 _PHASE_INDEX = {"L1": 0, "L2": 1, "L3": 2, "L1-N": 0, "L2-N": 1, "L3-N": 2}
 
@@ -80,3 +80,11 @@ def cpms_cap(connector_id: int, profile: ChargingProfile, phases: int, voltage: 
             low = min(limits)
             amps = low / voltage / phases if schedule.unit == "W" else low
     return CpmsCap(connector_id, profile.purpose.value, profile.stack_level, amps)
+
+
+def energy_register(samples: Iterable[Sample]) -> float | None:
+    """The connector's energy register (Wh) in a meter reading, if it holds one."""
+    for sample in samples:
+        if sample.measurand == "Energy.Active.Import.Register" and sample.phase is None:
+            return sample.value
+    return None

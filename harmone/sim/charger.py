@@ -141,6 +141,14 @@ def _is_stray_answer(text: str, awaiting: set[str]) -> bool:
     )
 
 
+def _is_call_of(text: str, action: str) -> bool:
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(frame, list) and len(frame) == 4 and frame[0] == 2 and frame[2] == action
+
+
 async def _answer_unhandled(station: Any, msg: Any) -> bool:
     """Answer a call no handler exists for with the right CallError; False if one exists.
 
@@ -278,6 +286,11 @@ class _Station(_OcppChargePoint):  # type: ignore[misc]  # the ocpp package is u
         self.sim.raw_frames.append(text)
         if _is_stray_answer(text, self.awaiting):
             self.sim._log.info("dropped an answer to no pending call: %.200s", text)
+            return
+        if not self.sim.answer_profiles and _is_call_of(text, "SetChargingProfile"):
+            frame = json.loads(text)
+            self.sim.received_calls.append(("SetChargingProfile", frame[3]))
+            self.sim._log.info("left SetChargingProfile %s unanswered", frame[1])
             return
         await super().route_message(raw_msg)
 
@@ -488,7 +501,9 @@ class SimulatedCharger:
     are simulated per connector: a charging connector draws `max_current` per phase, lowered
     by the charging profiles in force when `obey_profiles` is set, and drops to 0 below
     `min_current` as an EV would. With `profile_delay` the EV follows a new limit only that many
-    seconds after the charger accepted it, as real chargers and cars take time to ramp.
+    seconds after the charger accepted it, as real chargers and cars take time to ramp. With
+    `answer_profiles` False it never answers SetChargingProfile (a charger whose firmware hangs
+    on smart charging): the call is recorded and nothing changes.
     """
 
     def __init__(
@@ -504,6 +519,7 @@ class SimulatedCharger:
         basic_auth: tuple[str, str] | None = None,
         obey_profiles: bool = True,
         profile_delay: float = 0.0,
+        answer_profiles: bool = True,
         phases: int = 3,
         max_current: float = 32.0,
         min_current: float = 6.0,
@@ -531,6 +547,7 @@ class SimulatedCharger:
         self.basic_auth = basic_auth
         self.obey_profiles = obey_profiles
         self.profile_delay = profile_delay
+        self.answer_profiles = answer_profiles
         self.phases = phases
         self.max_current = max_current
         self.min_current = min_current

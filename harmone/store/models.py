@@ -237,6 +237,18 @@ class LoadConfigRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 
+class LoadStateRow(Base):
+    """What load management must keep across a restart, per site (harmone.store.loadstate)."""
+
+    __tablename__ = "load_state"
+
+    site_uid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sites.uid", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
 class JournalRow(Base):
     """A charger message answered locally while its CPMS link was down, to replay in order."""
 

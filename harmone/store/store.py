@@ -1,7 +1,8 @@
 """`Store`: the database and its repositories, one per concern.
 
 Callers say what they use: `store.sites.create(...)`, `store.chargers.find(...)`,
-`store.users`, `store.sessions`, `store.attempts`, `store.journal`, `store.loadconfig`.
+`store.users`, `store.sessions`, `store.attempts`, `store.journal`, `store.loadconfig`,
+`store.loadstate`.
 Every repository hands out frozen records, never ORM objects, so callers cannot lazy-load or
 mutate rows by accident. Database failures come out as `StoreError` (or its `NotFound` /
 `Conflict`), input that breaks a rule as `ConfigError`. Rules about users, sessions and tokens
@@ -21,6 +22,7 @@ from harmone.store.chargers import ChargerRepo
 from harmone.store.db import Database
 from harmone.store.journal import JournalRepo
 from harmone.store.loadconfig import LoadConfigRepo
+from harmone.store.loadstate import LoadStateRepo
 from harmone.store.sessions import SessionRepo
 from harmone.store.sites import SiteRepo
 from harmone.store.users import UserRepo
@@ -40,6 +42,7 @@ class Store:
         self.attempts = AttemptRepo(self.db)
         self.journal = JournalRepo(self.db)
         self.loadconfig = LoadConfigRepo(self.db)
+        self.loadstate = LoadStateRepo(self.db)
 
     @classmethod
     async def open(cls, url: str) -> Store:

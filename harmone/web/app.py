@@ -10,15 +10,15 @@ from typing import Any
 from fastapi import FastAPI
 
 from harmone import __version__
+from harmone.clock import SystemClock
 from harmone.config import ServerConfig
 from harmone.errors import HarmoneError, StoreError
-from harmone.loadmgmt.runtime import LoadManager
+from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.hub import RelayHub
 from harmone.store import Store
 from harmone.store.db import describe_url
-from harmone.web import api_loadmgmt
-from harmone.web.api import chargers, connection_log, sites, users
+from harmone.web.api import chargers, connection_log, load_management, sites, users
 from harmone.web.body_limit import BodyLimit
 from harmone.web.console.setup import install as install_console
 from harmone.web.http_errors import install_error_handlers
@@ -66,10 +66,11 @@ class HarmoneApp:
         try:
             hub = RelayHub(store, self.config.relay)
             await hub.start()
-            loadmgmt = LoadManager(
+            loadmgmt = LoadManagementService(
                 hub,
                 store.loadconfig,
-                hub.clock,
+                store.loadstate,
+                SystemClock(),
                 self.config.load_options,
                 self.config.load_timing,
             )
@@ -134,7 +135,7 @@ def _build_api(app: HarmoneApp) -> FastAPI:
         lifespan=lifespan,
     )
     api.state.harmone = app
-    for module in (sites, chargers, connection_log, api_loadmgmt, users):
+    for module in (sites, chargers, connection_log, load_management, users):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Annotated, Protocol
 from fastapi import Depends, HTTPException, Request, status
 
 from harmone.config import ServerConfig
-from harmone.loadmgmt.runtime import LoadManager
+from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.hub import RelayHub
 from harmone.services.accounts import Accounts
 from harmone.services.chargers import ChargerService
@@ -36,7 +36,7 @@ class Runtime:
     hub: RelayHub
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
-    loadmgmt: LoadManager
+    loadmgmt: LoadManagementService
     #: Users, console sessions and API tokens (holds the cache of verified tokens).
     accounts: Accounts = field(init=False)
     #: Sites and what their changes do to connected chargers.

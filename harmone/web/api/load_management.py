@@ -1,18 +1,20 @@
-"""REST API v1 for load management: configuration, status, time series, meters, limits."""
+"""REST API v1 for load management: configuration, status, time series, meters, limits.
+
+Everything goes through `LoadManagementService` (`rt.loadmgmt`); its ConfigError and NotFound
+become 422 and 404 in `harmone.web.http_errors`.
+"""
 
 from __future__ import annotations
 
-import statistics
+import dataclasses
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from harmone.errors import ConfigError
-from harmone.loadmgmt.controller import SiteController
-from harmone.loadmgmt.meters import measurement_from_push
+from harmone.loadmgmt.service import SiteLoadStatus
 from harmone.web.api.auth import UserDep, WriterDep
-from harmone.web.runtime import Runtime, RuntimeDep
+from harmone.web.runtime import RuntimeDep
 from harmone.web.schemas import UtcDatetime
 
 __all__ = ["router"]
@@ -125,107 +127,49 @@ class DynamicLimitIn(_Strict):
     limit: float | None = Field(description="A per phase; null removes it; 0 suspends charging")
 
 
-def _controller(rt: Runtime, uid: str) -> SiteController:
-    ctl = rt.loadmgmt.controllers.get(uid)
-    if ctl is None:
-        raise HTTPException(
-            404, "load management is not configured for this site: PUT its configuration first"
-        )
-    return ctl
-
-
 @router.get("")
 async def get_config(uid: str, rt: RuntimeDep, _: UserDep) -> dict[str, Any]:
-    await rt.store.sites.get(uid)
-    return _controller(rt, uid).config.to_json()
+    await rt.sites.get(uid)
+    return rt.loadmgmt.config(uid).to_json()
 
 
 @router.put("")
 async def put_config(uid: str, body: LoadConfigIn, rt: RuntimeDep, _: WriterDep) -> dict[str, Any]:
     """Set the site's electrical tree, charger settings and policy (validated as a whole)."""
-    await rt.store.sites.get(uid)
-    try:
-        config = await rt.loadmgmt.configure(uid, body.model_dump(exclude_none=True))
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
+    await rt.sites.get(uid)
+    config = await rt.loadmgmt.configure(uid, body.model_dump(exclude_none=True))
     return config.to_json()
 
 
 @router.get("/status")
 async def status(uid: str, rt: RuntimeDep, _: UserDep) -> dict[str, Any]:
     """The allocation in force: per node limit, load and headroom; per connector its grant,
-    what was sent, the measured draw, and why it got less than it wanted."""
-    await rt.store.sites.get(uid)
-    ctl = _controller(rt, uid)
-    a = ctl.last
-    chargers = {}
-    for cid, st in ctl.chargers.items():
-        chargers[cid] = {
-            "connected": st.connected,
-            "flagged": st.flagged,
-            "stack_level": st.stack_level,
-            "tx_default_sent": st.default_sent,
-            "cpms_caps": {str(k): c.amps for k, c in st.caps.items()},
-            "transactions": {
-                str(k): {
-                    "transaction_id": t.transaction_id,
-                    "charging_since": t.charging_since,
-                    "measured": t.measured,
-                    "sent_limit": t.sent_limit,
-                }
-                for k, t in st.txs.items()
-            },
-        }
-    rts = list(ctl.reaction_times)
-    poller = rt.loadmgmt.pollers.get(uid)
+    the limit in force at the charger, the measured draw, and why it got less than it wanted."""
+    await rt.sites.get(uid)
+    return _status_json(rt.loadmgmt.status(uid))
+
+
+def _status_json(st: SiteLoadStatus) -> dict[str, Any]:
     return {
-        "enabled": ctl.config.enabled,
-        "policy": ctl.config.policy.value,
-        "at": a.at if a else None,
-        "nodes": [
-            {
-                "id": n.node_id,
-                "limit": n.limit,
-                "limit_source": n.limit_source.value,
-                "meter": n.meter.value,
-                "load": n.load,
-                "charger_load": n.charger_load,
-                "non_charger_load": n.non_charger_load,
-                "headroom": n.headroom,
-                "imbalance": n.imbalance,
-            }
-            for n in (a.nodes if a else ())
-        ],
-        "connectors": [
-            {
-                "charger_id": g.charger_id,
-                "connector_id": g.connector_id,
-                "charging": g.charging,
-                "reserved": g.reserved,
-                "granted": g.limit_to_send,
-                "per_phase": g.per_phase,
-                "need": g.need,
-                "reasons": [r.message for r in g.reasons],
-            }
-            for g in (a.connectors if a else ())
-        ],
-        "chargers": chargers,
-        "dynamic_limits": ctl.dynamic_limits,
+        "enabled": st.enabled,
+        "policy": st.policy,
+        "at": st.at,
+        "nodes": [dataclasses.asdict(n) for n in st.nodes],
+        "connectors": [dataclasses.asdict(c) for c in st.connectors],
+        "chargers": {cid: dataclasses.asdict(c) for cid, c in st.chargers.items()},
+        "dynamic_limits": st.dynamic_limits,
         "meters": {
             node: {
-                "health": st.health.value,
-                "meter": st.meter,
-                "last_error": st.last_error,
-                "last_success": st.last_success,
-                "last_reading": list(st.last_reading.load) if st.last_reading else None,
+                "health": m.health.value,
+                "meter": m.meter,
+                "last_error": m.last_error,
+                "last_success": m.last_success,
+                "last_reading": list(m.last_reading.load) if m.last_reading else None,
             }
-            for node, st in (poller.status().items() if poller else ())
+            for node, m in st.meters.items()
         },
-        "reaction_time_s": {
-            "count": len(rts),
-            "p50": statistics.median(rts) if rts else None,
-            "max": max(rts) if rts else None,
-        },
+        "reaction_time_s": st.reaction_time_s,
+        "decrease_time_s": st.decrease_time_s,
     }
 
 
@@ -239,9 +183,8 @@ async def timeseries(
 ) -> list[dict[str, Any]]:
     """Limit, measured load and granted current per node and connector over time (one sample
     per allocation round, the last hour or so, in memory)."""
-    await rt.store.sites.get(uid)
-    ctl = _controller(rt, uid)
-    samples = [s for s in ctl.series if since is None or s.at > since][-limit:]
+    await rt.sites.get(uid)
+    samples = rt.loadmgmt.timeseries(uid, since, limit)
     return [{"at": s.at, "nodes": list(s.nodes), "connectors": list(s.connectors)} for s in samples]
 
 
@@ -250,14 +193,7 @@ async def push_reading(
     uid: str, node_id: str, body: ReadingIn, rt: RuntimeDep, _: WriterDep
 ) -> dict[str, str]:
     """A meter reading of the node's non-charger (building) load, pushed by an integration."""
-    ctl = _controller(rt, uid)
-    if node_id not in {n.id for n in ctl.config.tree.walk()}:
-        raise HTTPException(404, f"no node {node_id!r} in this site's tree")
-    try:
-        m = measurement_from_push(node_id, body.model_dump(exclude_none=True), rt.hub.clock.now())
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
-    ctl.measurement(m)
+    rt.loadmgmt.push_reading(uid, node_id, body.model_dump(exclude_none=True))
     return {"status": "accepted"}
 
 
@@ -266,10 +202,5 @@ async def put_dynamic_limit(
     uid: str, node_id: str, body: DynamicLimitIn, rt: RuntimeDep, _: WriterDep
 ) -> dict[str, Any]:
     """An external limit (energy manager, grid operator): the lower of it and the fuse holds."""
-    ctl = _controller(rt, uid)
-    if node_id not in {n.id for n in ctl.config.tree.walk()}:
-        raise HTTPException(404, f"no node {node_id!r} in this site's tree")
-    if body.limit is not None and body.limit < 0:
-        raise HTTPException(422, "limit must be >= 0")
-    ctl.set_dynamic_limit(node_id, body.limit)
+    rt.loadmgmt.set_dynamic_limit(uid, node_id, body.limit)
     return {"node": node_id, "limit": body.limit}

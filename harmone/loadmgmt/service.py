@@ -1,0 +1,474 @@
+"""Load management inside a running HARMON-E: the one service the API, the console and the relay
+talk to.
+
+`LoadManagementService` owns, per managed site, its `SiteLoadState` (fed by the relay hub's typed
+events: it is a hub listener), its `SiteController` (the loop that sends profiles) and its meter
+poller; it persists each site's running state (`LoadStateRepo`) so that a restart resumes from
+what the chargers were last told. It raises the package's errors (`NotFound`, `ConfigError`);
+callers map them to their own world (HTTP statuses in `web/http_errors.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from harmone.clock import Timer
+from harmone.errors import ConfigError, HarmoneError, NotFound
+from harmone.loadmgmt.config import SiteLoadConfig, parse_config
+from harmone.loadmgmt.controller import Sample, SiteController
+from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_push
+from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState, Node
+from harmone.loadmgmt.snapshot import restore
+from harmone.loadmgmt.snapshot import snapshot as take_snapshot
+from harmone.loadmgmt.state import SiteLoadState, Timing
+from harmone.ocpp.framing import MessageType
+from harmone.ocpp.session import Observe
+from harmone.ocpp.versions import OcppVersion
+from harmone.relay.hub import RelayHub
+from harmone.relay.state import LiveCharger
+from harmone.store.loadconfig import LoadConfigRepo
+from harmone.store.loadstate import LoadStateRepo
+
+__all__ = [
+    "ChargerStatus",
+    "ConnectorStatus",
+    "LoadManagementService",
+    "NodeStatus",
+    "SiteLoadStatus",
+]
+
+log = logging.getLogger(__name__)
+
+#: How often changed running state is written, s (increases are written before they are sent).
+PERSIST_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    id: str
+    limit: float
+    limit_source: str
+    meter: str
+    load: tuple[float, float, float]
+    charger_load: tuple[float, float, float]
+    non_charger_load: tuple[float, float, float]
+    headroom: tuple[float, float, float]
+    imbalance: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorStatus:
+    """One connector: its grant, what the charger applies, what it draws, and why."""
+
+    charger_id: str
+    connector_id: int
+    charging: bool
+    reserved: bool
+    granted: float
+    per_phase: tuple[float, float, float]
+    need: float
+    reasons: tuple[str, ...]
+    #: policy, node_limit, suspended, paused_below_min, car_max, capped_by_cpms, car_draw,
+    #: flagged, meter_failed, ...
+    reason_kinds: tuple[str, ...]
+    limit_in_force: float | None
+    exposure: float
+    measured: tuple[float, ...] | None
+    held: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerStatus:
+    connected: bool
+    flagged: str | None
+    flagged_at: datetime | None
+    stack_level: int
+    tx_default_sent: float | None
+    cpms_caps: dict[str, float | None]
+    transactions: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLoadStatus:
+    enabled: bool
+    policy: str
+    at: datetime | None
+    nodes: tuple[NodeStatus, ...]
+    connectors: tuple[ConnectorStatus, ...]
+    chargers: dict[str, ChargerStatus]
+    dynamic_limits: dict[str, float]
+    meters: dict[str, MeterStatus]
+    reaction_time_s: dict[str, float | int | None]
+    decrease_time_s: dict[str, float | int | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Site:
+    controller: SiteController
+    poller: MeterPoller | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    written: dict[str, Any] | None = None
+
+
+class LoadManagementService:
+    def __init__(
+        self,
+        hub: RelayHub,
+        configs: LoadConfigRepo,
+        states: LoadStateRepo | None,
+        clock: Timer,
+        options: AllocationOptions | None = None,
+        timing: Timing | None = None,
+    ) -> None:
+        self.hub = hub
+        self.configs = configs
+        self.states = states
+        self.clock = clock
+        self.options = options or AllocationOptions()
+        self.timing = timing or Timing()
+        self._sites: dict[str, _Site] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- life ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        saved = await self.states.all() if self.states is not None else {}
+        for site_uid, raw in (await self.configs.all()).items():
+            try:
+                config = parse_config(raw)
+            except ConfigError as exc:
+                log.error(
+                    "site=%s stored load management configuration is invalid: %s", site_uid, exc
+                )
+                continue
+            await self._install(site_uid, config, saved.get(site_uid))
+        self.hub.listeners.append(self)
+        if self.states is not None:
+            self._writer = asyncio.create_task(self._write_loop(), name="loadmgmt state writer")
+
+    async def stop(self) -> None:
+        if self in self.hub.listeners:
+            self.hub.listeners.remove(self)
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        for site_uid, site in self._sites.items():
+            if site.poller is not None:
+                await site.poller.stop()
+            await site.controller.stop()
+            try:
+                await self.persist(site_uid)
+            except HarmoneError:
+                log.exception("site=%s could not persist the load state on shutdown", site_uid)
+
+    # -- configuration -------------------------------------------------------------------------
+    async def configure(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
+        """Validate and store a site's configuration and put it in force (ConfigError if bad)."""
+        config = parse_config(raw)
+        await self.configs.put(site_uid, config.to_json())
+        await self._install(site_uid, config, None)
+        return config
+
+    def config(self, site_uid: str) -> SiteLoadConfig:
+        return self._site(site_uid).controller.config
+
+    def controller(self, site_uid: str) -> SiteController:
+        """The site's control loop (tests and benchmarks read what it sent)."""
+        return self._site(site_uid).controller
+
+    def _site(self, site_uid: str) -> _Site:
+        site = self._sites.get(site_uid)
+        if site is None:
+            raise NotFound(
+                "load management is not configured for this site: PUT its configuration first"
+            )
+        return site
+
+    async def _install(
+        self, site_uid: str, config: SiteLoadConfig, saved: dict[str, Any] | None
+    ) -> None:
+        site = self._sites.get(site_uid)
+        if site is None:
+            state = self._restored(site_uid, saved)
+            site = self._sites[site_uid] = _Site(self._new_controller(site_uid, config, state))
+            for (uid, _), link in self.hub.links.items():
+                if uid == site_uid and link.live.ocpp_version:
+                    # already past its boot
+                    state.connected(link.live.id, OcppVersion(link.live.ocpp_version), True)
+            site.controller.start()
+        else:
+            site.controller.reconfigure(config)
+        if site.poller is not None:
+            await site.poller.stop()
+            site.poller = None
+        if config.meters:
+
+            def measured(m: Measurement) -> None:
+                self.measurement(site_uid, m)
+
+            site.poller = MeterPoller(config.meters.values(), measured, clock=self.clock)
+            site.poller.start()
+
+    @staticmethod
+    def _restored(site_uid: str, saved: dict[str, Any] | None) -> SiteLoadState:
+        if not saved:
+            return SiteLoadState()
+        try:
+            state = restore(saved)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("site=%s stored load state is unreadable, starting afresh: %s", site_uid, exc)
+            return SiteLoadState()
+        running = sum(len(ch.txs) for ch in state.chargers.values())
+        log.info("site=%s load state restored: %d running transaction(s)", site_uid, running)
+        return state
+
+    def _new_controller(
+        self, site_uid: str, config: SiteLoadConfig, state: SiteLoadState
+    ) -> SiteController:
+        async def send(charger_id: str, payload: dict[str, Any]) -> Any:
+            return await self.hub.call(
+                site_uid,
+                charger_id,
+                "SetChargingProfile",
+                payload,
+                timeout=self.timing.call_timeout,
+            )
+
+        async def persist() -> None:
+            await self.persist(site_uid)
+
+        return SiteController(
+            site_uid,
+            config,
+            state,
+            send,
+            self.clock,
+            self.options,
+            self.timing,
+            persist=persist if self.states is not None else None,
+        )
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def measurement(self, site_uid: str, m: Measurement) -> None:
+        site = self._sites.get(site_uid)
+        if site is not None:
+            site.controller.state.measurement(m)
+            site.controller.poke()
+
+    def push_reading(self, site_uid: str, node_id: str, payload: Mapping[str, Any]) -> None:
+        """A pushed reading of a node's building load (NotFound, ConfigError)."""
+        self._node(site_uid, node_id)
+        self.measurement(site_uid, measurement_from_push(node_id, payload, self.clock.now()))
+
+    def set_dynamic_limit(self, site_uid: str, node_id: str, limit: float | None) -> None:
+        """An external limit on a node; None removes it, 0 suspends charging below it."""
+        ctl = self._node(site_uid, node_id)
+        if limit is not None and not (limit >= 0 and math.isfinite(limit)):
+            raise ConfigError("limit must be a finite number >= 0")
+        ctl.state.set_dynamic_limit(node_id, limit)
+        ctl.poke()
+
+    def _node(self, site_uid: str, node_id: str) -> SiteController:
+        ctl = self._site(site_uid).controller
+        if node_id not in {n.id for n in ctl.config.tree.walk()}:
+            raise NotFound(f"no node {node_id!r} in this site's tree")
+        return ctl
+
+    # -- hub listener ----------------------------------------------------------------------------
+    def charger_connected(self, live: LiveCharger) -> None:
+        site = self._sites.get(live.site_uid)
+        if site is not None and live.ocpp_version:
+            site.controller.state.connected(live.id, OcppVersion(live.ocpp_version))
+            site.controller.poke()
+
+    def charger_disconnected(self, live: LiveCharger) -> None:
+        site = self._sites.get(live.site_uid)
+        if site is not None:
+            site.controller.state.disconnected(live.id)
+            site.controller.poke()
+
+    def observed(self, live: LiveCharger, obs: Observe) -> None:
+        site = self._sites.get(live.site_uid)
+        if site is None or not live.ocpp_version:
+            return
+        ctl = site.controller
+        state = ctl.state
+        state.charger(live.id, OcppVersion(live.ocpp_version))
+        changed = obs.sender == "charger" and obs.type is MessageType.CALL and state.spoke(live.id)
+        settings = ctl.config.settings_for(live.id)
+        now = self.clock.now()
+        for event in obs.events:
+            changed = state.apply(live.id, event, settings, self.timing, now) or changed
+        if changed:
+            ctl.poke()
+
+    # -- persistence -----------------------------------------------------------------------------
+    async def persist(self, site_uid: str) -> None:
+        """Write the site's running state if it changed since it was last written."""
+        site = self._sites.get(site_uid)
+        if site is None or self.states is None:
+            return
+        async with site.lock:
+            snapshot = take_snapshot(site.controller.state)
+            if snapshot != site.written:
+                await self.states.put(site_uid, snapshot)
+                site.written = snapshot
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self.clock.sleep(PERSIST_INTERVAL)
+            for site_uid in list(self._sites):
+                try:
+                    await self.persist(site_uid)
+                except HarmoneError:
+                    log.exception("site=%s could not persist the load state; will retry", site_uid)
+
+    # -- what is shown ---------------------------------------------------------------------------
+    def timeseries(self, site_uid: str, since: datetime | None, limit: int) -> list[Sample]:
+        series = self._site(site_uid).controller.series
+        return [s for s in series if since is None or s.at > since][-limit:]
+
+    def status(self, site_uid: str) -> SiteLoadStatus:
+        site = self._site(site_uid)
+        return _status(site.controller, site.poller, self.options, self.clock.now())
+
+
+def _summary(values: list[float]) -> dict[str, float | int | None]:
+    ordered = sorted(values)
+    return {
+        "count": len(values),
+        "p50": statistics.median(values) if values else None,
+        "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if values else None,
+        "max": max(values) if values else None,
+    }
+
+
+def _status(
+    ctl: SiteController, poller: MeterPoller | None, options: AllocationOptions, now: datetime
+) -> SiteLoadStatus:
+    a, state, config = ctl.last, ctl.state, ctl.config
+    failed_meters = {
+        n.node_id
+        for n in (a.nodes if a else ())
+        if n.meter in (MeterState.FAILED, MeterState.STALE, MeterState.MISSING)
+    }
+    held = {
+        (c.charger_id, c.connector_id): why
+        for c, why in (ctl.last_plan.held if ctl.last_plan else ())
+    }
+    paths = _paths(config)
+    connectors = []
+    for g in a.connectors if a else ():
+        ch = state.chargers.get(g.charger_id)
+        tx = ch.txs.get(g.connector_id) if ch else None
+        kinds = [r.kind.value for r in g.reasons]
+        if (
+            g.charging
+            and not g.reserved
+            and not any(
+                k in kinds for k in (LimitKind.NODE_LIMIT, LimitKind.SUSPENDED, LimitKind.IMBALANCE)
+            )
+        ):
+            kinds.insert(0, "policy")
+        cap = state.cpms_limit(g.charger_id, g.connector_id)
+        if cap is not None and g.charging and g.need >= cap - 0.05:
+            kinds.append("capped_by_cpms")
+        if tx is not None and tx.car_estimate is not None:
+            kinds.append(LimitKind.CAR_DRAW.value)
+        if ch is not None and ch.flagged:
+            kinds.append("flagged")
+        path = paths.get(config.settings_for(g.charger_id).node or config.tree.id, ())
+        if failed_meters & set(path):
+            kinds.append("meter_failed")
+        settings = config.settings_for(g.charger_id)
+        exposure = (
+            state.exposure(g.charger_id, g.connector_id, settings, options, now) if ch else 0.0
+        )
+        connectors.append(
+            ConnectorStatus(
+                g.charger_id,
+                g.connector_id,
+                g.charging,
+                g.reserved,
+                g.limit_to_send,
+                g.per_phase,
+                g.need,
+                tuple(r.message for r in g.reasons),
+                tuple(dict.fromkeys(kinds)),
+                tx.limit if tx else (ch.defaults.get(g.connector_id) if ch else None),
+                exposure,
+                tx.measured if tx else None,
+                held.get((g.charger_id, g.connector_id)),
+            )
+        )
+    chargers = {
+        cid: ChargerStatus(
+            connected=ch.connected,
+            flagged=ch.flagged,
+            flagged_at=ch.flagged_at,
+            stack_level=ch.stack_level,
+            tx_default_sent=min(ch.defaults.values()) if ch.defaults else None,
+            cpms_caps={str(k): c.amps for k, c in ch.caps.items()},
+            transactions={
+                str(k): {
+                    "transaction_id": t.transaction_id,
+                    "charging_since": t.charging_since,
+                    "measured": t.measured,
+                    "sent_limit": t.limit,
+                    "sending": t.sending,
+                    "car_max": t.car_max,
+                    "car_estimate": t.car_estimate,
+                    "energy_wh": None
+                    if t.energy_wh is None or t.energy_start_wh is None
+                    else t.energy_wh - t.energy_start_wh,
+                }
+                for k, t in ch.txs.items()
+            },
+        )
+        for cid, ch in state.chargers.items()
+    }
+    nodes = tuple(
+        NodeStatus(
+            n.node_id,
+            n.limit,
+            n.limit_source.value,
+            n.meter.value,
+            n.load,
+            n.charger_load,
+            n.non_charger_load,
+            n.headroom,
+            n.imbalance,
+        )
+        for n in (a.nodes if a else ())
+    )
+    return SiteLoadStatus(
+        enabled=config.enabled,
+        policy=config.policy.value,
+        at=a.at if a else None,
+        nodes=nodes,
+        connectors=tuple(connectors),
+        chargers=chargers,
+        dynamic_limits=dict(state.dynamic_limits),
+        meters=poller.status() if poller else {},
+        reaction_time_s=_summary(list(ctl.reaction_times)),
+        decrease_time_s=_summary(list(ctl.decrease_times)),
+    )
+
+
+def _paths(config: SiteLoadConfig) -> dict[str, tuple[str, ...]]:
+    """Node id -> the node ids from the root down to it."""
+    out: dict[str, tuple[str, ...]] = {}
+    stack: list[tuple[Node, tuple[str, ...]]] = [(config.tree, ())]
+    while stack:
+        node, above = stack.pop()
+        here = (*above, node.id)
+        out[node.id] = here
+        stack.extend((c, here) for c in node.children if isinstance(c, Node))
+    return out

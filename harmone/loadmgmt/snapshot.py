@@ -1,0 +1,84 @@
+"""What of a site's load state survives a restart, as JSON (`harmone.store.loadstate`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from harmone.loadmgmt.state import ChargerLoad, ConnectorLoad, SiteLoadState
+from harmone.loadmgmt.traffic import CpmsCap
+from harmone.ocpp.versions import OcppVersion
+
+__all__ = ["restore", "snapshot"]
+
+
+def snapshot(state: SiteLoadState) -> dict[str, Any]:
+    """What must survive a restart, as JSON: limits are the most each charger may apply."""
+    chargers = {}
+    for cid, s in sorted(state.chargers.items()):
+        txs = {}
+        for conn, tx in sorted(s.txs.items()):
+            limits = [v for v in (tx.limit, tx.sending, tx.previous) if v is not None]
+            txs[str(conn)] = {
+                "transaction_id": tx.transaction_id,
+                "charging_since": tx.charging_since.isoformat(),
+                "limit": max(limits) if limits else None,
+                "limit_since": _iso(tx.limit_since),
+                "car_max": tx.car_max,
+                "car_estimate": tx.car_estimate,
+                "energy_start_wh": tx.energy_start_wh,
+                "energy_wh": tx.energy_wh,
+            }
+        chargers[cid] = {
+            "version": s.version.value,
+            "connectors": sorted(s.connectors),
+            "stack_level": s.stack_level,
+            "defaults": {str(k): v for k, v in sorted(s.defaults.items())},
+            "flagged": s.flagged,
+            "flagged_at": _iso(s.flagged_at),
+            "caps": {str(k): [c.purpose, c.stack_level, c.amps] for k, c in sorted(s.caps.items())},
+            "transactions": txs,
+        }
+    return {
+        "chargers": chargers,
+        "dynamic_limits": dict(sorted(state.dynamic_limits.items())),
+    }
+
+
+def restore(data: dict[str, Any]) -> SiteLoadState:
+    """The state of a `snapshot`; every charger starts disconnected."""
+    state = SiteLoadState()
+    state.dynamic_limits = {str(k): float(v) for k, v in data.get("dynamic_limits", {}).items()}
+    for cid, c in data.get("chargers", {}).items():
+        ch = ChargerLoad(OcppVersion(c["version"]), connected=False)
+        ch.connectors = set(c.get("connectors", ()))
+        ch.stack_level = int(c.get("stack_level", 0))
+        ch.defaults = {int(k): float(v) for k, v in c.get("defaults", {}).items()}
+        ch.flagged, ch.flagged_at = c.get("flagged"), _dt(c.get("flagged_at"))
+        ch.caps = {
+            int(k): CpmsCap(int(k), v[0], int(v[1]), v[2]) for k, v in c.get("caps", {}).items()
+        }
+        for conn, t in c.get("transactions", {}).items():
+            since = _dt(t["charging_since"])
+            assert since is not None
+            ch.txs[int(conn)] = ConnectorLoad(
+                t["transaction_id"],
+                since,
+                limit=t.get("limit"),
+                limit_since=_dt(t.get("limit_since")),
+                car_max=t.get("car_max"),
+                car_estimate=t.get("car_estimate"),
+                energy_start_wh=t.get("energy_start_wh"),
+                energy_wh=t.get("energy_wh"),
+                refresh=True,
+            )
+        state.chargers[cid] = ch
+    return state
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
