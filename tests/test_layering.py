@@ -132,3 +132,17 @@ def test_the_web_layer_does_not_touch_the_relays_links() -> None:
         if name.startswith("harmone.web.") and ".links" in path.read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+def test_the_web_layer_reaches_load_management_only_through_its_service() -> None:
+    """No web module imports the controller, the state or the plan (the service's insides)."""
+    reached = {
+        (name, target)
+        for name, path in MODULES.items()
+        if name.startswith("harmone.web.")
+        for target in _imports(name, path)
+        if target.startswith("harmone.loadmgmt") and target != "harmone.loadmgmt.service"
+    }
+    assert reached == set()
+    web = " ".join(p.read_text(encoding="utf-8") for n, p in MODULES.items() if "web." in n)
+    assert ".controller(" not in web and ".controllers" not in web
