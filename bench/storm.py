@@ -17,6 +17,12 @@ cpms      A minimal CPMS. Answers every CALL with `[3, id, {"currentTime": CPMS_
           `GET /stats?reset` also starts a new peak.
 harmone   `running_server` with the given RelayConfig fields (e.g. --relay backoff_max=2);
           prints {"url", "pid"}.
+measure   The storm figures of issue 11, each in fresh processes: N known chargers (already in
+          the database, as after a restart), N first-time chargers, and `--big` known chargers
+          which then send a Heartbeat every 10 s for `--soak` seconds; for each, the seconds
+          until every charger was accepted and until every CPMS link was up, and the API's
+          latency meanwhile (`GET /api/v1/sites/{uid}/chargers` and `/healthz`, p50/p99/max).
+          HARMON-E runs on uvloop, as `harmone serve` does.
 chargers  N chargers (raw `websockets` clients, not the `ocpp` package: a few thousand of those
           in one process would measure the simulator). Each starts after a random delay within
           --ramp seconds and reconnects by itself, after another random delay within --ramp,
@@ -154,6 +160,7 @@ def relay_config(pairs: list[str]) -> Any:
 
 
 async def run_harmone(db_url: str, port: int, relay: list[str], lifetime: float) -> None:
+    """HARMON-E in this process (the caller picks the event loop)."""
     from harmone.config import ServerConfig
     from harmone.web.serve import running_server
 
@@ -169,10 +176,11 @@ async def run_harmone(db_url: str, port: int, relay: list[str], lifetime: float)
 class Fleet:
     """N raw chargers that keep themselves connected."""
 
-    def __init__(self, url: str, count: int, prefix: str, ramp: float) -> None:
+    def __init__(self, url: str, count: int, prefix: str, ramp: float, offset: int = 0) -> None:
         self.url = url.rstrip("/")
         self.count = count
         self.prefix = prefix
+        self.offset = offset
         self.ramp = ramp
         self.conns: dict[int, ClientConnection] = {}
         self.handshakes = 0
@@ -187,12 +195,12 @@ class Fleet:
 
     async def keep_connected(self, i: int) -> None:
         await asyncio.sleep(self._rng.uniform(0, self.ramp))
-        name = f"{self.prefix}{i:05d}"
+        name = f"{self.prefix}{self.offset + i:05d}"
         connected_before = False
         while not self.stopping:
             try:
                 ws = await connect(
-                    f"{self.url}/{self.prefix}{i:05d}",
+                    f"{self.url}/{name}",
                     subprotocols=[Subprotocol("ocpp1.6")],
                     open_timeout=30,
                     ping_interval=None,
@@ -242,6 +250,29 @@ class Fleet:
         await asyncio.gather(*(one(i, ws) for i, ws in list(self.conns.items())))
         return dict(outcome)
 
+    async def soak(self, every: float, duration: float) -> dict[str, int]:
+        """Every connected charger sends a Heartbeat every `every` seconds for `duration`;
+        how many were answered, and how many failed."""
+        outcome: collections.Counter[str] = collections.Counter()
+        end = time.perf_counter() + duration
+
+        async def one(i: int, ws: ClientConnection) -> None:
+            await asyncio.sleep(self._rng.uniform(0, every))
+            n = 0
+            while time.perf_counter() < end:
+                n += 1
+                try:
+                    await ws.send(f'[2,"s{i}-{n}","Heartbeat",{{}}]')
+                    answer = json.loads(await asyncio.wait_for(ws.recv(), every))
+                    outcome["answered" if answer[:2] == [3, f"s{i}-{n}"] else "unexpected"] += 1
+                except (ConnectionClosed, TimeoutError, ValueError) as exc:
+                    outcome[f"failed: {type(exc).__name__}"] += 1
+                    return
+                await asyncio.sleep(every)
+
+        await asyncio.gather(*(one(i, ws) for i, ws in list(self.conns.items())))
+        return dict(outcome)
+
     def drops(self) -> dict[str, Any]:
         """Per charger, closed connections and reconnections since the last call."""
         report = {"closed": dict(self.closed), "reconnected": dict(self.reconnected)}
@@ -263,8 +294,10 @@ class Fleet:
         )
 
 
-async def run_chargers(url: str, count: int, prefix: str, ramp: float, lifetime: float) -> None:
-    fleet = Fleet(url, count, prefix, ramp)
+async def run_chargers(
+    url: str, count: int, prefix: str, ramp: float, lifetime: float, offset: int = 0
+) -> None:
+    fleet = Fleet(url, count, prefix, ramp, offset)
     start = time.perf_counter()
     tasks = [asyncio.create_task(fleet.keep_connected(i)) for i in range(count)]
 
@@ -284,6 +317,9 @@ async def run_chargers(url: str, count: int, prefix: str, ramp: float, lifetime:
                     emit(**fleet.status())
                 elif line == "heartbeat":
                     emit(event="heartbeat", **await fleet.heartbeat())
+                elif line.startswith("soak "):
+                    every, duration = (float(x) for x in line.split()[1:3])
+                    emit(event="soak", **await fleet.soak(every, duration))
                 elif line == "drops":
                     emit(event="drops", **fleet.drops())
                 elif line == "quit":
@@ -321,22 +357,41 @@ def main() -> int:
     p.add_argument("--db", required=True)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--relay", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--uvloop", action="store_true", help="run on uvloop, as harmone serve does")
+    p = sub.add_parser("measure")
+    p.add_argument("--count", type=int, default=2000)
+    p.add_argument("--big", type=int, default=10000)
+    p.add_argument("--soak", type=float, default=60.0)
+    p.add_argument("--only", default="known,first,big", help="which storms, comma-separated")
     p = sub.add_parser("chargers")
     p.add_argument("--url", required=True, help="the site's OCPP URL")
     p.add_argument("--count", type=int, default=2000)
     p.add_argument("--prefix", default="S")
     p.add_argument("--ramp", type=float, default=1.0)
+    p.add_argument("--offset", type=int, default=0, help="number of the first charger")
     args = parser.parse_args()
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
-    raise_fd_limit(16384)
+    raise_fd_limit(65536)
     if args.role == "cpms":
         asyncio.run(run_cpms(args.port, args.handshake_delay, args.lifetime))
     elif args.role == "harmone":
-        asyncio.run(run_harmone(args.db, args.port, args.relay, args.lifetime))
+        main = run_harmone(args.db, args.port, args.relay, args.lifetime)
+        if args.uvloop:
+            import uvloop
+
+            uvloop.run(main)
+        else:
+            asyncio.run(main)
+    elif args.role == "measure":
+        from storm_measure import measure_all
+
+        asyncio.run(measure_all(Path(__file__), args.count, args.big, args.soak, args.only))
     else:
-        asyncio.run(run_chargers(args.url, args.count, args.prefix, args.ramp, args.lifetime))
+        asyncio.run(
+            run_chargers(args.url, args.count, args.prefix, args.ramp, args.lifetime, args.offset)
+        )
     return 0
 
 

@@ -41,8 +41,10 @@ class RelayConfig:
     flood_burst: int = 200
     #: Heartbeat interval HARMON-E gives a charger when it answers BootNotification itself.
     heartbeat_interval: int = 300
-    #: How many recent frames per charger are kept for the message inspector.
+    #: How many recent frames per charger are kept for the message inspector, and at most
+    #: how many bytes of them (the oldest go first).
     inspector_frames: int = 200
+    inspector_bytes: int = 16384
     #: How many connection attempts per site are kept (older ones are pruned).
     attempts_kept_per_site: int = 1000
     #: Proxy for upstream connections: None means connect directly.
@@ -54,6 +56,10 @@ class RelayConfig:
     #: seconds lock a charger out (HTTP 429) until the oldest of them ages out.
     auth_max_failures: int = 10
     auth_failure_window: float = 300.0
+    #: Keep-alive: a charger or CPMS connection quiet for this long is pinged, and dropped if
+    #: it does not answer within `keepalive_timeout` (a peer gone without closing).
+    keepalive_interval: float = 30.0
+    keepalive_timeout: float = 30.0
     #: At most this many CPMS handshakes in progress at once: after a restart or a blip,
     #: thousands of chargers reconnect together and the CPMS must not be hit by all of them.
     max_concurrent_dials: int = 100
@@ -69,6 +75,8 @@ class RelayConfig:
             raise ConfigError("max frame size must be at least 1024 bytes")
         if self.flood_rate <= 0 or self.flood_burst < 1:
             raise ConfigError("flood limits must be positive")
+        if self.keepalive_interval <= 0 or self.keepalive_timeout <= 0:
+            raise ConfigError("keep-alive interval and timeout must be positive")
         if self.max_concurrent_dials < 1:
             raise ConfigError("max_concurrent_dials must be at least 1")
         if self.auth_max_failures < 1 or self.auth_failure_window <= 0:

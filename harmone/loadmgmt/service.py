@@ -31,7 +31,7 @@ from harmone.loadmgmt.state import SiteLoadState, Timing
 from harmone.ocpp.framing import MessageType
 from harmone.ocpp.session import Observe
 from harmone.ocpp.versions import OcppVersion
-from harmone.relay.hub import RelayHub
+from harmone.relay.registry import RelayRegistry
 from harmone.relay.state import LiveCharger
 from harmone.store.loadconfig import LoadConfigRepo
 from harmone.store.loadstate import LoadStateRepo
@@ -120,7 +120,7 @@ class _Site:
 class LoadManagementService:
     def __init__(
         self,
-        hub: RelayHub,
+        hub: RelayRegistry,
         configs: LoadConfigRepo,
         states: LoadStateRepo | None,
         clock: Timer,
@@ -176,6 +176,10 @@ class LoadManagementService:
         await self._install(site_uid, config, None)
         return config
 
+    def watches(self, site_uid: str) -> bool:
+        """The relay interprets the traffic of managed sites only (registry listener)."""
+        return site_uid in self._sites
+
     def config(self, site_uid: str) -> SiteLoadConfig:
         return self._site(site_uid).controller.config
 
@@ -198,6 +202,7 @@ class LoadManagementService:
         if site is None:
             state = self._restored(site_uid, saved)
             site = self._sites[site_uid] = _Site(self._new_controller(site_uid, config, state))
+            self.hub.watch_changed(site_uid)  # its chargers' traffic is interpreted from now on
             for (uid, _), link in self.hub.links.items():
                 if uid == site_uid and link.live.ocpp_version:
                     # already past its boot

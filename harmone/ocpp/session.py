@@ -15,6 +15,8 @@ Rules it enforces (see docs/relay.md):
   ids that are checked against the ids the CPMS has in use, so they cannot collide.
 * While the CPMS link is down, the charger's calls are answered locally (standalone responder);
   frames that cannot be delivered are reported, never dropped silently.
+* A charger call the CPMS leaves unanswered for the call timeout makes the CPMS count as away
+  (`CpmsSilent`): the charger is answered locally, once, and the call is not sent again.
 * Broken frames are not forwarded: the sender gets the protocol's CallError when it was a call.
 * A charger that floods is answered with CallErrors beyond its budget, and closed if it goes on.
 """
@@ -23,12 +25,25 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from harmone.errors import FrameError, OcppError
+from harmone.ocpp.effects import (
+    CloseCharger,
+    CpmsSilent,
+    Direction,
+    Effect,
+    Journal,
+    Note,
+    Observe,
+    OwnCallResult,
+    ToCharger,
+    ToCpms,
+    TxMapEnded,
+)
 from harmone.ocpp.events import WATCHED_ACTIONS, Event, interpret
 from harmone.ocpp.framing import (
     Envelope,
@@ -39,100 +54,26 @@ from harmone.ocpp.framing import (
     decode,
     parse_envelope,
     payload_of,
+    swap_int_member,
 )
 from harmone.ocpp.versions import OcppVersion, error_code
 
 __all__ = [
+    "TX_ID_PATH",
     "ChargerSession",
     "CloseCharger",
+    "CpmsSilent",
     "Effect",
+    "Journal",
     "Note",
     "Observe",
     "OwnCallResult",
     "SessionLimits",
     "ToCharger",
     "ToCpms",
+    "TxMapEnded",
 ]
 
-Direction = Literal["charger", "cpms", "harmone"]
-
-
-@dataclass(frozen=True, slots=True)
-class ToCharger:
-    """A frame for the charger: the CPMS's (relayed) or HARMON-E's own (a local answer, a
-    CallError, one of its own calls)."""
-
-    text: str
-    origin: Literal["cpms", "harmone"] = "harmone"
-
-
-@dataclass(frozen=True, slots=True)
-class ToCpms:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class OwnCallResult:
-    """The outcome of one of HARMON-E's own calls: a payload, or an error."""
-
-    id: str
-    payload: Any = None
-    error: OcppError | None = None
-    timed_out: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Observe:
-    """A watched frame and what it means: a CALL of a watched action or the answer to one.
-
-    `sender` is who sent this frame; `action` is the action of the CALL it is or answers;
-    `events` are its meaning (`harmone.ocpp.events`), decoded and validated here, once.
-    """
-
-    sender: Direction
-    type: MessageType
-    action: str
-    text: str
-    events: tuple[Event, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Note:
-    """Something the adapter should log (and may count)."""
-
-    level: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class CloseCharger:
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Journal:
-    """A charger call answered locally that the CPMS must still receive (offline journal).
-
-    Emitted *before* the local answer: the adapter makes it durable first, so that nothing the
-    charger was told is lost if HARMON-E dies right after answering.
-    """
-
-    action: str
-    text: str
-    answer: dict[str, Any]
-    #: What the call means (empty for actions HARMON-E does not watch).
-    events: tuple[Event, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TxMapEnded:
-    """A 1.6 transaction whose local id was mapped to the CPMS's has been stopped."""
-
-    local_id: int
-
-
-Effect = ToCharger | ToCpms | OwnCallResult | Observe | Note | CloseCharger | Journal | TxMapEnded
 LocalAnswer = Callable[[OcppVersion, str, Any], dict[str, Any]]
 
 
@@ -155,9 +96,22 @@ class _Outgoing:
     deadline: float = 0.0
 
 
-#: 1.6 calls whose transactionId refers to the charger's (local) id and the CPMS's.
+#: 1.6 calls whose transactionId refers to the charger's (local) id and the CPMS's, and where
+#: in their payload it is.
 _TX_TO_CPMS = frozenset({"MeterValues", "StopTransaction"})
 _TX_TO_CHARGER = frozenset({"RemoteStopTransaction", "SetChargingProfile"})
+TX_ID_PATH: dict[str, tuple[str, ...]] = {
+    "MeterValues": ("transactionId",),
+    "StopTransaction": ("transactionId",),
+    "RemoteStopTransaction": ("transactionId",),
+    "SetChargingProfile": ("csChargingProfiles", "transactionId"),
+}
+
+
+#: Answers that can mean something (`events.interpret`): others are not decoded at all.
+_MEANINGFUL_ANSWERS = frozenset(
+    {"BootNotification", "StartTransaction", "SetChargingProfile", "ClearChargingProfile"}
+)
 
 
 def default_id_factory() -> str:
@@ -194,9 +148,12 @@ class ChargerSession:
         self._local_answer = local_answer
         self._new_id = id_factory
         self._inflight: _Outgoing | None = None
-        self._queue: deque[_Outgoing] = deque()
-        # charger->CPMS calls awaiting the CPMS's answer: id -> (action, text)
-        self._charger_calls: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # calls waiting for the slot, oldest first (a list: a deque costs 760 bytes empty, and
+        # there is one session per charger)
+        self._queue: list[_Outgoing] = []
+        # charger->CPMS calls awaiting the CPMS's answer: id -> (action, text, deadline);
+        # deadlines grow with insertion, so the first is the next to expire
+        self._charger_calls: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
         # own ids that timed out or were cancelled: their late answers are swallowed
         self._expired_own: OrderedDict[str, None] = OrderedDict()
         self._tokens = float(self.limits.flood_burst)
@@ -214,7 +171,11 @@ class ChargerSession:
         return len(self._queue)
 
     def next_deadline(self) -> float | None:
-        return self._inflight.deadline if self._inflight else None
+        own = self._inflight.deadline if self._inflight else None
+        if not self._charger_calls or not self.upstream_up:
+            return own
+        theirs = next(iter(self._charger_calls.values()))[2]
+        return theirs if own is None else min(own, theirs)
 
     # -- charger -> HARMON-E --
     def from_charger(self, text: str, now: float) -> list[Effect]:
@@ -240,9 +201,10 @@ class ChargerSession:
             if self.upstream_up:
                 if self.tx_to_cpms and env.action in _TX_TO_CPMS:
                     text = self._rewrite_tx(text, env, self.tx_to_cpms, effects)
-                self._remember_charger_call(env.id, env.action, text)
+                self._remember_charger_call(env.id, env.action, text, now)
                 effects.append(ToCpms(text))
-                self._observe(effects, "charger", env, env.action, text)
+                if env.action in self.watched:  # (checked here too: most frames are not)
+                    self._observe(effects, "charger", env, env.action, text)
             else:
                 effects.extend(self._answer_locally(env, text))
             return effects
@@ -336,7 +298,7 @@ class ChargerSession:
         # An answer to one of the charger's calls.
         known = self._charger_calls.pop(env.id, None)
         effects = [ToCharger(text, "cpms")]
-        if known is not None:
+        if known is not None and known[0] in self.watched:
             self._observe(effects, "cpms", env, known[0], text, known[1])
         return effects
 
@@ -367,12 +329,27 @@ class ChargerSession:
 
     # -- time and link --
     def tick(self, now: float) -> list[Effect]:
-        """Free the slot of a call whose answer is overdue."""
+        """Free the slot of a call whose answer is overdue; give up on a CPMS that leaves a
+        charger call unanswered for the call timeout."""
+        effects: list[Effect] = []
+        if self.upstream_up and self._charger_calls:
+            msg_id, (action, _, deadline) = next(iter(self._charger_calls.items()))
+            if now >= deadline:
+                effects.append(
+                    Note(
+                        logging.WARNING,
+                        f"CPMS did not answer {action} ({msg_id}) within "
+                        f"{self.limits.call_timeout:g} s; treating it as away",
+                    )
+                )
+                # Sent on a link that was up: the CPMS has it, so it is answered locally
+                # but not journaled (never delivered twice).
+                effects.extend(self.set_upstream(False, delivered=True))
+                effects.append(CpmsSilent(action, msg_id))
         slot = self._inflight
         if slot is None or now < slot.deadline:
-            return []
+            return effects
         self._inflight = None
-        effects: list[Effect] = []
         if slot.owner == "own":
             self._expire(slot.id)
             effects.append(OwnCallResult(slot.id, timed_out=True))
@@ -387,26 +364,45 @@ class ChargerSession:
         effects.extend(self._dispatch(now))
         return effects
 
-    def set_upstream(self, up: bool) -> list[Effect]:
+    def set_upstream(self, up: bool, *, delivered: bool = False) -> list[Effect]:
         """The CPMS link went up or down. On loss, the charger's unanswered calls are
-        answered locally so that it does not wait for answers that cannot come."""
+        answered locally so that it does not wait for answers that cannot come.
+
+        `delivered`: those calls certainly reached the CPMS (it went silent rather than
+        away), so they are not journaled for replay.
+        """
         self.upstream_up = up
         if up:
             return []
         effects: list[Effect] = []
         pending = list(self._charger_calls.items())
         self._charger_calls.clear()
-        for msg_id, (action, text) in pending:
+        for msg_id, (action, text, _) in pending:
             env = Envelope(MessageType.CALL, msg_id, action)
-            effects.append(
-                Note(
-                    logging.WARNING,
-                    f"CPMS link lost before it answered {action} ({msg_id}); it may or may not "
-                    "have been processed there; answering the charger locally",
+            if not delivered:
+                effects.append(
+                    Note(
+                        logging.WARNING,
+                        f"CPMS link lost before it answered {action} ({msg_id}); it may or "
+                        "may not have been processed there; answering the charger locally",
+                    )
                 )
-            )
-            effects.extend(self._answer_locally(env, text))
+            effects.extend(self._answer_locally(env, text, journal=not delivered))
         return effects
+
+    def started_transaction(self, answer: str) -> int | None:
+        """The transactionId of a 1.6 StartTransaction answer (`answer` is the CPMS's answer
+        to a replayed start). Read even when the idTag was not accepted: the charger's
+        StopTransaction for it still needs the CPMS's id."""
+        try:
+            env = parse_envelope(answer)
+            payload = payload_of(decode(answer), env)
+        except FrameError:
+            return None
+        if env.type is not MessageType.CALLRESULT or not isinstance(payload, dict):
+            return None
+        value = payload.get("transactionId")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     # -- transaction ids (1.6 offline starts) --
     def map_transaction(self, local_id: int, cpms_id: int) -> None:
@@ -416,34 +412,24 @@ class ChargerSession:
     def _rewrite_tx(
         self, text: str, env: Envelope, mapping: dict[int, int], effects: list[Effect]
     ) -> str:
-        """Swap a mapped transactionId in a 1.6 frame. Only frames that carry a mapped id are
-        re-serialised; every other frame still passes as the exact text received."""
-        try:
-            frame = decode(text)
-        except FrameError:
+        """Swap a mapped transactionId in a 1.6 frame, in place: only its digits change, every
+        other byte is the sender's."""
+        assert env.action is not None
+        swapped = swap_int_member(text, TX_ID_PATH[env.action], mapping)
+        if swapped is None:
             return text
-        payload = payload_of(frame, env)
-        holder = payload
-        if env.action == "SetChargingProfile" and isinstance(payload, dict):
-            holder = payload.get("csChargingProfiles")
-        if not isinstance(holder, dict):
-            return text
-        old = holder.get("transactionId")
-        if not isinstance(old, int) or isinstance(old, bool) or old not in mapping:
-            return text
-        new = holder["transactionId"] = mapping[old]
+        text, old = swapped
         if env.action == "StopTransaction" and mapping is self.tx_to_cpms:
             # the transaction is over: its mapping is not needed any more
-            del self.tx_to_cpms[old]
-            self.tx_to_charger.pop(new, None)
+            self.tx_to_charger.pop(self.tx_to_cpms.pop(old), None)
             effects.append(TxMapEnded(old))
-        return call_frame(env.id, str(env.action), payload)
+        return text
 
     # -- internals --
     def _dispatch(self, now: float) -> list[Effect]:
         if self._inflight is not None or not self._queue:
             return []
-        item = self._queue.popleft()
+        item = self._queue.pop(0)
         item.deadline = now + self.limits.call_timeout
         self._inflight = item
         return [ToCharger(item.text, "cpms" if item.owner == "cpms" else "harmone")]
@@ -453,12 +439,13 @@ class ChargerSession:
         while len(self._expired_own) > self.limits.remembered_calls:
             self._expired_own.popitem(last=False)
 
-    def _remember_charger_call(self, msg_id: str, action: str, text: str) -> None:
-        self._charger_calls[msg_id] = (action, text)
+    def _remember_charger_call(self, msg_id: str, action: str, text: str, now: float) -> None:
+        self._charger_calls.pop(msg_id, None)  # a reused id expires from now, in order
+        self._charger_calls[msg_id] = (action, text, now + self.limits.call_timeout)
         while len(self._charger_calls) > self.limits.remembered_calls:
             self._charger_calls.popitem(last=False)
 
-    def _answer_locally(self, env: Envelope, text: str) -> list[Effect]:
+    def _answer_locally(self, env: Envelope, text: str, journal: bool = True) -> list[Effect]:
         assert env.action is not None
         effects: list[Effect] = []
         events: tuple[Event, ...] = ()
@@ -480,8 +467,9 @@ class ChargerSession:
             if events:
                 effects.append(Observe("charger", env.type, env.action, text, events))
             return effects
-        if env.action in self.journaled:
-            effects.append(Journal(env.action, text, response, events))
+        answered = self._meaning("harmone", MessageType.CALLRESULT, env.action, response, payload)
+        if journal and env.action in self.journaled:
+            effects.append(Journal(env.action, text, response, events + answered))
         answer = call_result_frame(env.id, response)
         effects.append(ToCharger(answer))
         note = "answered locally" if not self.upstream_up else "answered"
@@ -489,7 +477,6 @@ class ChargerSession:
         # the charger's call first, then the answer it got: observers see them in that order
         if events:
             effects.append(Observe("charger", env.type, env.action, text, events))
-        answered = self._meaning("harmone", MessageType.CALLRESULT, env.action, response, payload)
         if answered:
             effects.append(Observe("harmone", MessageType.CALLRESULT, env.action, answer, answered))
         return effects
@@ -518,6 +505,8 @@ class ChargerSession:
             MessageType.CALLERROR,
             MessageType.CALLRESULTERROR,
         ):
+            return
+        if env.type is MessageType.CALLRESULT and action not in _MEANINGFUL_ANSWERS:
             return
         try:
             payload = payload_of(decode(text), env)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harmone.relay.endpoint import OcppEndpoint
-from harmone.relay.hub import RelayHub
 from harmone.relay.link import ChargerLink
+from harmone.relay.registry import RelayRegistry
 
-__all__ = ["ChargerLink", "OcppEndpoint", "RelayHub"]
+__all__ = ["ChargerLink", "OcppEndpoint", "RelayRegistry"]

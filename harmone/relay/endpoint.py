@@ -1,221 +1,271 @@
-"""The OCPP endpoint: an ASGI WebSocket handler for `/{site-UID}/{chargePointId}`.
+"""The OCPP endpoint: a charger's WebSocket handshake on `/{site-UID}/{chargePointId}`.
 
 The handshake is where most field problems show, so every decision here ends in the site's
 connection log with a reason a support person can act on. The charger's CPMS is dialled
 *before* the charger's handshake is answered, so that the OCPP version is the one the CPMS
-chose and a CPMS refusal (401, 404, …) reaches the charger as the same HTTP status.
+chose and a CPMS refusal (401, 404, …) reaches the charger as the same HTTP status. Refusals
+are plain HTTP responses; an accepted charger's connection is handed to picows and relayed
+by a `ChargerLink`.
+
+The site and the charger's own CPMS come from the registry's cache, and a first-time charger
+is registered with the state writer's next batch: a reconnect storm does not queue on the
+database.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
-from websockets.asyncio.client import ClientConnection
-
-from harmone.errors import UpstreamUnavailable
+from harmone.clock import Clock
+from harmone.errors import HarmoneError, UpstreamUnavailable
 from harmone.ocpp.session import ChargerSession, SessionLimits
 from harmone.ocpp.standalone import StandaloneResponder
 from harmone.ocpp.versions import SUPPORTED_SUBPROTOCOLS, version_for_subprotocol
-from harmone.relay.admission import Refusal, choose_subprotocol, split_ocpp_path
+from harmone.relay.admission import (
+    Refusal,
+    choose_subprotocol,
+    no_identity_refusal,
+    restrict_to_identity,
+    split_ocpp_path,
+)
 from harmone.relay.charger_auth import ChargerAuthenticator
-from harmone.relay.hub import RelayHub
-from harmone.relay.link import ChargerLink
-from harmone.relay.offline import JOURNALED, OfflineJournal
-from harmone.relay.state import LiveCharger
-from harmone.relay.upstream import UpstreamRefused, cpms_endpoint
-from harmone.store.journal import JournalRepo
+from harmone.relay.dialer import DialRequest
+from harmone.relay.link import ChargerLink, LinkServices, LinkSetup
+from harmone.relay.offline import JOURNALED, JournalStorage, OfflineJournal
+from harmone.relay.registry import RelayRegistry
+from harmone.relay.upgrade import UpgradeRequest, deflate_agreement, refusal, upgrade_problem
+from harmone.relay.upstream import CpmsConnection, UpstreamRefused, cpms_endpoint
+from harmone.relay.websocket import Inflater, TextSocket, WireLog, adopt_charger_transport
+from harmone.store.journal import JournalEntry
 from harmone.store.records import Attempt
 
-__all__ = ["OcppEndpoint"]
+__all__ = ["OcppEndpoint", "Transport"]
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+#: What the endpoint needs of the charger's connection (an asyncio transport).
+Transport = asyncio.Transport
+
+#: A normalised upgrade request for picows, which checks it and answers 101: the real one
+#: was checked here already (picows is stricter than RFC 6455 about `Connection`).
+_HEAD = (
+    "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+)
 
 
-def _transaction_ids() -> Callable[[], int]:
+def _transaction_ids(clock: Clock) -> itertools.count[int]:
     # Seeded from the clock so that ids handed out after a restart do not repeat earlier ones
     # (tenths of a second since 2024 fit OCPP 1.6's int32 transactionId for years).
-    counter = itertools.count(int((time.time() - 1_704_067_200) * 10) % 2_000_000_000 + 1)
-    return lambda: next(counter)
+    since_2024 = clock.now().timestamp() - 1_704_067_200
+    return itertools.count(int(since_2024 * 10) % 2_000_000_000 + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """Who is knocking: for the connection log."""
+
+    site_uid: str
+    identity: str
+    remote: str | None
+    offered: tuple[str, ...]
 
 
 class OcppEndpoint:
-    """ASGI app for WebSocket scopes; `hub` owns the resulting links."""
+    """Admits chargers into `registry`; `journal` keeps hold-mode sites' offline messages."""
 
-    def __init__(self, hub: RelayHub, journal: JournalRepo | None = None) -> None:
-        self.hub = hub
-        #: where hold-mode sites keep what their chargers say while the CPMS is away
+    def __init__(self, registry: RelayRegistry, journal: JournalStorage | None = None) -> None:
+        self.registry = registry
         self.journal = journal
+        counter = _transaction_ids(registry.clock)
         self.responder = StandaloneResponder(
-            hub.clock, _transaction_ids(), heartbeat_interval=hub.config.heartbeat_interval
+            registry.clock,
+            lambda: next(counter),
+            heartbeat_interval=registry.config.heartbeat_interval,
         )
-        cfg = hub.config
+        cfg = registry.config
         self.limits = SessionLimits(
             call_timeout=cfg.call_timeout, flood_rate=cfg.flood_rate, flood_burst=cfg.flood_burst
         )
         self.authenticator = ChargerAuthenticator(
-            hub.directory.chargers,
+            registry.directory,
             max_failures=cfg.auth_max_failures,
             window=cfg.auth_failure_window,
-            clock=hub.clock.monotonic,
+            clock=registry.clock.monotonic,
         )
+        self.services = LinkServices(registry, registry.dialer, cfg, registry.clock)
+        #: chargers that may have a journal backlog or id mappings (journals add to it)
+        self._journaled: set[tuple[str, str]] = set()
+        self._journaled_loaded: asyncio.Task[None] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
-        raw = scope.get("raw_path")
-        path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path", "/"))
-        client = scope.get("client")
-        remote = str(client[0]) if client else None
-        offered = [str(p) for p in scope.get("subprotocols") or []]
-        first_segment = path.split("?", 1)[0].strip("/").split("/", 1)[0]
-        identity = (
-            path.split("?", 1)[0].strip("/").rpartition("/")[2] if "/" in path.strip("/") else ""
+    async def handshake(
+        self, request: UpgradeRequest, transport: Transport, remote: str | None
+    ) -> None:
+        """Answer one upgrade request on `transport` (paused): refuse it, or relay it."""
+        path = request.target
+        segments = path.split("?", 1)[0].strip("/")
+        caller = _Caller(
+            segments.split("/", 1)[0],
+            segments.rpartition("/")[2] if "/" in segments else "",
+            remote,
+            tuple(request.tokens("sec-websocket-protocol")),
         )
-
-        def attempt(
-            accepted: bool,
-            reason: str | None,
-            status: int | None = None,
-            subprotocol: str | None = None,
-        ) -> None:
-            self.hub.log_attempt(
-                Attempt(
-                    at=self.hub.clock.now(),
-                    site_uid=first_segment,
-                    charge_point_id=identity,
-                    remote_addr=remote,
-                    accepted=accepted,
-                    reason=reason,
-                    subprotocol=subprotocol,
-                    offered_subprotocols=tuple(offered),
-                    http_status=status,
-                )
-            )
-
         try:
-            site_uid, identity = split_ocpp_path(path)
-            site = await self.hub.directory.sites.find(site_uid)
+            problem = upgrade_problem(request)
+            if problem is not None:
+                raise Refusal(*problem)
+            site_uid, identity = await self._split(path)
+            site = await self.registry.cache.site(site_uid)
             if site is None:
                 raise Refusal(
                     404,
                     "no such site: check the OCPP URL in the charger (copy it "
                     "from the site's Control Hub)",
                 )
-            usable = choose_subprotocol(offered, SUPPORTED_SUBPROTOCOLS)
-        except Refusal as refusal:
-            attempt(False, refusal.reason, refusal.status)
-            await _deny(send, refusal.status, refusal.answer or refusal.reason, refusal.headers)
-            return
-
-        headers = dict(scope.get("headers") or [])
-        auth_raw = headers.get(b"authorization")
-        authorization = auth_raw.decode("latin-1") if auth_raw is not None else None
-        if site.charger_auth:
-            # Before the CPMS is dialled and before an older connection of this identity is
-            # replaced: an unauthenticated charger must not reach the CPMS or displace anyone.
-            try:
+            usable = restrict_to_identity(
+                choose_subprotocol(caller.offered, SUPPORTED_SUBPROTOCOLS), identity
+            )
+            authorization = request.header("authorization")
+            if site.charger_auth:
+                # Before the CPMS is dialled and before an older connection of this identity
+                # is replaced: an unauthenticated charger must not reach the CPMS or displace
+                # anyone.
                 await self.authenticator.check(site_uid, identity, authorization)
-            except Refusal as refusal:
-                attempt(False, refusal.reason, refusal.status)
-                await _deny(send, refusal.status, refusal.answer or refusal.reason, refusal.headers)
-                return
+        except Refusal as refused:
+            self._attempt(caller, False, refused.reason, refused.status)
+            transport.write(
+                refusal(refused.status, refused.answer or refused.reason, refused.headers)
+            )
+            transport.close()
+            return
         key = (site_uid, identity)
-        lock = self.hub.lock_for(key)
+        async with self.registry.admission(key):
+            old = self.registry.link(*key)
+            if old is not None:
+                old.close_now(1000, "replaced by a new connection from the same charger")
+                try:
+                    await asyncio.wait_for(old.closed.wait(), 5.0)
+                except TimeoutError:
+                    log.warning("site=%s charger=%s old connection did not close", *key)
+            await self._admit(
+                request,
+                transport,
+                caller,
+                key,
+                usable,
+                authorization,
+                strict=site.offline_mode == "strict",
+                site_cpms=site.cpms_url,
+            )
+
+    async def _split(self, path: str) -> tuple[str, str]:
         try:
-            async with lock:
-                old = self.hub.links.get(key)
-                if old is not None:
-                    await old.close(1000, "replaced by a new connection from the same charger")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(old.closed.wait(), 5.0)
-                charger = await self.hub.directory.chargers.find(site_uid, identity)
-                cpms_url = (
-                    charger.cpms_url if charger and charger.cpms_url else None
-                ) or site.cpms_url
-                link = await self._admit(
-                    scope,
-                    send,
-                    site_uid,
-                    identity,
-                    usable,
-                    cpms_url,
-                    authorization,
-                    remote,
-                    attempt,
-                    registered=charger is not None,
-                    strict=site.offline_mode == "strict",
-                )
-        finally:
-            self.hub.release_lock(key, lock)
-        if link is not None:
-            await link.run(receive)
+            return split_ocpp_path(path)
+        except Refusal as refused:
+            # One segment: a site UID without the charger's id, or the charger's id without a
+            # site UID (the CPMS's URL pattern pasted instead of HARMON-E's).
+            lone = path.split("?", 1)[0].strip("/")
+            if refused.status == 404 and lone and "/" not in lone:
+                known = await self.registry.cache.site(lone) is not None
+                raise no_identity_refusal(lone, site_known=known) from None
+            raise
 
     async def _admit(
         self,
-        scope: Scope,
-        send: Send,
-        site_uid: str,
-        identity: str,
+        request: UpgradeRequest,
+        transport: Transport,
+        caller: _Caller,
+        key: tuple[str, str],
         usable: list[str],
-        cpms_url: str | None,
         authorization: str | None,
-        remote: str | None,
-        attempt: Callable[..., None],
         *,
-        registered: bool,
-        strict: bool = False,
-    ) -> ChargerLink | None:
-        cfg = self.hub.config
-        upstream: ClientConnection | None = None
-        pending: asyncio.Task[ClientConnection] | None = None
+        strict: bool,
+        site_cpms: str | None,
+    ) -> None:
+        cfg = self.registry.config
+        site_uid, identity = key
+        ctx = f"site={site_uid} charger={identity}"
+        route = await self.registry.cache.route(site_uid, identity)
+        cpms_url = route.cpms_url or site_cpms
+        upstream: CpmsConnection | None = None
+        pending: asyncio.Task[CpmsConnection] | None = None
         upstream_error: str | None = None
-        if cpms_url is not None:
-            task = asyncio.create_task(
-                self.hub.dial(
-                    cpms_endpoint(cpms_url, identity),
-                    usable,
-                    authorization,
-                    open_timeout=max(10.0, cfg.upstream_connect_timeout),
-                    max_size=cfg.max_frame_bytes,
-                    proxy=cfg.upstream_proxy,
-                    ca_file=cfg.upstream_ca,
+        try:
+            if cpms_url is not None:
+                task = asyncio.create_task(
+                    self.registry.dialer.dial(
+                        DialRequest(
+                            cpms_endpoint(cpms_url, identity), tuple(usable), authorization, ctx
+                        )
+                    )
                 )
+                done, _ = await asyncio.wait({task}, timeout=cfg.upstream_connect_timeout)
+                if not done:
+                    pending = task
+                    upstream_error = (
+                        f"CPMS did not answer within {cfg.upstream_connect_timeout:g} s; "
+                        "still trying"
+                    )
+                else:
+                    try:
+                        upstream = task.result()
+                    except UpstreamRefused as exc:
+                        raise Refusal(exc.status, str(exc)) from None
+                    except UpstreamUnavailable as exc:
+                        upstream_error = str(exc)
+                if strict and upstream is None:
+                    # strict mode: like a direct connection, no CPMS means no connection
+                    raise Refusal(503, f"{upstream_error} (the site is in strict offline mode)")
+            link = await self._open_link(
+                request,
+                transport,
+                caller,
+                key,
+                usable,
+                LinkSetup(usable[0], cpms_url, authorization, strict),
+                (upstream, upstream_error),
+                known=route.known,
             )
-            done, _ = await asyncio.wait({task}, timeout=cfg.upstream_connect_timeout)
-            if not done:
-                pending = task
-                upstream_error = (
-                    f"CPMS did not answer within {cfg.upstream_connect_timeout:g} s; still trying"
-                )
-            else:
-                try:
-                    upstream = task.result()
-                except UpstreamRefused as exc:
-                    attempt(False, str(exc), exc.status)
-                    await _deny(send, exc.status, str(exc))
-                    return None
-                except UpstreamUnavailable as exc:
-                    upstream_error = str(exc)
-            if strict and upstream is None:
-                # strict mode: like a direct connection, no CPMS means no connection
-                if pending is not None:
-                    pending.cancel()
-                    await asyncio.gather(pending, return_exceptions=True)
-                reason = f"{upstream_error} (the site is in strict offline mode)"
-                attempt(False, reason, 503)
-                await _deny(send, 503, reason)
-                return None
+        except BaseException as exc:
+            if upstream is not None:
+                upstream.sock.close(1000, "charger gone")
+            if pending is not None:
+                pending.cancel()
+            if isinstance(exc, Refusal):
+                self._attempt(caller, False, exc.reason, exc.status)
+                transport.write(refusal(exc.status, exc.answer or exc.reason, exc.headers))
+                transport.close()
+                return
+            raise
+        link.start(upstream, pending)
+        transport.resume_reading()  # paused by the front door while the handshake ran
+        if upstream_error is not None:
+            log.warning(
+                "%s accepted without its CPMS (%s); answering it locally and retrying",
+                ctx,
+                upstream_error,
+            )
+
+    async def _open_link(
+        self,
+        request: UpgradeRequest,
+        transport: Transport,
+        caller: _Caller,
+        key: tuple[str, str],
+        usable: list[str],
+        setup: LinkSetup,
+        upstream_state: tuple[CpmsConnection | None, str | None],
+        *,
+        known: bool,
+    ) -> ChargerLink:
+        """Accept the charger (101) and build its link; Refusal(503) if it cannot be stored."""
+        upstream, upstream_error = upstream_state
+        cpms_url, strict = setup.cpms_url, setup.strict
+        cfg = self.registry.config
+        site_uid, identity = key
         chosen = usable[0]
         if upstream is not None:
             if upstream.subprotocol is None:
@@ -226,7 +276,7 @@ class OcppEndpoint:
                     chosen,
                 )
             else:
-                chosen = str(upstream.subprotocol)
+                chosen = upstream.subprotocol
         version = version_for_subprotocol(chosen)
         assert version is not None  # usable only holds supported subprotocols
         journal: OfflineJournal | None = None
@@ -234,85 +284,100 @@ class OcppEndpoint:
         if cpms_url is not None and not strict and self.journal is not None:
             # what this charger said during an earlier outage (or before a restart) is
             # replayed before any live traffic
+            backlog: list[JournalEntry] = []
+            if await self._may_have_backlog(key):
+                backlog, tx_maps = await self.journal.backlog(site_uid, identity)
+                if not backlog and not tx_maps:
+                    self._journaled.discard(key)
             journal = OfflineJournal(
-                self.journal,
-                site_uid,
-                identity,
-                version,
-                await self.journal.pending(site_uid, identity),
+                self.journal, site_uid, identity, version, backlog, self._journaled
             )
-            tx_maps = await self.journal.tx_maps(site_uid, identity)
         live_now = upstream is not None and not (journal and journal.pending)
-        try:
-            if not registered:
-                await self.hub.directory.chargers.register(site_uid, identity)
-            await send({"type": "websocket.accept", "subprotocol": chosen})
-        except BaseException:
-            if upstream is not None:
-                await upstream.close(1000, "charger gone")
-            if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
-            raise
-        live = self.hub.live.get((site_uid, identity))
-        if live is None:
-            live = LiveCharger(site_uid, identity)
-            live.frames = type(live.frames)(maxlen=cfg.inspector_frames)
-            self.hub.live[(site_uid, identity)] = live
-        now = self.hub.clock.now()
+        live = self.registry.live_for(key)
+        now = self.registry.clock.now()
         live.ocpp_version = version.value
         live.connected = True
         live.connected_since = live.last_seen = now
-        live.remote_addr = remote
+        live.remote_addr = caller.remote
         # Set before the first frame is read: a BootNotification sent right after the
         # handshake must go to the CPMS, not be answered locally.
         live.upstream_connected = live_now
         live.upstream_error = upstream_error
+        if not known:
+            try:
+                await self.registry.writer.register(key)
+            except HarmoneError as exc:
+                live.connected = live.upstream_connected = False
+                log.error("site=%s charger=%s could not be registered: %s", *key, exc)
+                raise Refusal(503, "HARMON-E could not store this charger; try again") from None
+            self.registry.cache.registered(site_uid, identity)
         session = ChargerSession(
             version,
             local_answer=self.responder.answer,
             limits=self.limits,
             upstream_up=live_now,
-            now=self.hub.clock.monotonic(),
+            now=self.registry.clock.monotonic(),
             journaled=JOURNALED[version] if journal is not None else frozenset(),
+            watched=self.registry.watched_actions(site_uid),
         )
         for local_id, cpms_id in tx_maps.items():
             session.map_transaction(local_id, cpms_id)
+        deflate = deflate_agreement(request)
+        inflater = Inflater(cfg.max_frame_bytes, deflate[1]) if deflate else None
+        sock = TextSocket(cfg.max_frame_bytes, self.registry.clock.monotonic, inflater)
+        headers = [("Sec-WebSocket-Protocol", chosen)]
+        if deflate is not None:
+            headers.append(("Sec-WebSocket-Extensions", deflate[0]))
         link = ChargerLink(
-            self.hub,
+            self.services,
+            LinkSetup(chosen, cpms_url, setup.authorization, strict),
             live,
             session,
-            send,
-            subprotocol=chosen,
-            cpms_url=cpms_url,
-            authorization=authorization,
-            upstream=upstream,
-            pending_dial=pending,
-            config=cfg,
-            clock=self.hub.clock,
-            journal=journal,
-            strict=strict,
+            sock,
+            journal,
         )
-        self.hub.attach(link)
-        attempt(True, None, 101, chosen)
+        adopt_charger_transport(
+            transport,
+            _HEAD.format(key=request.header("sec-websocket-key")).encode(),
+            sock,
+            headers,
+            max_frame=cfg.max_frame_bytes,
+            wire_log=WireLog(f"site={site_uid} charger={identity}"),
+        )
+        self.registry.admit(link)
+        self._attempt(caller, True, None, 101, chosen)
         return link
 
+    async def _may_have_backlog(self, key: tuple[str, str]) -> bool:
+        """Whether `key` may have journal entries or id mappings (most chargers have none:
+        their handshake then skips the look-up)."""
+        if self._journaled_loaded is None:
+            self._journaled_loaded = asyncio.get_running_loop().create_task(self._load_keys())
+        await asyncio.shield(self._journaled_loaded)
+        return key in self._journaled
 
-async def _deny(
-    send: Send, status: int, reason: str, headers: Sequence[tuple[str, str]] = ()
-) -> None:
-    """Refuse at the handshake with an HTTP status (ASGI WebSocket Denial Response);
-    `headers` are added to the response (e.g. WWW-Authenticate on a 401)."""
-    body = (reason + "\n").encode()
-    await send(
-        {
-            "type": "websocket.http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-                *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers),
-            ],
-        }
-    )
-    await send({"type": "websocket.http.response.body", "body": body})
+    async def _load_keys(self) -> None:
+        assert self.journal is not None
+        self._journaled |= await self.journal.chargers_with_backlog()
+
+    def _attempt(
+        self,
+        caller: _Caller,
+        accepted: bool,
+        reason: str | None,
+        status: int | None = None,
+        subprotocol: str | None = None,
+    ) -> None:
+        self.registry.log_attempt(
+            Attempt(
+                at=self.registry.clock.now(),
+                site_uid=caller.site_uid,
+                charge_point_id=caller.identity,
+                remote_addr=caller.remote,
+                accepted=accepted,
+                reason=reason,
+                subprotocol=subprotocol,
+                offered_subprotocols=caller.offered,
+                http_status=status,
+            )
+        )

@@ -13,28 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from typing import Protocol
 
 from harmone.errors import FrameError, StoreError
-from harmone.ocpp.events import ConnectorStatusChanged
-from harmone.ocpp.framing import (
-    MessageType,
-    call_frame,
-    decode,
-    parse_envelope,
-    payload_of,
-    replace_id,
-)
-from harmone.ocpp.session import ChargerSession, Effect, Journal
+from harmone.ocpp.events import ConnectorStatusChanged, TransactionStarted
+from harmone.ocpp.framing import MessageType, parse_envelope, replace_id, swap_int_member
+from harmone.ocpp.session import TX_ID_PATH, ChargerSession, Journal
 from harmone.ocpp.versions import OcppVersion
-from harmone.store.journal import JournalEntry, JournalRepo
+from harmone.store.journal import JournalEntry
 
-__all__ = ["JOURNALED", "OfflineJournal"]
+__all__ = ["JOURNALED", "JournalStorage", "OfflineJournal", "ReplayInterrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +70,45 @@ JOURNALED: dict[OcppVersion, frozenset[str]] = {
 }
 JOURNALED[OcppVersion.V21] = JOURNALED[OcppVersion.V201]
 
-Apply = Callable[[list[Effect]], Awaitable[None]]
+
+class JournalStorage(Protocol):
+    """What the offline journal needs from storage (the store's `JournalRepo` satisfies it):
+    the relay depends on this, not on how the store is split."""
+
+    async def append(
+        self,
+        site_uid: str,
+        charger_id: str,
+        action: str,
+        frame: str,
+        local_tx_id: int | None = None,
+        status_key: str | None = None,
+    ) -> tuple[JournalEntry, list[int]]: ...
+
+    async def backlog(
+        self, site_uid: str, charger_id: str
+    ) -> tuple[list[JournalEntry], dict[int, int]]: ...
+
+    async def chargers_with_backlog(self) -> set[tuple[str, str]]: ...
+
+    async def delivered(
+        self,
+        site_uid: str,
+        charger_id: str,
+        entry_id: int,
+        tx_map: tuple[int, int] | None = None,
+    ) -> None: ...
+
+    async def end_tx_map(self, site_uid: str, charger_id: str, local_id: int) -> None: ...
+
+
+Send = Callable[[str], bool]
 Record = Callable[[str], None]
+EndMapping = Callable[[int], Awaitable[None]]
+
+
+class ReplayInterrupted(Exception):
+    """The CPMS link dropped while a replayed call awaited its answer."""
 
 
 def _status_key(entry: Journal, is16: bool) -> str | None:
@@ -99,109 +125,166 @@ def _status_key(entry: Journal, is16: bool) -> str | None:
 
 
 class OfflineJournal:
+    """One charger's journal. The link feeds it the CPMS's frames while it replays
+    (`take_answer`), so that the answers to replayed calls never reach the charger."""
+
     def __init__(
         self,
-        repo: JournalRepo,
+        repo: JournalStorage,
         site_uid: str,
         charger_id: str,
         version: OcppVersion,
         backlog: list[JournalEntry],
+        journaled: set[tuple[str, str]] | None = None,
     ) -> None:
         self.repo = repo
+        #: the endpoint's index of chargers with a backlog: a write adds this one
+        self._journaled = journaled
         self.site_uid = site_uid
         self.charger_id = charger_id
         self.version = version
-        self.backlog: deque[JournalEntry] = deque(backlog)
+        self.backlog: list[JournalEntry] = list(backlog)
         self._writes = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        #: completed when the writes in flight are done (made only when waited for)
+        self._idle: asyncio.Future[None] | None = None
         self._ctx = f"site={site_uid} charger={charger_id}"
+        #: the id of the replayed call awaiting its answer, and where the answer goes
+        self._awaiting: tuple[str, asyncio.Future[str]] | None = None
 
     @property
     def pending(self) -> int:
         return len(self.backlog) + self._writes
 
+    @property
+    def replaying(self) -> bool:
+        return self._awaiting is not None
+
     async def write(self, entry: Journal) -> None:
         """Make one entry durable (raises StoreError: the caller must not answer then)."""
         self._writes += 1
-        self._idle.clear()
+        if self._journaled is not None:
+            self._journaled.add((self.site_uid, self.charger_id))
         try:
-            local_tx = (
-                entry.answer.get("transactionId") if entry.action == "StartTransaction" else None
-            )
             stored, replaced = await self.repo.append(
                 self.site_uid,
                 self.charger_id,
                 entry.action,
                 entry.text,
-                local_tx if isinstance(local_tx, int) else None,
+                _local_transaction(entry),
                 _status_key(entry, self.version is OcppVersion.V16),
             )
             if replaced:
                 gone = set(replaced)
-                self.backlog = deque(e for e in self.backlog if e.id not in gone)
+                self.backlog = [e for e in self.backlog if e.id not in gone]
             self.backlog.append(stored)
         finally:
             self._writes -= 1
-            if not self._writes:
-                self._idle.set()
+            if not self._writes and self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
+
+    def take_answer(self, text: str) -> bool:
+        """True if `text` answers the replayed call in flight (it is then consumed here)."""
+        awaiting = self._awaiting
+        if awaiting is None:
+            return False
+        try:
+            env = parse_envelope(text)
+        except FrameError:
+            return False
+        if env.id != awaiting[0] or env.type not in (
+            MessageType.CALLRESULT,
+            MessageType.CALLERROR,
+        ):
+            return False
+        if not awaiting[1].done():
+            awaiting[1].set_result(text)
+        return True
+
+    def link_lost(self) -> None:
+        """The CPMS link dropped: a replayed call in flight will not be answered."""
+        if self._awaiting is not None and not self._awaiting[1].done():
+            self._awaiting[1].set_exception(ReplayInterrupted())
 
     async def replay(
         self,
-        ws: ClientConnection,
+        send: Send,
         session: ChargerSession,
-        apply: Apply,
         record: Record,
         timeout: float,
     ) -> bool:
         """Send the backlog to the CPMS, oldest first, each after the previous was answered.
 
-        Frames the CPMS sends meanwhile go through the session as usual (its calls reach the
-        charger). Returns True once the backlog is empty and no write is in flight; False if
-        the link failed or the CPMS did not answer in time (what is left stays journaled).
+        Frames the CPMS sends meanwhile go through the session as usual (the link passes
+        them on unless `take_answer` consumed them). Returns True once the backlog is empty
+        and no write is in flight; False if the link failed or the CPMS did not answer in
+        time (what is left stays journaled).
         """
         if self.backlog:
             log.info(
                 "%s replaying %d journaled message(s) to the CPMS", self._ctx, len(self.backlog)
             )
+        loop = asyncio.get_running_loop()
         while True:
             if not self.backlog:
                 if self._writes:
-                    await self._idle.wait()
+                    if self._idle is None or self._idle.done():
+                        self._idle = asyncio.get_running_loop().create_future()
+                    await asyncio.shield(self._idle)
                     continue
                 return True
             entry = self.backlog[0]
             msg_id = "hm-r-" + uuid.uuid4().hex[:30]
-            text = self._frame(entry, msg_id, session)
+            text, ended = self._frame(entry, msg_id, session)
+            answer: asyncio.Future[str] = loop.create_future()
+            self._awaiting = (msg_id, answer)
             try:
-                await ws.send(text)
+                if not send(text):
+                    raise ReplayInterrupted()
                 record(text)
-                answer = await self._answer(ws, msg_id, session, apply, timeout)
-            except (ConnectionClosed, TimeoutError) as exc:
+                async with asyncio.timeout(timeout):
+                    reply = await answer
+            except ReplayInterrupted:
                 log.warning(
-                    "%s replay interrupted (%s); %d message(s) stay journaled",
+                    "%s replay interrupted (link lost); %d message(s) stay journaled",
                     self._ctx,
-                    type(exc).__name__,
                     self.pending,
                 )
                 return False
-            mapping = self._mapping(entry, answer, session)
+            except TimeoutError:
+                # Sent on an open link and not answered: the CPMS has it, so it is not sent
+                # again (never delivered twice); the CPMS counts as away.
+                log.warning(
+                    "%s the CPMS did not answer the replayed %s within %g s; it is not sent "
+                    "again; %d message(s) stay journaled",
+                    self._ctx,
+                    entry.action,
+                    timeout,
+                    self.pending - 1,
+                )
+                await self._drop(entry)
+                return False
+            finally:
+                self._awaiting = None
+            mapping = self._mapping(entry, reply, session)
             try:
                 await self.repo.delivered(self.site_uid, self.charger_id, entry.id, mapping)
             except StoreError:
                 log.exception("%s could not mark a replayed message delivered", self._ctx)
                 return False
             if self.backlog and self.backlog[0] is entry:
-                self.backlog.popleft()
-            if entry.action == "StopTransaction":
-                await self._end_mapping(entry, session)
+                self.backlog.pop(0)
+            if ended is not None:
+                session.tx_to_charger.pop(session.tx_to_cpms.pop(ended, -1), None)
+                await self.end_mapping(ended)
 
-    async def _end_mapping(self, entry: JournalEntry, session: ChargerSession) -> None:
-        payload = payload_of(decode(entry.frame), parse_envelope(entry.frame))
-        local = payload.get("transactionId") if isinstance(payload, dict) else None
-        if isinstance(local, int) and local in session.tx_to_cpms:
-            session.tx_to_charger.pop(session.tx_to_cpms.pop(local), None)
-            await self.end_mapping(local)
+    async def _drop(self, entry: JournalEntry) -> None:
+        try:
+            await self.repo.delivered(self.site_uid, self.charger_id, entry.id, None)
+        except StoreError:
+            log.exception("%s could not drop an unanswered replayed message", self._ctx)
+            return
+        if self.backlog and self.backlog[0] is entry:
+            self.backlog.pop(0)
 
     async def end_mapping(self, local_id: int) -> None:
         """A mapped transaction has stopped at the CPMS: forget its mapping durably."""
@@ -210,67 +293,58 @@ class OfflineJournal:
         except StoreError:
             log.exception("%s could not drop the mapping of transaction %s", self._ctx, local_id)
 
-    def _frame(self, entry: JournalEntry, msg_id: str, session: ChargerSession) -> str:
-        # The payload goes out byte for byte, except a 1.6 transactionId that now has a
-        # CPMS-assigned counterpart.
-        if session.tx_to_cpms and entry.action in ("MeterValues", "StopTransaction"):
-            env = parse_envelope(entry.frame)
-            payload = payload_of(decode(entry.frame), env)
-            tx = payload.get("transactionId") if isinstance(payload, dict) else None
-            if isinstance(tx, int) and tx in session.tx_to_cpms:
-                assert isinstance(payload, dict)
-                payload["transactionId"] = session.tx_to_cpms[tx]
-                return call_frame(msg_id, entry.action, payload)
-        return replace_id(entry.frame, msg_id)
-
-    async def _answer(
-        self,
-        ws: ClientConnection,
-        msg_id: str,
-        session: ChargerSession,
-        apply: Apply,
-        timeout: float,
-    ) -> list[Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await ws.recv()
-                if isinstance(message, bytes):
-                    continue
-                try:
-                    env = parse_envelope(message)
-                except FrameError:
-                    env = None
-                if (
-                    env is not None
-                    and env.id == msg_id
-                    and env.type in (MessageType.CALLRESULT, MessageType.CALLERROR)
-                ):
-                    # a replayed answer is HARMON-E's alone: it never reaches the charger
-                    return decode(message)
-                await apply(session.from_cpms(message, asyncio.get_running_loop().time()))
+    def _frame(
+        self, entry: JournalEntry, msg_id: str, session: ChargerSession
+    ) -> tuple[str, int | None]:
+        """The frame to replay, byte for byte the charger's except its message id and a 1.6
+        transactionId that now has a CPMS-assigned counterpart (rewritten in place); and the
+        local transaction a replayed StopTransaction ends."""
+        text = replace_id(entry.frame, msg_id)
+        path = TX_ID_PATH.get(entry.action)
+        if not session.tx_to_cpms or path is None or entry.action not in _REPLAY_MAPPED:
+            return text, None
+        swapped = swap_int_member(text, path, session.tx_to_cpms)
+        if swapped is None:
+            return text, None
+        text, local = swapped
+        return text, local if entry.action == "StopTransaction" else None
 
     def _mapping(
-        self, entry: JournalEntry, answer: list[Any], session: ChargerSession
+        self, entry: JournalEntry, answer: str, session: ChargerSession
     ) -> tuple[int, int] | None:
-        if answer and answer[0] == MessageType.CALLERROR:
+        env = parse_envelope(answer)
+        if env.type is MessageType.CALLERROR:
             log.warning(
-                "%s the CPMS refused the replayed %s: %s %s",
+                "%s the CPMS refused the replayed %s: %s",
                 self._ctx,
                 entry.action,
-                answer[2] if len(answer) > 2 else "?",
-                answer[3] if len(answer) > 3 else "",
+                env.action or "?",
             )
             return None
-        if entry.action == "StartTransaction" and entry.local_tx_id is not None:
-            payload = answer[2] if len(answer) > 2 else None
-            cpms_id = payload.get("transactionId") if isinstance(payload, dict) else None
-            if isinstance(cpms_id, int) and not isinstance(cpms_id, bool):
-                session.map_transaction(entry.local_tx_id, cpms_id)
-                log.info(
-                    "%s offline transaction %s is %s at the CPMS",
-                    self._ctx,
-                    entry.local_tx_id,
-                    cpms_id,
-                )
-                return (entry.local_tx_id, cpms_id)
-        return None
+        if entry.action != "StartTransaction" or entry.local_tx_id is None:
+            return None
+        cpms_id = session.started_transaction(answer)
+        if cpms_id is None:
+            return None
+        session.map_transaction(entry.local_tx_id, cpms_id)
+        log.info(
+            "%s offline transaction %s is %s at the CPMS", self._ctx, entry.local_tx_id, cpms_id
+        )
+        return (entry.local_tx_id, cpms_id)
+
+
+#: Replayed 1.6 calls whose transactionId may need the CPMS's id.
+_REPLAY_MAPPED = frozenset({"MeterValues", "StopTransaction"})
+
+
+def _local_transaction(entry: Journal) -> int | None:
+    """The transaction id HARMON-E gave the charger for an offline StartTransaction (an event
+    of its local answer)."""
+    for event in entry.events:
+        if isinstance(event, TransactionStarted) and _is_int(event.transaction_id):
+            return int(event.transaction_id)
+    return None
+
+
+def _is_int(text: str) -> bool:
+    return text.removeprefix("-").isdigit()

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections import deque
+import struct
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from harmone.store.records import ChargerIdentity, ChargerState
 
-__all__ = ["ChargerKey", "FrameRecord", "LiveCharger", "Party"]
+__all__ = ["ChargerKey", "FrameRecord", "FrameRing", "LiveCharger", "Party"]
 
 ChargerKey = tuple[str, str]  # (site UID, charge point identity as received)
 Party = Literal["charger", "cpms", "harmone"]
+
+_PARTIES: tuple[Party, ...] = ("charger", "cpms", "harmone")
+_ROUTE = {(s, r): i * 3 + j for i, s in enumerate(_PARTIES) for j, r in enumerate(_PARTIES)}
+# at (epoch seconds), route (sender * 3 + receiver), length of the UTF-8 text that follows
+_HEAD = struct.Struct("<dBI")
+_CUT = "…".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,75 @@ class FrameRecord:
     sender: Party
     receiver: Party
     text: str
+
+
+class FrameRing:
+    """The last frames of one charger, for the message inspector, kept as bytes.
+
+    Bounded twice: at most `max_frames` frames and at most `max_bytes` bytes of them (the
+    oldest go first; bytes an eighth of the budget at a time), so that a charger sending
+    large frames costs no more memory than one sending heartbeats. Records are packed one
+    after another in a single bytearray: a frame costs its UTF-8 text and 13 bytes, not the
+    hundred-odd bytes of a Python object per frame.
+    A frame larger than the whole budget is kept cut short, marked with "…".
+    """
+
+    __slots__ = ("_buf", "_count", "_room", "max_bytes", "max_frames")
+
+    def __init__(self, max_frames: int = 200, max_bytes: int = 16384) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._buf = bytearray()
+        self._count = 0
+        #: the largest text a record can hold (0: the ring keeps nothing)
+        self._room = max(0, max_bytes - _HEAD.size) if max_frames > 0 else 0
+
+    def append(self, at: float, sender: Party, receiver: Party, text: str) -> None:
+        # Runs twice per relayed call: kept to a few operations on the usual path.
+        data = text.encode()
+        size = len(data)
+        if size > self._room:
+            if not self._room:
+                return
+            data = data[: max(0, self._room - 3)].decode(errors="ignore").encode() + _CUT
+            size = len(data)
+        buf = self._buf
+        buf += _HEAD.pack(at, _ROUTE[sender, receiver], size) + data
+        self._count += 1
+        if self._count > self.max_frames or len(buf) > self.max_bytes:
+            self._trim()
+
+    def _trim(self) -> None:
+        # The byte budget is trimmed an eighth at a time, not every frame: moving the kept
+        # bytes to the front costs per trim, not per byte dropped.
+        buf = self._buf
+        drop, count = 0, self._count
+        bytes_goal = self.max_bytes - self.max_bytes // 8
+        # (the newest frame always stays: it alone fits the budget, cut short if need be)
+        while count > self.max_frames or (count > 1 and len(buf) - drop > bytes_goal):
+            _, _, size = _HEAD.unpack_from(buf, drop)
+            drop += _HEAD.size + size
+            count -= 1
+        del buf[:drop]
+        self._count = count
+
+    def records(self) -> list[FrameRecord]:
+        out: list[FrameRecord] = []
+        pos, buf = 0, self._buf
+        while pos < len(buf):
+            at, route, size = _HEAD.unpack_from(buf, pos)
+            pos += _HEAD.size
+            text = bytes(buf[pos : pos + size]).decode(errors="replace")
+            pos += size
+            out.append(FrameRecord(at, _PARTIES[route // 3], _PARTIES[route % 3], text))
+        return out
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._buf)
 
 
 @dataclass(slots=True)
@@ -36,10 +111,20 @@ class LiveCharger:
     upstream_error: str | None = None
     remote_addr: str | None = None
     connected_since: datetime | None = None
-    last_seen: datetime | None = None
+    #: when the charger last sent a frame, in epoch seconds (a float per frame is cheaper to
+    #: keep than a datetime; `last_seen` shows it as one)
+    seen_at: float | None = None
     identity: ChargerIdentity = field(default_factory=ChargerIdentity)
     connectors: dict[int, tuple[str, datetime]] = field(default_factory=dict)
-    frames: deque[FrameRecord] = field(default_factory=lambda: deque(maxlen=200))
+    frames: FrameRing = field(default_factory=FrameRing)
+
+    @property
+    def last_seen(self) -> datetime | None:
+        return datetime.fromtimestamp(self.seen_at, UTC) if self.seen_at is not None else None
+
+    @last_seen.setter
+    def last_seen(self, value: datetime | None) -> None:
+        self.seen_at = value.timestamp() if value is not None else None
 
     @property
     def key(self) -> ChargerKey:

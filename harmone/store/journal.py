@@ -87,6 +87,36 @@ class JournalRepo:
             ).all()
         return [JournalEntry(r.id, r.action, r.frame, r.local_tx_id, r.status_key) for r in rows]
 
+    async def backlog(
+        self, site_uid: str, charger_id: str
+    ) -> tuple[list[JournalEntry], dict[int, int]]:
+        """`pending` and `tx_maps` together, in one transaction (one per handshake)."""
+        async with self._tx() as s:
+            rows = (
+                await s.scalars(
+                    select(JournalRow)
+                    .where(JournalRow.site_uid == site_uid, JournalRow.charger_id == charger_id)
+                    .order_by(JournalRow.id)
+                )
+            ).all()
+            maps = (
+                await s.scalars(
+                    select(TxMapRow).where(
+                        TxMapRow.site_uid == site_uid, TxMapRow.charger_id == charger_id
+                    )
+                )
+            ).all()
+        entries = [JournalEntry(r.id, r.action, r.frame, r.local_tx_id, r.status_key) for r in rows]
+        return entries, {m.local_id: m.cpms_id for m in maps}
+
+    async def chargers_with_backlog(self) -> set[tuple[str, str]]:
+        """(site, charger) of every charger with journal entries or transaction id mappings:
+        the others need no look-up when they connect."""
+        async with self._tx() as s:
+            journal = await s.execute(select(JournalRow.site_uid, JournalRow.charger_id).distinct())
+            maps = await s.execute(select(TxMapRow.site_uid, TxMapRow.charger_id).distinct())
+            return {(a, b) for a, b in journal} | {(a, b) for a, b in maps}
+
     async def delivered(
         self,
         site_uid: str,

@@ -1,4 +1,5 @@
-"""The ASGI application: REST API over HTTP, the OCPP endpoint over WebSocket, one port."""
+"""The ASGI application (REST API and console) and what it starts: the relay registry, the
+OCPP endpoint (served on the same port outside ASGI, see front_door.py) and load management."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from harmone.clock import SystemClock
 from harmone.config import ServerConfig
 from harmone.errors import HarmoneError, StoreError
 from harmone.loadmgmt.service import LoadManagementService
+from harmone.relay.directory import StoreDirectory
 from harmone.relay.endpoint import OcppEndpoint
-from harmone.relay.hub import RelayHub
+from harmone.relay.registry import RelayRegistry
 from harmone.store import Store
 from harmone.store.db import describe_url
 from harmone.web.api import chargers, connection_log, load_management, sites, users
@@ -35,7 +37,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class HarmoneApp:
-    """Dispatches WebSocket scopes to the OCPP endpoint and the rest to FastAPI."""
+    """The REST API and the console (FastAPI), and the runtime their lifespan starts."""
 
     def __init__(
         self, config: ServerConfig, listen_url: Callable[[], str], store: Store | None = None
@@ -49,14 +51,6 @@ class HarmoneApp:
         self._http = BodyLimit(self.api, config.max_request_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            endpoint = self.endpoint
-            if endpoint is None:  # not started yet, or shutting down
-                await receive()
-                await send({"type": "websocket.close", "code": 1013})
-                return
-            await endpoint(scope, receive, send)
-            return
         await self._http(scope, receive, send)
 
     @contextlib.asynccontextmanager
@@ -64,7 +58,7 @@ class HarmoneApp:
         store = self._store or await open_store(self.config.db_url)
         self._store = None  # owned (and closed) by this lifespan from here on
         try:
-            hub = RelayHub(store, self.config.relay)
+            hub = RelayRegistry(StoreDirectory(store), self.config.relay)
             await hub.start()
             loadmgmt = LoadManagementService(
                 hub,

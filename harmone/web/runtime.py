@@ -16,7 +16,7 @@ from fastapi import Depends, HTTPException, Request, status
 
 from harmone.config import ServerConfig
 from harmone.loadmgmt.service import LoadManagementService
-from harmone.relay.hub import RelayHub
+from harmone.relay.registry import RelayRegistry
 from harmone.services.accounts import Accounts
 from harmone.services.chargers import ChargerService
 from harmone.services.sites import SiteService
@@ -33,7 +33,9 @@ class Runtime:
 
     config: ServerConfig
     store: Store
-    hub: RelayHub
+    #: The relay registry (the relay's public surface, see relay/registry.py): live state,
+    #: frames and events to read; changes to links go through the services only.
+    hub: RelayRegistry
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
     loadmgmt: LoadManagementService
@@ -46,10 +48,17 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store)
+        # The registry keeps a cache of sites and chargers for handshakes: it hears of every
+        # change. Another party to tell (a gateway, another node) is one more watcher here.
+        watchers = [self.hub]
         self.sites = SiteService(
-            self.store, self.hub, self.cloud_base_url, close_grace=self.config.shutdown_grace
+            self.store,
+            self.hub,
+            self.cloud_base_url,
+            watchers=watchers,
+            close_grace=self.config.shutdown_grace,
         )
-        self.chargers = ChargerService(self.store, self.hub)
+        self.chargers = ChargerService(self.store, self.hub, watchers=watchers)
 
 
 class RuntimeSource(Protocol):

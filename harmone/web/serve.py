@@ -17,7 +17,7 @@ import uvicorn
 from harmone.config import ServerConfig
 from harmone.errors import ConfigError
 from harmone.web.app import HarmoneApp, Runtime, create_app, open_store
-from harmone.web.head_deadline import HeadDeadlineProtocol
+from harmone.web.front_door import front_door_for
 
 __all__ = ["RunningServer", "bind_socket", "running_server", "serve"]
 
@@ -52,7 +52,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
                 "another port with --port or HARMONE_PORT)"
             )
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
-    sock.listen(2048)
+    sock.listen(4096)
     sock.setblocking(False)
     return sock
 
@@ -71,13 +71,11 @@ def _uvicorn_config(app: HarmoneApp, config: ServerConfig) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         lifespan="on",
-        # h11 with a deadline on each request head: uvicorn has none (slowloris)
-        http=HeadDeadlineProtocol,
-        ws="websockets-sansio",
-        ws_max_size=config.relay.max_frame_bytes,
-        ws_per_message_deflate=True,
-        ws_ping_interval=30.0,
-        ws_ping_timeout=30.0,
+        # Reads each connection's first request head (with a deadline: uvicorn has none, see
+        # head_deadline.py): WebSocket upgrades go to the OCPP relay, outside ASGI; the rest
+        # to uvicorn's h11 protocol. The console uses server-sent events, not WebSockets.
+        http=front_door_for(lambda: app.endpoint),
+        ws="none",
         timeout_graceful_shutdown=max(1, round(config.shutdown_grace)),
         log_config=None,
         access_log=False,
@@ -86,6 +84,7 @@ def _uvicorn_config(app: HarmoneApp, config: ServerConfig) -> uvicorn.Config:
         # default for a server context).
         ssl_certfile=config.tls_cert,
         ssl_keyfile=config.tls_key,
+        backlog=4096,
     )
 
 
@@ -123,8 +122,45 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
 
 
 def serve(config: ServerConfig) -> int:
-    """`harmone serve`: run until SIGINT/SIGTERM, close every connection, exit 0."""
-    return asyncio.run(_serve(config))
+    """`harmone serve`: run until SIGINT/SIGTERM, close every connection, exit 0.
+
+    Runs on uvloop when it is installed (its transports and callbacks are C, which matters
+    for a relay that is mostly socket events), else on asyncio's own loop.
+    """
+    raise_fd_limit(log)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; still optional
+        return asyncio.run(_serve(config))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_serve(config))
+
+
+def raise_fd_limit(logger: logging.Logger, wanted: int = 65536) -> int:
+    """Lift the soft limit on open files towards `wanted` (each charger takes two: its own
+    connection and its CPMS's); returns the limit in force, and says when it is low."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            logger.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    if soft < wanted:
+        logger.warning(
+            "open-file limit is %d: HARMON-E can relay about %d chargers (each needs two "
+            "connections); raise the hard limit (ulimit -Hn, LimitNOFILE=) for more",
+            soft,
+            max(0, (soft - 100) // 2),
+        )
+    else:
+        logger.info("open-file limit %d: room for about %d chargers", soft, (soft - 100) // 2)
+    return int(soft)
 
 
 async def _serve(config: ServerConfig) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from harmone.errors import NotFound
-from harmone.relay.hub import ChargerEvent
+from harmone.relay.live_events import ChargerEvent
 from harmone.store.records import Attempt
 from harmone.web.console.frames import describe_frames
 from harmone.web.console.render import render_fragment
