@@ -3,9 +3,9 @@
 The services change sites and chargers in the database and then carry out the effects on
 live connections: a charger whose CPMS changed is reconnected, a deleted site's chargers are
 closed, a site's offline mode is switched on its open links. They reach the relay only through
-`LiveLinks` (the relay's hub satisfies it) and tell everyone else who keeps a copy of sites or
-chargers (a relay cache, a gateway, another node) through `ChangeWatcher`: adding such a party
-is one more watcher, not one more call in every handler.
+`LiveLinks` (the relay registry satisfies it) and tell everyone else who keeps a copy of sites
+or chargers (the registry's handshake cache, a gateway, another node) through `ChangeWatcher`:
+adding such a party is one more watcher, not one more call in every handler.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Live updates for console pages as server-sent events (EventSource in the browser).
 
-Each stream subscribes to the relay hub *before* it reads the current state, so nothing that
-happens in between is missed. Events that arrive together (a burst of frames) are coalesced
+Each stream subscribes to the relay registry *before* it reads the current state, so nothing
+that happens in between is missed. Events that arrive together (a burst of frames) are coalesced
 for `stream_coalesce` seconds and rendered once. A stream ends after `stream_lifetime`
 seconds: the browser reconnects at once (the `retry` field), the session is checked again,
 and a server shutting down is never kept waiting by an open page for long.
@@ -45,10 +45,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _KEEPALIVE = 15.0
-#: The charger stream also looks for new frames this often: the hub announces frames from
+#: The charger stream also looks for new frames this often: the registry announces frames from
 #: the charger, while frames from the CPMS or HARMON-E are only seen when they are recorded.
 _FRAME_POLL = 1.0
-#: The connection log stream reads the log this often: the hub announces connections, not
+#: The connection log stream reads the log this often: the registry announces connections, not
 #: refused attempts. A charger connecting or leaving wakes it at once.
 _LOG_POLL = 1.0
 #: Rows of the connection log tab.
