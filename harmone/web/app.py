@@ -19,7 +19,6 @@ from harmone.relay.directory import StoreDirectory
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.registry import RelayRegistry
 from harmone.store import Store
-from harmone.store.db import describe_url
 from harmone.web.api import chargers, connection_log, load_management, sites, users
 from harmone.web.body_limit import BodyLimit
 from harmone.web.console.setup import install as install_console
@@ -112,10 +111,9 @@ def _build_api(app: HarmoneApp) -> FastAPI:
         async with app.lifespan():
             if app.runtime is not None and not await app.runtime.accounts.has_admin():
                 log.warning(
-                    "no admin user in %s: nobody can sign in to the console or create API "
-                    "tokens. Create one with: harmone init --db URL --admin-email EMAIL "
-                    "--admin-password-file FILE",
-                    describe_url(app.config.db_url),
+                    "no admin user in this database: nobody can sign in to the console or "
+                    "create API tokens. Create one with: harmone init --db URL --admin-email "
+                    "EMAIL --admin-password-file FILE (URL: the same database as harmone serve)"
                 )
             yield
 
