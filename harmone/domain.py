@@ -31,7 +31,7 @@ from pydantic import (
     field_validator,
 )
 
-from harmone.errors import ConfigError
+from harmone.errors import ConfigError, InvalidFields
 
 __all__ = [
     "Charger",
@@ -46,7 +46,7 @@ __all__ = [
     "SiteType",
     "changed",
     "check_charger_id",
-    "describe",
+    "invalid_fields",
     "settings",
 ]
 
@@ -273,13 +273,15 @@ class Charger(ChargerSettings):
 # -- validating input ------------------------------------------------------------------
 
 
-def describe(exc: ValidationError) -> str:
-    """One readable sentence per problem, e.g. "cpms_url: cpms_url must start with ws://"."""
-    parts = []
+def invalid_fields(exc: ValidationError) -> InvalidFields:
+    """The problems of a validation by field, e.g. {"cpms_url": "cpms_url must start with
+    ws://"}: the REST API answers them as one sentence, a form shows each by its field."""
+    fields: dict[str, str] = {}
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ())) or "input"
-        parts.append(f"{loc}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}")
-    return "; ".join(parts) or "invalid input"
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        fields[loc] = f"{fields[loc]}; {message}" if loc in fields else message
+    return InvalidFields(fields or {"input": "invalid input"})
 
 
 def _only_writable(model: type[BaseModel], names: Iterable[str], what: str) -> None:
@@ -292,12 +294,12 @@ def _only_writable(model: type[BaseModel], names: Iterable[str], what: str) -> N
 
 
 def settings(model: type[M], fields: Mapping[str, object], what: str) -> M:
-    """`fields` validated as a `model`; ConfigError naming the field otherwise."""
+    """`fields` validated as a `model`; InvalidFields naming the fields otherwise."""
     _only_writable(model, fields, what)
     try:
         return model.model_validate(dict(fields))
     except ValidationError as exc:
-        raise ConfigError(describe(exc)) from None
+        raise invalid_fields(exc) from None
 
 
 def changed(current: M, changes: Mapping[str, object], what: str) -> M:

@@ -4,10 +4,12 @@ Tree::
 
     HarmoneError
     ├── ConfigError              bad configuration or command-line input (permanent)
+    │   └── InvalidFields        input that breaks the rule of named fields (`fields`)
     ├── StoreError               the database refused or failed an operation
     │   ├── NotFound             the named site, charger or user does not exist
     │   └── Conflict             a unique value (e-mail, site UID, …) is taken
     ├── AuthError                unknown user, wrong password, bad token
+    ├── Forbidden                a known user whose role does not allow this
     ├── OcppError                a protocol failure that carries an OCPP error code
     │   ├── FrameError           a frame that cannot be understood (code FormationViolation /
     │   │                        FormatViolation / RpcFrameworkError by version)
@@ -21,6 +23,7 @@ Tree::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -30,8 +33,10 @@ __all__ = [
     "ChargerNotConnected",
     "ConfigError",
     "Conflict",
+    "Forbidden",
     "FrameError",
     "HarmoneError",
+    "InvalidFields",
     "NotFound",
     "OcppError",
     "RelayError",
@@ -54,6 +59,18 @@ class ConfigError(HarmoneError):
     """Configuration or command-line input that cannot work."""
 
 
+class InvalidFields(ConfigError):
+    """Input that breaks the rules of named fields.
+
+    `fields` maps each field to what is wrong with it, so that a form can show the message
+    next to the field; the message lists them as "field: problem; …".
+    """
+
+    def __init__(self, fields: Mapping[str, str]) -> None:
+        self.fields = dict(fields)
+        super().__init__("; ".join(f"{name}: {problem}" for name, problem in self.fields.items()))
+
+
 class StoreError(HarmoneError):
     """The database refused or failed an operation."""
 
@@ -68,6 +85,10 @@ class Conflict(StoreError):
 
 class AuthError(HarmoneError):
     """Unknown user, wrong password or invalid token."""
+
+
+class Forbidden(HarmoneError):
+    """The user is known, but their role or site scope does not allow this."""
 
 
 class OcppError(HarmoneError):

@@ -20,8 +20,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from harmone.config import RelayConfig, ServerConfig
+from harmone.services.sites import ocpp_url
 from harmone.store.records import Site
-from harmone.web.api import ocpp_url
 from harmone.web.serve import RunningServer, running_server
 
 

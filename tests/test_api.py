@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from support import RawCpms, charger, harmone_server, recv_json, wait_for
 
 from harmone.services.accounts import Accounts
+from harmone.store.sites import SITE_UID_BITS, new_site_uid
 from harmone.web.serve import RunningServer
 
 
@@ -257,3 +260,112 @@ async def test_oversized_request_bodies_are_refused_before_anything_reads_them(
         assert (
             await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})
         ).status_code == 201
+
+
+def test_site_uids_start_and_end_with_a_letter_or_digit() -> None:
+    """A UID starting with - or _ is easily missed when read out or retyped (issue 10)."""
+    uids = [new_site_uid() for _ in range(3000)]
+    shape = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{22}[A-Za-z0-9]")
+    assert all(shape.fullmatch(uid) for uid in uids)
+    assert len(set(uids)) == len(uids)
+    assert SITE_UID_BITS >= 128
+    # The middle still draws from all 64 URL-safe characters.
+    assert {"-", "_"} <= set("".join(uid[1:-1] for uid in uids))
+
+
+async def test_sites_created_over_the_api_get_such_uids(srv: RunningServer) -> None:
+    async with await client_for(srv) as api:
+        for _ in range(20):
+            uid = (await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()[
+                "uid"
+            ]
+            assert uid[0].isalnum() and uid[-1].isalnum() and len(uid) == 24
+
+
+async def test_serving_a_database_without_an_admin_says_how_to_create_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="harmone.web.app")
+    async with harmone_server(tmp_path):
+        pass
+    (warning,) = [r for r in caplog.records if "no admin user" in r.getMessage()]
+    assert "harmone init --db URL --admin-email EMAIL" in warning.getMessage()
+    async with harmone_server(tmp_path) as srv:
+        await Accounts(srv.runtime.store).create_user("a@example.com", "x" * 12, "admin")
+    caplog.clear()
+    async with harmone_server(tmp_path):
+        pass
+    assert not [r for r in caplog.records if "no admin user" in r.getMessage()]
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+async def test_non_finite_json_numbers_are_refused_for_every_body(
+    srv: RunningServer, number: str
+) -> None:
+    """Python's JSON reads NaN and Infinity, and 1e999 as infinity: every API body refuses
+    them (a NaN limit made every later allocation fail; issue 10 item 2)."""
+    async with await client_for(srv) as api:
+        site = (await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()
+        tree = '{"tree": {"id": "grid", "max_current": 32}}'
+        assert (
+            await api.put(
+                f"/api/v1/sites/{site['uid']}/load-management",
+                content=tree,
+                headers={"content-type": "application/json"},
+            )
+        ).status_code == 200
+        for method, path, body in [
+            ("PUT", "/load-management/nodes/grid/dynamic-limit", f'{{"limit": {number}}}'),
+            ("PUT", "/load-management", tree.replace("32", number)),
+            ("POST", "/load-management/nodes/grid/readings", f'{{"current": [1, 2, {number}]}}'),
+            ("PATCH", "", f'{{"name": "x", "extra": [{number}]}}'),
+        ]:
+            r = await api.request(
+                method,
+                f"/api/v1/sites/{site['uid']}{path}",
+                content=body,
+                headers={"content-type": "application/json; charset=utf-8"},
+            )
+            assert r.status_code == 422, (path, r.text)
+            assert r.json()["detail"].startswith(f"body: {number} is not a number"), r.text
+        status = (await api.get(f"/api/v1/sites/{site['uid']}/load-management/status")).json()
+        assert status["dynamic_limits"] == {}
+        r = await api.put(
+            f"/api/v1/sites/{site['uid']}/load-management/nodes/grid/dynamic-limit",
+            json={"limit": 1e300},
+        )
+        assert r.status_code < 500  # a finite number goes on to the handler's own rules
+
+
+async def test_times_without_a_utc_offset_are_utc(srv: RunningServer) -> None:
+    """`?since=2026-01-01T00:00:00` (no offset) gave a 500 once the site had samples (naive
+    against aware datetimes; issue 10 item 3): it is UTC."""
+    async with await client_for(srv) as api:
+        uid = (await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()["uid"]
+        base = f"/api/v1/sites/{uid}/load-management"
+        tree = {"tree": {"id": "grid", "max_current": 32, "metered": True}}
+        assert (await api.put(base, json=tree)).status_code == 200
+        r = await api.post(f"{base}/nodes/grid/readings", json={"current": [1, 2, 3]})
+        assert r.status_code == 202, r.text
+        samples: list[object] = []
+
+        async def sampled() -> bool:
+            samples[:] = (await api.get(f"{base}/timeseries")).json()
+            return bool(samples)
+
+        end = asyncio.get_running_loop().time() + 30
+        while not await sampled():
+            assert asyncio.get_running_loop().time() < end, "no sample"
+            await asyncio.sleep(0.05)
+        # More samples may come meanwhile (one per allocation round): at least those seen.
+        for since, at_least in [
+            ("2000-01-01T00:00:00", len(samples)),
+            ("2000-01-01T00:00:00Z", len(samples)),
+            ("2000-01-01T01:00:00+01:00", len(samples)),
+        ]:
+            r = await api.get(f"{base}/timeseries", params={"since": since})
+            assert r.status_code == 200 and len(r.json()) >= at_least, (since, r.text)
+        r = await api.get(f"{base}/timeseries", params={"since": "2999-01-01T00:00:00"})
+        assert (r.status_code, r.json()) == (200, [])
+        r = await api.get(f"{base}/timeseries", params={"since": "yesterday"})
+        assert r.status_code == 422

@@ -20,9 +20,9 @@ from harmone.errors import ConfigError, NotFound
 from harmone.relay.admission import Refusal
 from harmone.relay.charger_auth import FailureCounter, parse_basic
 from harmone.services.accounts import Accounts
+from harmone.services.sites import ocpp_url
 from harmone.store import Store
 from harmone.store.records import Attempt, Site
-from harmone.web.api import ocpp_url
 from harmone.web.serve import RunningServer
 
 PASSWORD = "correct-horse-battery-staple"  # 28 printable ASCII characters

@@ -23,6 +23,7 @@ import pytest_asyncio
 from console_support import cheap_passwords
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from support import harmone_server, strict_run
+from websockets.exceptions import InvalidStatus
 
 from harmone.services.accounts import Accounts
 from harmone.sim.charger import SimulatedCharger
@@ -142,7 +143,16 @@ async def test_support_guide_end_to_end(srv: RunningServer, browser: Browser) ->
         await page.get_by_role("button", name="Copy").click()
         await expect(page.get_by_role("button", name="Copied")).to_be_visible()
         assert await page.evaluate("navigator.clipboard.readText()") == shown
-        await expect(page.get_by_text("wss://{cloud-host}/{site-UID}")).to_be_visible()
+        # Without --public-url the URL is this server's own address: the page says so.
+        port = srv.url.rsplit(":", 1)[1]
+        assert shown == f"ws://127.0.0.1:{port}/{uid}"
+        await expect(page.locator("p.format")).to_have_text(
+            f"URL format: ws://127.0.0.1:{port}/{{site-UID}}"
+        )
+        await expect(page.locator("#local-only")).to_contain_text(
+            "Only this machine can reach this URL"
+        )
+        await expect(page.get_by_text(f"plain WebSocket, port {port}")).to_be_visible()
         await expect(page.get_by_text("Central System URL")).to_be_visible()
         await shot(page, "03-control-hub")
 
@@ -163,6 +173,9 @@ async def test_support_guide_end_to_end(srv: RunningServer, browser: Browser) ->
         await expect(row.get_by_text("#2 Charging")).to_be_visible()
         await expect(row.get_by_text("Connected")).to_be_visible()  # its CPMS link
         await expect(row.get_by_text(re.compile(r"\d+ s ago"))).to_be_visible()
+        await expect(row.locator(".chip.ok")).to_have_text("#1 Available")
+        badge = tabs.locator("[data-charger-count]")
+        await expect(badge).to_have_text("1 / 1")
         assert await page.evaluate("window.__sameDocument === true")
         await shot(page, "04-charging-stations")
 
@@ -193,17 +206,31 @@ async def test_support_guide_end_to_end(srv: RunningServer, browser: Browser) ->
         await charger_page.locator("#inspector-action").select_option("")
         await shot(charger_page, "05-charging-station")
 
-        # Disconnect: both open pages show it offline, still without a reload.
+        # Disconnect: both open pages show it offline, still without a reload, its connectors
+        # as last known (not a green "Available"), and the tab badge counts online / total.
         await sim.close()
         await expect(row.get_by_text("Offline")).to_be_visible()
         await expect(charger_page.locator(".status-strip").get_by_text("Offline")).to_be_visible()
+        await expect(row.locator(".chip.ok")).to_have_count(0)
+        await expect(row.locator(".chip.stale").first).to_have_text("#1 Preparing (last known)")
+        await expect(charger_page.locator(".chip.stale").first).to_contain_text("(last known)")
+        await expect(badge).to_have_text("0 / 1")
         assert await page.evaluate("window.__sameDocument === true")
         assert await charger_page.evaluate("window.__sameDocument === true")
         await shot(page, "06-charging-stations-offline")
 
-        # The connection log lists the attempt; settings and users pages render.
+        # The connection log lists the attempt, and new ones as they happen (no reload).
         await tabs.get_by_role("link", name="Connection log").click()
         await expect(page.locator("table.log").get_by_text("CP-42").first).to_be_visible()
+        await expect(page.locator("[data-live-text]")).to_have_text("Live")
+        await page.evaluate("window.__sameDocument = true")
+        refused = SimulatedCharger(shown, "CP-OLD", subprotocols=["ocpp1.5"])
+        with pytest.raises(InvalidStatus):
+            await refused.connect()
+        first_row = page.locator("table.log tbody tr").first
+        await expect(first_row).to_contain_text("CP-OLD")
+        await expect(first_row).to_contain_text("Refused")
+        assert await page.evaluate("window.__sameDocument === true")
         await shot(page, "07-connection-log")
         await tabs.get_by_role("link", name="Settings").click()
         await shot(page, "08-site-settings")

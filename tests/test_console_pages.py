@@ -113,6 +113,10 @@ async def test_create_site_form(srv: RunningServer) -> None:
         assert r.status_code == 422 and "Cpms_url must start with ws:// or wss://" in r.text
         r = await op.post("/sites", {"name": "", "type": "cloud"})
         assert r.status_code == 422 and 'aria-invalid="true"' in r.text
+        # The service names the field; the page shows the message next to it.
+        assert '<p class="field-error" id="name-error">A site name must not be empty' in r.text
+        r = await op.post("/sites", {"name": "Depot", "type": "roof"})
+        assert r.status_code == 422 and '<p class="field-error" id="type-error">' in r.text
         r = await op.post(
             "/sites", {"name": "Depot", "type": "gateway", "gateway_host": "192.168.1.10"}
         )
@@ -244,6 +248,13 @@ async def test_users_pages(srv: RunningServer) -> None:
             "/users", {"email": "x@example.com", "password": "short", "role": "viewer"}
         )
         assert r.status_code == 422 and "at least 8 characters" in r.text
+        assert '<p class="field-error" id="password-error">A password needs' in r.text
+        r = await admin.post(
+            "/users",
+            {"email": "y@example.com", "password": PASSWORD, "role": "viewer", "access": "some"}
+            | {"sites": ["no-such-site"]},
+        )
+        assert '<p class="field-error" id="sites-error">No site &#39;no-such-site&#39;' in r.text
         r = await admin.post(
             "/users", {"email": "new@example.com", "password": PASSWORD, "role": "viewer"}
         )

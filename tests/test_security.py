@@ -98,6 +98,9 @@ async def test_the_route_lists_are_not_empty() -> None:
     assert ("POST", "/api/v1/users") in API_MUTATING
     assert "/sites/{uid}/settings" in CONSOLE_POSTS and "/logout" in CONSOLE_POSTS
     assert "/api/v1/sites/{uid}/chargers/{charger_id}/frames" in API_SITE_READS
+    # routes added with the sites and chargers services and the live connection log
+    assert ("DELETE", "/api/v1/sites/{uid}/chargers/{charger_id}/password") in API_MUTATING
+    assert "/sites/{uid}/connection-log/events" in CONSOLE_SITE_PAGES
 
 
 def fill(path: str, **values: str) -> str:

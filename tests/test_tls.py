@@ -33,7 +33,7 @@ from websockets.typing import Subprotocol
 from harmone.config import RelayConfig, ServerConfig
 from harmone.errors import ConfigError
 from harmone.services.accounts import Accounts
-from harmone.web.api import ocpp_url
+from harmone.services.sites import ocpp_url
 from harmone.web.serve import RunningServer
 
 PASSWORD = "correct-horse-battery-staple"

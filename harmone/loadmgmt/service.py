@@ -5,7 +5,7 @@ talk to.
 events: it is a hub listener), its `SiteController` (the loop that sends profiles) and its meter
 poller; it persists each site's running state (`LoadStateRepo`) so that a restart resumes from
 what the chargers were last told. It raises the package's errors (`NotFound`, `ConfigError`);
-callers map them to their own world (HTTP statuses in `web/api_loadmgmt.py`).
+callers map them to their own world (HTTP statuses in `web/http_errors.py`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Accounts: users, console sessions and API tokens, and every rule about them.
 
 The REST API, the console and the CLI all go through `Accounts`; none of them touches the
-user, session or token repositories. Errors are the package's own: ConfigError for input that
+user, session or token repositories. Errors are the package's own: InvalidFields for input that
 breaks a rule, Conflict (an e-mail taken, the last admin), NotFound, AuthError; the web layer
 maps them to HTTP.
 
@@ -21,7 +21,7 @@ from collections.abc import Collection
 from datetime import timedelta
 
 from harmone.clock import utcnow
-from harmone.errors import AuthError, ConfigError, Conflict, NotFound
+from harmone.errors import AuthError, Conflict, InvalidFields, NotFound
 from harmone.security import (
     MIN_PASSWORD_LENGTH,
     CachedToken,
@@ -70,22 +70,24 @@ UNCHANGED = Unchanged.UNCHANGED
 
 
 def normalise_email(email: str) -> str:
-    """Lower-cased, stripped e-mail address; ConfigError if it does not look like one."""
+    """Lower-cased, stripped e-mail address; InvalidFields if it does not look like one."""
     value = email.strip().lower()
     if len(value) > 320 or not _EMAIL_RE.fullmatch(value):
-        raise ConfigError(f"not an e-mail address: {email!r}")
+        raise InvalidFields({"email": f"not an e-mail address: {email!r}"})
     return value
 
 
 def check_password(password: str) -> None:
-    """ConfigError for a password too short to be worth hashing."""
+    """InvalidFields for a password too short to be worth hashing."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ConfigError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidFields(
+            {"password": f"a password needs at least {MIN_PASSWORD_LENGTH} characters"}
+        )
 
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
-        raise ConfigError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
+        raise InvalidFields({"role": f"a role is one of {', '.join(ROLES)}, not {role!r}"})
 
 
 def _session_hash(session_id: str) -> str:
@@ -124,7 +126,7 @@ class Accounts:
         check_password(password)
         _check_role(role)
         if role == "admin" and sites is not None:
-            raise ConfigError(_ADMIN_SITES)
+            raise InvalidFields({"sites": _ADMIN_SITES})
         password_hash = await asyncio.to_thread(hash_password, password)
         return await self._users.create(email, password_hash, role, sites)
 
@@ -169,6 +171,10 @@ class Accounts:
         """Every user, oldest first."""
         return await self._users.all()
 
+    async def has_admin(self) -> bool:
+        """Whether an admin exists: without one, nobody can manage users."""
+        return any(user.role == "admin" for user in await self._users.all())
+
     async def user_sites(self, user_id: int) -> SiteScope:
         """The sites user `user_id` may see: None for every site; NotFound for no such user."""
         return await self._users.scope(user_id)
@@ -208,7 +214,7 @@ class Accounts:
             if acting is not None and acting.id == user_id and new_role != before.role:
                 raise Conflict("you cannot change your own role: ask another admin")
             if new_role == "admin" and sites not in (UNCHANGED, None):
-                raise ConfigError(_ADMIN_SITES)
+                raise InvalidFields({"sites": _ADMIN_SITES})
             if before.role == "admin" and new_role != "admin" and not await edit.other_admins():
                 raise Conflict(_LAST_ADMIN)
             await edit.set_role(new_role)

@@ -7,7 +7,9 @@ the columns written are the settings' own fields: a new site field needs no code
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+import string
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -18,9 +20,23 @@ from harmone.store.db import Database
 from harmone.store.models import SiteRow
 from harmone.store.rows import record
 
-__all__ = ["SiteRepo"]
+__all__ = ["SITE_UID_BITS", "SiteRepo", "new_site_uid"]
 
 log = logging.getLogger(__name__)
+
+_ALNUM = string.ascii_letters + string.digits
+_URL_SAFE = _ALNUM + "-_"
+_UID_LENGTH = 24
+#: Randomness of a site UID: 2 letters-or-digits and 22 URL-safe characters (about 143.9).
+SITE_UID_BITS = 2 * math.log2(len(_ALNUM)) + (_UID_LENGTH - 2) * math.log2(len(_URL_SAFE))
+
+
+def new_site_uid() -> str:
+    """24 URL-safe characters (A-Z a-z 0-9 - _) from the system's CSPRNG, about 143.9 random
+    bits; the first and the last are a letter or a digit, because a UID that starts or ends
+    with - or _ is easily misread or mistyped when read out or copied by hand."""
+    middle = "".join(secrets.choice(_URL_SAFE) for _ in range(_UID_LENGTH - 2))
+    return secrets.choice(_ALNUM) + middle + secrets.choice(_ALNUM)
 
 
 class SiteRepo:
@@ -28,19 +44,19 @@ class SiteRepo:
         self._db = db
 
     async def create(self, name: str, type: str, **fields: object) -> Site:
-        """A new site with a fresh unguessable UID (144 random bits, URL-safe); ConfigError
-        for fields that break a rule of `SiteSettings`.
+        """A new site with a fresh unguessable UID (`new_site_uid`); InvalidFields for fields
+        that break a rule of `SiteSettings`.
 
         The UID is part of the OCPP URL chargers are given, so it must not be guessable.
         """
         values = settings(SiteSettings, {"name": name, "type": type, **fields}, "site")
-        uid = secrets.token_urlsafe(18)
+        uid = new_site_uid()
         async with self._db.transaction(write=True) as session:
             row = SiteRow(uid=uid, **values.model_dump())
             session.add(row)
             try:
                 await session.flush()
-            except IntegrityError as exc:  # 144 random bits: only a broken RNG gets here
+            except IntegrityError as exc:  # 143.9 random bits: only a broken RNG gets here
                 raise Conflict(f"site uid {uid} already exists") from exc
             site = record(Site, row)
         log.info("created site %s (%s, %s)", uid, site.type, site.name)

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from harmone.errors import ConfigError, Conflict, NotFound
+from harmone.errors import Conflict, InvalidFields, NotFound
 from harmone.store.db import Database
 from harmone.store.models import ConsoleSessionRow, SiteRow, UserRow, UserSiteRow
 from harmone.store.records import SiteScope, User, UserAccount
@@ -47,7 +47,7 @@ async def _known_sites(session: AsyncSession, sites: Collection[str]) -> frozens
     found = set(await session.scalars(select(SiteRow.uid).where(SiteRow.uid.in_(wanted))))
     missing = sorted(wanted - found)
     if missing:
-        raise ConfigError(f"no site {', '.join(repr(m) for m in missing)}")
+        raise InvalidFields({"sites": f"no site {', '.join(repr(m) for m in missing)}"})
     return wanted
 
 

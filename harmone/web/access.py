@@ -1,6 +1,6 @@
 """Who may do what: roles and site restrictions, shared by the REST API and the console.
 
-Rules (docs/console.md):
+Rules (docs/console.md); a refusal is `harmone.errors.Forbidden` (HTTP 403):
 
 * ``admin``: everything, including users; always sees every site.
 * ``operator``: reads, and creates / edits / deletes sites and chargers.
@@ -18,10 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from harmone.errors import NotFound
+from harmone.errors import Forbidden, NotFound
 from harmone.store.records import Role, Site, SiteScope, User, UserAccount
 
-__all__ = ["ROLE_DESCRIPTIONS", "Access", "Forbidden"]
+__all__ = ["ROLE_DESCRIPTIONS", "Access"]
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ ROLE_DESCRIPTIONS: dict[Role, str] = {
     "operator": "creates and edits sites and charging stations",
     "viewer": "reads only",
 }
-
-
-class Forbidden(Exception):
-    """The user is known but their role does not allow this (HTTP 403)."""
 
 
 @dataclass(frozen=True, slots=True)

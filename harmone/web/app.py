@@ -6,25 +6,25 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
 from harmone import __version__
 from harmone.clock import SystemClock
 from harmone.config import ServerConfig
-from harmone.errors import AuthError, Conflict, HarmoneError, NotFound, StoreError
+from harmone.errors import HarmoneError, StoreError
 from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.directory import StoreDirectory
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.registry import RelayRegistry
-from harmone.services.accounts import Accounts
 from harmone.store import Store
+from harmone.web.api import chargers, connection_log, load_management, sites, users
 from harmone.web.body_limit import BodyLimit
+from harmone.web.console.setup import install as install_console
+from harmone.web.http_errors import install_error_handlers
+from harmone.web.json_numbers import FiniteJsonNumbers
+from harmone.web.runtime import Runtime
 
 __all__ = ["HarmoneApp", "Runtime", "create_app", "open_store"]
 
@@ -33,25 +33,6 @@ log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class Runtime:
-    """Everything a request handler may need, created at start-up."""
-
-    config: ServerConfig
-    store: Store
-    #: The relay registry (the relay's public surface, see relay/registry.py).
-    hub: RelayRegistry
-    #: The URL chargers of cloud sites use, without the site UID.
-    cloud_base_url: str
-    loadmgmt: LoadManagementService
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: Users, console sessions and API tokens (holds the cache of verified tokens).
-    accounts: Accounts = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.accounts = Accounts(self.store)
 
 
 class HarmoneApp:
@@ -125,15 +106,15 @@ async def open_store(db_url: str) -> Store:
 
 
 def _build_api(app: HarmoneApp) -> FastAPI:
-    from harmone.web import console
-    from harmone.web.api import router
-    from harmone.web.api_charger_auth import router as charger_auth_router
-    from harmone.web.api_loadmgmt import router as loadmgmt_router
-    from harmone.web.api_users import router as users_router
-
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with app.lifespan():
+            if app.runtime is not None and not await app.runtime.accounts.has_admin():
+                log.warning(
+                    "no admin user in this database: nobody can sign in to the console or "
+                    "create API tokens. Create one with: harmone init --db URL --admin-email "
+                    "EMAIL --admin-password-file FILE (URL: the same database as harmone serve)"
+                )
             yield
 
     api = FastAPI(
@@ -146,14 +127,12 @@ def _build_api(app: HarmoneApp) -> FastAPI:
         lifespan=lifespan,
     )
     api.state.harmone = app
-    api.include_router(router)
-    api.include_router(loadmgmt_router)
-    api.include_router(users_router)
-    api.include_router(charger_auth_router)
+    for module in (sites, chargers, connection_log, load_management, users):
+        api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:
-        # Validation errors are answered as {"detail": "one readable sentence"} (`invalid`
-        # below), not as FastAPI's list of error objects: document what is sent.
+        # Validation errors are answered as {"detail": "one readable sentence"}
+        # (`harmone.web.http_errors`), not as FastAPI's list of error objects: document that.
         if api.openapi_schema is None:
             schemas = FastAPI.openapi(api).get("components", {}).get("schemas", {})
             if "HTTPValidationError" in schemas:
@@ -171,49 +150,8 @@ def _build_api(app: HarmoneApp) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok" if app.runtime is not None else "starting"}
 
-    @api.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _describe(exc)}, status_code=422)
-
-    @api.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc.detail)},
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
-
-    @api.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @api.exception_handler(Conflict)
-    async def conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @api.exception_handler(AuthError)
-    async def auth_error(_: Request, exc: AuthError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
-
-    @api.exception_handler(HarmoneError)
-    async def other(_: Request, exc: HarmoneError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    # Last: the console wraps the HTTP error handler above to show HTML pages to browsers.
-    console.install(api)
+    install_error_handlers(api)
+    api.add_middleware(FiniteJsonNumbers)
+    # Last: the console wraps the error handlers above to show HTML pages to browsers.
+    install_console(api)
     return api
-
-
-def _describe(exc: RequestValidationError) -> str:
-    """One readable sentence per problem, e.g. "body.cpms_url: must start with ws://"."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        msg = str(err.get("msg", "invalid"))
-        msg = msg.removeprefix("Value error, ")
-        if err.get("type") == "json_invalid":
-            loc, msg = "body", "is not valid JSON"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts) or "invalid request"

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from harmone.web.access import Access
-from harmone.web.api import RuntimeDep
 from harmone.web.console.csrf import check_origin, session_token, tokens_match
 from harmone.web.console.state import console_state
+from harmone.web.runtime import RuntimeDep
 
 __all__ = [
     "LOGIN_COOKIE",

@@ -1,18 +1,19 @@
-"""Reading HTML forms into the REST API's validated bodies, with per-field messages."""
+"""Reading HTML forms, and showing a service's refusal next to the field it concerns."""
 
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from collections.abc import Collection
 
-from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
-__all__ = ["FormErrors", "field", "validate"]
+from harmone.errors import ConfigError, InvalidFields
+
+__all__ = ["FormErrors", "field", "form_errors"]
 
 log = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=BaseModel)
+#: Message per form field; "form" for a message about the whole form.
 FormErrors = dict[str, str]
 
 
@@ -22,14 +23,22 @@ def field(form: FormData, name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def validate(model: type[M], values: dict[str, object]) -> tuple[M | None, FormErrors]:
-    """The model, or the messages to show next to each field."""
-    try:
-        return model.model_validate(values), {}
-    except ValidationError as exc:
-        errors: FormErrors = {}
-        for err in exc.errors():
-            name = str(err["loc"][0]) if err["loc"] else "form"
-            message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            errors.setdefault(name, message[:1].upper() + message[1:])
-        return None, errors
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:]
+
+
+def form_errors(exc: ConfigError, shown: Collection[str]) -> FormErrors:
+    """The messages to show next to each of the `shown` fields (InvalidFields), and above
+    the form for anything else."""
+    if not isinstance(exc, InvalidFields):
+        return {"form": _sentence(str(exc))}
+    errors: FormErrors = {}
+    others = []
+    for name, problem in exc.fields.items():
+        if name in shown:
+            errors[name] = _sentence(problem)
+        else:
+            others.append(f"{name}: {problem}")
+    if others:
+        errors["form"] = _sentence("; ".join(others))
+    return errors

@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 from harmone.errors import NotFound
 from harmone.loadmgmt.service import LoadManagementService
-from harmone.web.app import Runtime
 from harmone.web.console.loadmgmt_view import LoadView, fmt
 from harmone.web.console.render import render_fragment
 from harmone.web.console.sse import sse_message
 from harmone.web.console.state import ConsoleSettings
+from harmone.web.runtime import Runtime
 
 __all__ = ["load_stream", "samples_json", "series_json"]
 

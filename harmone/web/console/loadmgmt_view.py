@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from harmone.errors import NotFound
 from harmone.loadmgmt.service import LoadManagementService
-from harmone.web.app import Runtime
 from harmone.web.console.loadmgmt_forms import LINE_PAIRS, ROTATIONS, charger_form_values
+from harmone.web.runtime import Runtime
 
 if TYPE_CHECKING:
     from harmone.loadmgmt.config import ChargerSettings, SiteLoadConfig
@@ -352,7 +352,7 @@ class ChargerLoadView:
 
 async def site_load_view(rt: Runtime, site_uid: str) -> LoadView:
     """The load-management view of a site, with its charging stations and who is online."""
-    stored = [(c.id, c.name) for c in await rt.store.chargers.of_site(site_uid)]
+    stored = [(c.id, c.name) for c in await rt.chargers.of_site(site_uid)]
     online = [lc.id for lc in rt.hub.live_for_site(site_uid) if lc.connected]
     return load_view(rt.loadmgmt, site_uid, stored, online)
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from harmone.errors import AuthError
-from harmone.web.api import RuntimeDep
 from harmone.web.console.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -26,6 +25,7 @@ from harmone.web.console.csrf import check_origin, new_login_token, tokens_match
 from harmone.web.console.forms import field
 from harmone.web.console.render import render
 from harmone.web.console.state import console_state
+from harmone.web.runtime import RuntimeDep
 
 __all__ = ["router"]
 
@@ -55,6 +55,7 @@ def _login_page(
     notice: str | None = None,
     status: int = 200,
     headers: dict[str, str] | None = None,
+    no_admin: bool = False,
 ) -> Response:
     token = new_login_token()
     response = render(
@@ -67,6 +68,7 @@ def _login_page(
             "error": error,
             "notice": notice,
             "insecure": _insecure_transport(request),
+            "no_admin": no_admin,
         },
         session=None,
         status=status,
@@ -87,6 +89,7 @@ async def home(session: OptionalSession) -> Response:
 @router.get("/login")
 async def login_form(
     request: Request,
+    rt: RuntimeDep,
     session: OptionalSession,
     next_url: Annotated[str | None, Query(alias="next")] = None,
     bye: int = 0,
@@ -94,7 +97,10 @@ async def login_form(
     if session is not None:
         return RedirectResponse(safe_next(next_url), status_code=303)
     return _login_page(
-        request, next_url=safe_next(next_url), notice="You are signed out." if bye else None
+        request,
+        next_url=safe_next(next_url),
+        notice="You are signed out." if bye else None,
+        no_admin=not await rt.accounts.has_admin(),
     )
 
 

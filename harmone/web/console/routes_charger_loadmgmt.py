@@ -13,8 +13,6 @@ from starlette.responses import RedirectResponse, Response
 
 from harmone.errors import NotFound
 from harmone.store.records import Charger, Site
-from harmone.web.api import RuntimeDep
-from harmone.web.app import Runtime
 from harmone.web.console.auth import ConsoleSession, SessionDep, checked_form
 from harmone.web.console.forms import FormErrors
 from harmone.web.console.loadmgmt_forms import charger_form_values, read_charger_form
@@ -22,6 +20,7 @@ from harmone.web.console.render import charger_path
 from harmone.web.console.routes_chargers import _load, _page
 from harmone.web.console.routes_loadmgmt import apply_edit, refused_status, version_of
 from harmone.web.console.routes_sites import require
+from harmone.web.runtime import Runtime, RuntimeDep
 
 __all__ = ["router"]
 

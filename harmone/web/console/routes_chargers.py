@@ -5,23 +5,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from harmone.errors import ConfigError
 from harmone.store.records import Charger, Site
-from harmone.web.api import RuntimeDep, charger_out, patch_charger, site_out
-from harmone.web.app import Runtime
 from harmone.web.console.auth import ConsoleSession, PageError, SessionDep, checked_form
-from harmone.web.console.forms import field, validate
+from harmone.web.console.forms import field, form_errors
 from harmone.web.console.frames import describe_frames
 from harmone.web.console.loadmgmt_view import charger_load_context
 from harmone.web.console.render import charger_path, render
 from harmone.web.console.routes_sites import load_site, require
 from harmone.web.console.sse import charger_stream, event_stream_response
 from harmone.web.console.state import console_state
-from harmone.web.schemas import ChargerPatch
+from harmone.web.runtime import Runtime, RuntimeDep
+from harmone.web.schemas import charger_out, site_out
 
 __all__ = ["router"]
 
@@ -40,7 +41,7 @@ async def _load(
     rt: Runtime, session: ConsoleSession, uid: str, charger_id: str
 ) -> tuple[Site, Charger]:
     site = await load_site(rt, session, uid)
-    charger = await rt.store.chargers.find(uid, charger_id)
+    charger = await rt.chargers.find(uid, charger_id)
     if charger is None:
         raise PageError(
             404,
@@ -65,7 +66,7 @@ async def _page(
     limit = console_state(request).settings.inspector_frames
     frames = describe_frames(rt.hub.frames(site.uid, charger.id)[-limit:])
     context: dict[str, Any] = {
-        "site": site_out(site, rt),
+        "site": site_out(site, rt.sites.ocpp_url(site)),
         "c": out,
         "frames": frames,
         "frame_limit": limit,
@@ -112,22 +113,13 @@ async def save_charger(
             {"cpms_url": "Enter the CPMS URL, or choose to use the site's CPMS."},
             422,
         )
-    body, errors = validate(
-        ChargerPatch,
-        {"name": values["name"] or None, "cpms_url": values["cpms_url"] if own else None},
-    )
-    if body is None:
-        return await _page(request, rt, session, site, charger, values, errors, 422)
-    before = charger.cpms_url or site.cpms_url
-    was_connected = (uid, charger_id) in rt.hub.links
+    changes = {"name": values["name"] or None, "cpms_url": values["cpms_url"] if own else None}
     try:
-        await patch_charger(uid, charger_id, body, rt, session.access.user)
-    except HTTPException as exc:
-        return await _page(
-            request, rt, session, site, charger, values, {"form": str(exc.detail)}, 422
-        )
-    after = body.cpms_url or site.cpms_url
-    done = "reconnected" if was_connected and before != after else "saved"
+        update = await rt.chargers.update(uid, charger_id, changes)
+    except ConfigError as exc:
+        errors = form_errors(exc, ("name", "cpms_url"))
+        return await _page(request, rt, session, site, charger, values, errors, 422)
+    done = "reconnected" if update.reconnected else "saved"
     return RedirectResponse(f"{charger_path(uid, charger_id)}?done={done}", status_code=303)
 
 
@@ -138,13 +130,13 @@ async def charger_events(
     request: Request,
     rt: RuntimeDep,
     session: SessionDep,
-    after: Annotated[float | None, Query()] = None,
+    after: Annotated[float | None, Query(allow_inf_nan=False)] = None,
 ) -> StreamingResponse:
     await _load(rt, session, uid, charger_id)
     # A reconnecting EventSource says what it saw last; that wins over the page's value.
     last_id = request.headers.get("last-event-id")
     if last_id:
         with contextlib.suppress(ValueError):
-            after = float(last_id)
+            after = float(last_id) if math.isfinite(float(last_id)) else after
     settings = console_state(request).settings
     return event_stream_response(charger_stream(rt, settings, uid, charger_id, after))

@@ -23,8 +23,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 
 from harmone.errors import ConfigError, Conflict
 from harmone.store.records import Site
-from harmone.web.api import RuntimeDep
-from harmone.web.app import Runtime
 from harmone.web.console.auth import ConsoleSession, SessionDep, checked_form
 from harmone.web.console.forms import FormErrors
 from harmone.web.console.forms import field as text
@@ -40,6 +38,7 @@ from harmone.web.console.render import render
 from harmone.web.console.routes_sites import _site_tab, load_site, require
 from harmone.web.console.sse import event_stream_response
 from harmone.web.console.state import console_state
+from harmone.web.runtime import Runtime, RuntimeDep
 
 __all__ = ["apply_edit", "people_words", "refused_status", "router", "version_of"]
 

@@ -1,8 +1,8 @@
 """Site pages: the list, creation, and a site's tabs (Control Hub, charging stations,
 connection log, settings), deletion, and the live stream of the charging stations tab.
 
-Changes go through the REST API's own handlers, so that the console and the API cannot
-drift apart (same validation, same reconnection of chargers when a CPMS changes).
+Changes go through `SiteService`, as the REST API's do, so that the console and the API
+cannot drift apart (same rules, same reconnection of chargers when a CPMS changes).
 """
 
 from __future__ import annotations
@@ -10,27 +10,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from harmone.errors import ConfigError, Forbidden
 from harmone.store.records import Site
-from harmone.web.access import Forbidden
-from harmone.web.api import (
-    RuntimeDep,
-    attempt_out,
-    charger_out,
-    create_site,
-    delete_site_and_disconnect,
-    patch_site,
-    site_out,
-)
-from harmone.web.app import Runtime
 from harmone.web.console.auth import ConsoleSession, PageError, SessionDep, checked_form
-from harmone.web.console.forms import FormErrors, field, validate
+from harmone.web.console.control_hub import ocpp_url_facts
+from harmone.web.console.forms import field, form_errors
 from harmone.web.console.render import render
-from harmone.web.console.sse import event_stream_response, site_stream
+from harmone.web.console.sse import (
+    LOG_ROWS,
+    connection_log_stream,
+    event_stream_response,
+    site_stream,
+)
 from harmone.web.console.state import console_state
-from harmone.web.schemas import SiteIn, SitePatch
+from harmone.web.runtime import Runtime, RuntimeDep
+from harmone.web.schemas import SiteOut, attempt_out, charger_out, site_out
 
 __all__ = ["load_site", "require", "router"]
 
@@ -55,7 +52,7 @@ def require(check: Any) -> None:
 
 async def load_site(rt: Runtime, session: ConsoleSession, uid: str) -> Site:
     """The site, or a 404 page, also for sites outside the user's scope (indistinguishable)."""
-    site = await rt.store.sites.find(uid) if session.access.sees(uid) else None
+    site = await rt.sites.find(uid) if session.access.sees(uid) else None
     if site is None:
         raise PageError(
             404,
@@ -69,7 +66,7 @@ def _notice(request: Request) -> str | None:
     return _NOTICES.get(request.query_params.get("done", ""))
 
 
-def _site_form_values(form_fields: dict[str, str]) -> dict[str, object]:
+def _site_form_values(form_fields: dict[str, str]) -> dict[str, str | None]:
     kind = form_fields["type"]
     return {
         "name": form_fields["name"],
@@ -78,6 +75,10 @@ def _site_form_values(form_fields: dict[str, str]) -> dict[str, object]:
         "gateway_host": (form_fields["gateway_host"] or None) if kind == "gateway" else None,
         "cpms_url": form_fields["cpms_url"] or None,
     }
+
+
+def _out(rt: Runtime, site: Site) -> SiteOut:
+    return site_out(site, rt.sites.ocpp_url(site))
 
 
 async def _site_tab(
@@ -91,9 +92,10 @@ async def _site_tab(
 ) -> Response:
     live = rt.hub.live_for_site(site.uid)
     context: dict[str, Any] = {
-        "site": site_out(site, rt),
+        "site": _out(rt, site),
         "tab": tab,
         "online": sum(1 for lc in live if lc.connected),
+        "total": (await rt.chargers.counts()).get(site.uid, 0),
         "notice": _notice(request),
     }
     context.update(extra or {})
@@ -104,7 +106,7 @@ async def _site_tab(
 @router.get("/sites")
 async def sites_page(request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
     query = request.query_params.get("q", "").strip()
-    sites = session.access.visible(await rt.store.sites.all())
+    sites = session.access.visible(await rt.sites.all())
     if query:
         needle = query.lower()
         sites = [
@@ -115,10 +117,10 @@ async def sites_page(request: Request, rt: RuntimeDep, session: SessionDep) -> R
                 for value in (s.name, s.uid, s.gateway_host, s.cpms_url)
             )
         ]
-    counts = await rt.store.chargers.counts()
+    counts = await rt.chargers.counts()
     rows = [
         {
-            "site": site_out(s, rt),
+            "site": _out(rt, s),
             "chargers": counts.get(s.uid, 0),
             "online": sum(1 for lc in rt.hub.live_for_site(s.uid) if lc.connected),
         }
@@ -144,14 +146,19 @@ async def create_site_form(request: Request, rt: RuntimeDep, session: SessionDep
     form = await checked_form(request, session)
     require(session.access.require_site_creator)
     fields = {k: field(form, k) for k in ("name", "type", "gateway_host", "cpms_url")}
-    body, errors = validate(SiteIn, _site_form_values(fields))
-    if body is not None:
-        try:
-            created = await create_site(body, rt, session.access)
-        except HTTPException as exc:
-            errors = _field_error(str(exc.detail))
-        else:
-            return RedirectResponse(f"/sites/{created.uid}?done=created", status_code=303)
+    values = _site_form_values(fields)
+    try:
+        created = await rt.sites.create(
+            fields["name"],
+            fields["type"],
+            gateway_host=values["gateway_host"],
+            cpms_url=values["cpms_url"],
+        )
+    except ConfigError as exc:
+        errors = form_errors(exc, fields)
+    else:
+        log.info("site=%s created by %s", created.uid, session.access.user.email)
+        return RedirectResponse(f"/sites/{created.uid}?done=created", status_code=303)
     return render(
         request,
         "sites/new.html",
@@ -159,14 +166,6 @@ async def create_site_form(request: Request, rt: RuntimeDep, session: SessionDep
         session=session,
         status=422,
     )
-
-
-def _field_error(detail: str) -> FormErrors:
-    """'gateway_host: a gateway site needs …' -> {'gateway_host': 'A gateway site needs …'}."""
-    name, sep, message = detail.partition(": ")
-    if sep and name.isidentifier():
-        return {name: message[:1].upper() + message[1:]}
-    return {"form": detail}
 
 
 # -- a site's tabs --
@@ -182,13 +181,18 @@ async def control_hub(uid: str, request: Request, rt: RuntimeDep, session: Sessi
     site = await load_site(rt, session, uid)
     await rt.hub.flush_attempts()
     latest = await rt.store.attempts.of_site(uid, 1)
+    url = rt.sites.ocpp_url(site)
     return await _site_tab(
         request,
         rt,
         session,
         site,
         "control-hub",
-        {"latest": attempt_out(latest[0]) if latest else None},
+        {
+            "latest": attempt_out(latest[0]) if latest else None,
+            "url": ocpp_url_facts(url, site.uid),
+            "public_url_set": rt.config.public_url is not None,
+        },
     )
 
 
@@ -196,8 +200,7 @@ async def control_hub(uid: str, request: Request, rt: RuntimeDep, session: Sessi
 async def chargers_tab(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
     site = await load_site(rt, session, uid)
     chargers = [
-        charger_out(c, rt.hub.live_state(uid, c.id), site)
-        for c in await rt.store.chargers.of_site(uid)
+        charger_out(c, rt.hub.live_state(uid, c.id), site) for c in await rt.chargers.of_site(uid)
     ]
     return await _site_tab(request, rt, session, site, "chargers", {"chargers": chargers})
 
@@ -216,8 +219,17 @@ async def connection_log_tab(
 ) -> Response:
     site = await load_site(rt, session, uid)
     await rt.hub.flush_attempts()
-    attempts = [attempt_out(a) for a in await rt.store.attempts.of_site(uid, 200)]
+    attempts = [attempt_out(a) for a in await rt.store.attempts.of_site(uid, LOG_ROWS)]
     return await _site_tab(request, rt, session, site, "connection-log", {"attempts": attempts})
+
+
+@router.get("/sites/{uid}/connection-log/events")
+async def connection_log_events(
+    uid: str, request: Request, rt: RuntimeDep, session: SessionDep
+) -> StreamingResponse:
+    site = await load_site(rt, session, uid)
+    settings = console_state(request).settings
+    return event_stream_response(connection_log_stream(rt, settings, site.uid))
 
 
 @router.get("/sites/{uid}/settings")
@@ -241,14 +253,12 @@ async def save_settings(
     site = await load_site(rt, session, uid)
     require(session.access.require_writer)
     fields = {k: field(form, k) for k in ("name", "type", "gateway_host", "cpms_url")}
-    body, errors = validate(SitePatch, _site_form_values(fields))
-    if body is not None:
-        try:
-            await patch_site(uid, body, rt, session.access.user)
-        except HTTPException as exc:
-            errors = _field_error(str(exc.detail))
-        else:
-            return RedirectResponse(f"/sites/{uid}/settings?done=saved", status_code=303)
+    try:
+        await rt.sites.update(uid, _site_form_values(fields))
+    except ConfigError as exc:
+        errors = form_errors(exc, fields)
+    else:
+        return RedirectResponse(f"/sites/{uid}/settings?done=saved", status_code=303)
     return await _site_tab(
         request, rt, session, site, "settings", {"values": fields, "errors": errors}, 422
     )
@@ -259,7 +269,7 @@ async def save_settings(
 async def delete_page(uid: str, request: Request, rt: RuntimeDep, session: SessionDep) -> Response:
     site = await load_site(rt, session, uid)
     require(session.access.require_writer)
-    chargers = await rt.store.chargers.of_site(uid)
+    chargers = await rt.chargers.of_site(uid)
     return await _site_tab(request, rt, session, site, "delete", {"chargers": len(chargers)})
 
 
@@ -270,7 +280,7 @@ async def delete_site_form(
     await checked_form(request, session)
     site = await load_site(rt, session, uid)
     require(session.access.require_writer)
-    disconnected = await delete_site_and_disconnect(rt, site.uid)
+    disconnected = await rt.sites.delete(site.uid)
     log.info(
         "site=%s deleted by %s (%d charger(s) disconnected)",
         site.uid,

@@ -15,8 +15,6 @@ from harmone.errors import ConfigError, Conflict, NotFound
 from harmone.security import MIN_PASSWORD_LENGTH
 from harmone.services.accounts import UNCHANGED, Unchanged
 from harmone.store.records import UserAccount
-from harmone.web.api import RuntimeDep
-from harmone.web.app import Runtime
 from harmone.web.console.auth import (
     ConsoleSession,
     PageError,
@@ -24,10 +22,11 @@ from harmone.web.console.auth import (
     checked_form,
     set_session_cookie,
 )
-from harmone.web.console.forms import FormErrors, field
+from harmone.web.console.forms import FormErrors, field, form_errors
 from harmone.web.console.render import render
 from harmone.web.console.routes_sites import require
 from harmone.web.console.state import console_state
+from harmone.web.runtime import Runtime, RuntimeDep
 
 __all__ = ["router"]
 
@@ -36,6 +35,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 _ROLES = ("admin", "operator", "viewer")
+_USER_FIELDS = ("email", "password", "role", "sites")
 _NOTICES = {
     "created": "User created.",
     "saved": "User saved.",
@@ -134,7 +134,7 @@ async def create_user_form(request: Request, rt: RuntimeDep, session: SessionDep
                 sites if limited else None,
             )
         except ConfigError as exc:
-            errors = _error_for(str(exc))
+            errors = form_errors(exc, _USER_FIELDS)
         except Conflict as exc:
             errors = {"email": str(exc)[:1].upper() + str(exc)[1:]}
         else:
@@ -142,17 +142,6 @@ async def create_user_form(request: Request, rt: RuntimeDep, session: SessionDep
     return await _form_page(
         request, rt, session, account=None, values=values, errors=errors, status=422
     )
-
-
-def _error_for(message: str) -> FormErrors:
-    text = message[:1].upper() + message[1:]
-    if "e-mail" in message:
-        return {"email": text}
-    if "password" in message:
-        return {"password": text}
-    if "site" in message:
-        return {"sites": text}
-    return {"form": text}
 
 
 @router.get("/users/{user_id}")
@@ -202,7 +191,7 @@ async def save_user(
                 acting=session.access.user,
             )
         except ConfigError as exc:
-            errors = _error_for(str(exc))
+            errors = form_errors(exc, _USER_FIELDS)
         except Conflict as exc:
             errors = {"role": str(exc)[:1].upper() + str(exc)[1:]}
         else:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from harmone.errors import NotFound
+from harmone.errors import HarmoneError
 from harmone.web.console import (
     routes_auth,
     routes_charger_loadmgmt,
@@ -27,6 +27,8 @@ from harmone.web.console.auth import LoginRequired, PageError, optional_session
 from harmone.web.console.ratelimit import LoginRateLimiter
 from harmone.web.console.render import STATIC_DIR, render
 from harmone.web.console.state import ConsoleSettings, ConsoleState
+from harmone.web.http_errors import status_of
+from harmone.web.runtime import RuntimeSource
 
 __all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "install"]
 
@@ -112,21 +114,30 @@ def install(api: FastAPI, settings: ConsoleSettings | None = None) -> None:
     api.add_exception_handler(LoginRequired, login_required)
     api.add_exception_handler(PageError, page_error)
     # Browsers get HTML error pages; /api/ keeps the application's JSON answers.
-    for kind in (StarletteHTTPException, NotFound):
+    for kind in (StarletteHTTPException, HarmoneError):
         api.add_exception_handler(kind, _html_for_pages(api.exception_handlers.get(kind)))
+
+
+_TITLES = {403: "Not allowed", 404: "Page not found", 405: "Not allowed here"}
+_MESSAGES = {
+    404: "There is nothing at this address, or you do not have access to it.",
+    405: "This page cannot be used that way.",
+}
 
 
 def _html_for_pages(previous: Any) -> Callable[[Request, Exception], Awaitable[Response]]:
     async def handler(request: Request, exc: Exception) -> Response:
-        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 404
-        if _is_page(request) and status in (404, 405):
+        if isinstance(exc, StarletteHTTPException):
+            status, message = exc.status_code, str(exc.detail)
+        else:
+            assert isinstance(exc, HarmoneError)
+            status, message = status_of(exc), str(exc)
+        if _is_page(request) and status >= 400:
             return await _error_page(
                 request,
                 status,
-                "Page not found" if status == 404 else "Not allowed here",
-                "There is nothing at this address, or you do not have access to it."
-                if status == 404
-                else "This page cannot be used that way.",
+                _TITLES.get(status, "Request refused"),
+                _MESSAGES.get(status, message[:1].upper() + message[1:]),
             )
         if previous is None:  # pragma: no cover - the application registers one
             raise exc
@@ -139,7 +150,8 @@ def _html_for_pages(previous: Any) -> Callable[[Request, Exception], Awaitable[R
 
 async def _error_page(request: Request, status: int, title: str, message: str) -> Response:
     session = getattr(request.state, "console_session", None)
-    runtime = request.app.state.harmone.runtime
+    source: RuntimeSource = request.app.state.harmone
+    runtime = source.runtime
     if session is None and runtime is not None:
         # No route ran (an unknown address): look the session up for the navigation bar.
         session = await optional_session(request, runtime)

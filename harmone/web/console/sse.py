@@ -1,7 +1,7 @@
 """Live updates for console pages as server-sent events (EventSource in the browser).
 
-Each stream subscribes to the relay hub *before* it reads the current state, so nothing that
-happens in between is missed. Events that arrive together (a burst of frames) are coalesced
+Each stream subscribes to the relay registry *before* it reads the current state, so nothing
+that happens in between is missed. Events that arrive together (a burst of frames) are coalesced
 for `stream_coalesce` seconds and rendered once. A stream ends after `stream_lifetime`
 seconds: the browser reconnects at once (the `retry` field), the session is checked again,
 and a server shutting down is never kept waiting by an open page for long.
@@ -11,6 +11,8 @@ Site stream events: `snapshot` {html: every row}, `charger` {id, html: its row},
 Charger stream events: `frames` [{at, action, html}, ...] oldest first (id: the newest
 frame's time, so that a reconnecting browser gets only what it has not seen),
 `state` {html, connected}, `seen`.
+Connection log stream events: `log` {html: every row, newest first} on connect and whenever
+the log changed, `gone`.
 """
 
 from __future__ import annotations
@@ -25,20 +27,32 @@ from starlette.responses import StreamingResponse
 
 from harmone.errors import NotFound
 from harmone.relay.live_events import ChargerEvent
-from harmone.web.api import charger_out
-from harmone.web.app import Runtime
+from harmone.store.records import Attempt
 from harmone.web.console.frames import describe_frames
 from harmone.web.console.render import render_fragment
 from harmone.web.console.state import ConsoleSettings
+from harmone.web.runtime import Runtime
+from harmone.web.schemas import attempt_out, charger_out
 
-__all__ = ["charger_stream", "event_stream_response", "site_stream", "sse_message"]
+__all__ = [
+    "charger_stream",
+    "connection_log_stream",
+    "event_stream_response",
+    "site_stream",
+    "sse_message",
+]
 
 log = logging.getLogger(__name__)
 
 _KEEPALIVE = 15.0
-#: The charger stream also looks for new frames this often: the hub announces frames from
+#: The charger stream also looks for new frames this often: the registry announces frames from
 #: the charger, while frames from the CPMS or HARMON-E are only seen when they are recorded.
 _FRAME_POLL = 1.0
+#: The connection log stream reads the log this often: the registry announces connections, not
+#: refused attempts. A charger connecting or leaving wakes it at once.
+_LOG_POLL = 1.0
+#: Rows of the connection log tab.
+LOG_ROWS = 200
 
 
 def sse_message(event: str, data: Any, event_id: str | None = None) -> str:
@@ -56,12 +70,19 @@ def event_stream_response(stream: AsyncIterator[str]) -> StreamingResponse:
 
 
 async def _batches(
-    queue: asyncio.Queue[ChargerEvent], site_uid: str, settings: ConsoleSettings, wait: float
+    queue: asyncio.Queue[ChargerEvent],
+    site_uid: str,
+    settings: ConsoleSettings,
+    wait: float,
+    *,
+    at_once: bool = False,
 ) -> AsyncIterator[tuple[set[str], set[str]] | None]:
     """(changed charger ids, seen charger ids) of this site, coalesced; None when `wait`
-    seconds pass quietly. Ends after the stream lifetime."""
+    seconds pass quietly (and first of all, with `at_once`). Ends after the stream lifetime."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.stream_lifetime
+    if at_once:
+        yield None
     while (remaining := deadline - loop.time()) > 0:
         try:
             first = await asyncio.wait_for(queue.get(), min(wait, remaining))
@@ -83,8 +104,8 @@ async def site_stream(rt: Runtime, settings: ConsoleSettings, site_uid: str) -> 
     async with rt.hub.subscribe() as queue:
         yield "retry: 1000\n\n"
         try:
-            site = await rt.store.sites.get(site_uid)
-            chargers = await rt.store.chargers.of_site(site_uid)
+            site = await rt.sites.get(site_uid)
+            chargers = await rt.chargers.of_site(site_uid)
         except NotFound:
             yield sse_message("gone", {})
             return
@@ -102,12 +123,12 @@ async def site_stream(rt: Runtime, settings: ConsoleSettings, site_uid: str) -> 
                 yield ": keepalive\n\n"
                 continue
             changed, seen = batch
-            site_now = await rt.store.sites.find(site_uid)
+            site_now = await rt.sites.find(site_uid)
             if site_now is None:
                 yield sse_message("gone", {})
                 return
             for charger_id in sorted(changed):
-                stored = await rt.store.chargers.find(site_uid, charger_id)
+                stored = await rt.chargers.find(site_uid, charger_id)
                 if stored is None:
                     continue
                 out = charger_out(stored, rt.hub.live_state(site_uid, charger_id), site_now)
@@ -140,8 +161,8 @@ async def charger_stream(
             return [f for f in described if last_at is None or f["at"] > last_at]
 
         async def state() -> str | None:
-            site = await rt.store.sites.find(site_uid)
-            stored = await rt.store.chargers.find(site_uid, charger_id)
+            site = await rt.sites.find(site_uid)
+            stored = await rt.chargers.find(site_uid, charger_id)
             if site is None or stored is None:
                 return None
             out = charger_out(stored, rt.hub.live_state(*key), site)
@@ -186,3 +207,38 @@ async def charger_stream(
                     yield sse_message(
                         "seen", {"id": charger_id, "last_seen": live.last_seen.isoformat()}
                     )
+
+
+async def connection_log_stream(
+    rt: Runtime, settings: ConsoleSettings, site_uid: str
+) -> AsyncIterator[str]:
+    """The connection log tab: every row on connect, then again whenever the log changed."""
+    shown: list[Attempt] | None = None
+
+    async def changed_rows() -> str | None:
+        """The `log` event if the log changed since it was last sent, else None."""
+        nonlocal shown
+        await rt.hub.flush_attempts()
+        attempts = await rt.store.attempts.of_site(site_uid, LOG_ROWS)
+        if attempts == shown:
+            return None
+        shown = attempts
+        rows = [render_fragment("partials/attempt_row.html", a=attempt_out(a)) for a in attempts]
+        return sse_message("log", {"html": "".join(rows)})
+
+    async with rt.hub.subscribe() as queue:
+        yield "retry: 1000\n\n"
+        quiet = 0.0
+        async for batch in _batches(queue, site_uid, settings, _LOG_POLL, at_once=True):
+            if await rt.sites.find(site_uid) is None:
+                yield sse_message("gone", {})
+                return
+            message = await changed_rows()
+            if message is not None:
+                quiet = 0.0
+                yield message
+            elif batch is None:
+                quiet += _LOG_POLL
+                if quiet >= _KEEPALIVE:
+                    quiet = 0.0
+                    yield ": keepalive\n\n"

@@ -3,7 +3,8 @@
  * - the Copy button of the Control Hub (Clipboard API, with a fallback);
  * - form fields shown or hidden by a choice (gateway address, own CPMS, site list);
  * - live updates over server-sent events: charging stations list, charging station page,
- *   and the message inspector (pause / resume, filter by action, search, expand).
+ *   the connection log, and the message inspector (pause / resume, filter by action,
+ *   search, expand).
  * The server renders every piece of HTML; this file only places it. */
 (function () {
   "use strict";
@@ -151,9 +152,10 @@
       if (summary) {
         summary.textContent = online + " online · " + rows + " charging station" + (rows === 1 ? "" : "s");
       }
-      var count = document.querySelector("[data-online-count]");
+      var count = document.querySelector("[data-charger-count]");
       if (count) {
-        count.textContent = online;
+        count.querySelector("[data-online-count]").textContent = online;
+        count.querySelector("[data-total-count]").textContent = rows;
         count.classList.toggle("has", online > 0);
       }
       chargers.querySelector("[data-empty]").hidden = rows > 0;
@@ -191,6 +193,26 @@
       gone: function () { siteGone(source); }
     });
     summarise();
+  }
+
+  // -- connection log tab ------------------------------------------------------------------
+  var connectionLog = document.getElementById("connection-log");
+  if (connectionLog && connectionLog.dataset.stream) {
+    var logRows = connectionLog.querySelector("[data-rows]");
+    var logSource = stream(connectionLog.dataset.stream, {
+      log: function (data) {
+        var fresh = parseHTML(data.html);
+        var changed = logRows.rows.length > 0 && fresh.children.length > 0 &&
+          fresh.firstElementChild.textContent !== logRows.rows[0].textContent;
+        logRows.replaceChildren(fresh);
+        if (changed) logRows.rows[0].classList.add("flash");
+        var any = logRows.rows.length > 0;
+        connectionLog.querySelector("[data-log-table]").hidden = !any;
+        connectionLog.querySelector("[data-empty]").hidden = any;
+        tick();
+      },
+      gone: function () { siteGone(logSource); }
+    });
   }
 
   // -- charging station page and message inspector -----------------------------------------

@@ -6,14 +6,15 @@ import logging
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from harmone.errors import ConfigError
+from harmone.errors import InvalidFields
 from harmone.security import MIN_PASSWORD_LENGTH
 from harmone.services.accounts import UNCHANGED, Unchanged
 from harmone.store.records import UserAccount
-from harmone.web.api import AdminDep, RuntimeDep
+from harmone.web.api.auth import AdminDep
+from harmone.web.runtime import RuntimeDep
 
 __all__ = ["UserIn", "UserOut", "UserPatch", "router", "user_out"]
 
@@ -32,7 +33,22 @@ class _Strict(BaseModel):
 
 
 class UserIn(_Strict):
-    email: str = Field(min_length=3, max_length=320)
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {"email": "operator@example.com", "password": "a long passphrase", "sites": None}
+            ]
+        },
+    )
+
+    email: str = Field(
+        min_length=3,
+        max_length=320,
+        # documented; the accounts service checks it and says what is wrong
+        json_schema_extra={"pattern": r"^[^@\s]+@[^@\s]+$"},
+    )
     password: str = Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)
     role: RoleName = "operator"
     sites: list[str] | None = Field(default=None, description=_SITES_DOC)
@@ -70,10 +86,7 @@ async def list_users(rt: RuntimeDep, _: AdminDep) -> list[UserOut]:
 
 @router.post("", status_code=201, response_model=UserOut)
 async def create_user(body: UserIn, rt: RuntimeDep, _: AdminDep) -> UserOut:
-    try:
-        account = await rt.accounts.create_account(body.email, body.password, body.role, body.sites)
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
+    account = await rt.accounts.create_account(body.email, body.password, body.role, body.sites)
     return user_out(account)
 
 
@@ -93,16 +106,13 @@ async def patch_user(user_id: UserId, body: UserPatch, rt: RuntimeDep, admin: Ad
     fields = body.model_dump(exclude_unset=True)
     for name in ("role", "password"):
         if name in fields and fields[name] is None:
-            raise HTTPException(422, f"{name}: must not be null")
+            raise InvalidFields({name: "must not be null"})
     role: str | Unchanged = fields.get("role", UNCHANGED)
     sites: list[str] | Unchanged | None = fields.get("sites", UNCHANGED)
     password: str | Unchanged = fields.get("password", UNCHANGED)
-    try:
-        account = await rt.accounts.update_account(
-            user_id, role=role, sites=sites, password=password, acting=admin.user
-        )
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
+    account = await rt.accounts.update_account(
+        user_id, role=role, sites=sites, password=password, acting=admin.user
+    )
     return user_out(account)
 
 

@@ -1,17 +1,21 @@
-"""REST API v1 for load management: configuration, status, time series, meters, limits."""
+"""REST API v1 for load management: configuration, status, time series, meters, limits.
+
+Everything goes through `LoadManagementService` (`rt.loadmgmt`); its ConfigError and NotFound
+become 422 and 404 in `harmone.web.http_errors`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from harmone.errors import ConfigError
 from harmone.loadmgmt.service import SiteLoadStatus
-from harmone.web.api import RuntimeDep, UserDep, WriterDep
+from harmone.web.api.auth import UserDep, WriterDep
+from harmone.web.runtime import RuntimeDep
+from harmone.web.schemas import UtcDatetime
 
 __all__ = ["router"]
 
@@ -75,6 +79,23 @@ class ChargerIn(_Strict):
 
 
 class LoadConfigIn(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "policy": "equal_share",
+                    "tree": {
+                        "id": "grid",
+                        "max_current": 63,
+                        "children": [{"id": "garage", "max_current": 32}],
+                    },
+                    "chargers": {"CP-1": {"node": "garage", "max_current": 32}},
+                }
+            ]
+        },
+    )
+
     enabled: bool = True
     policy: Literal["equal_share", "first_come_first_served", "priority"] = "equal_share"
     resend_step: float = Field(1.0, ge=0, description="re-send when the limit moves this much, A")
@@ -85,6 +106,11 @@ class LoadConfigIn(_Strict):
 
 
 class ReadingIn(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"current": [12.5, 10.0, 8.0]}, {"power": [2300, 0, 0]}]},
+    )
+
     current: list[float] | None = Field(
         None, min_length=3, max_length=3, description="non-charger load per phase, A"
     )
@@ -96,23 +122,22 @@ class ReadingIn(_Strict):
 
 
 class DynamicLimitIn(_Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"limit": 16}]})
+
     limit: float | None = Field(description="A per phase; null removes it; 0 suspends charging")
 
 
 @router.get("")
 async def get_config(uid: str, rt: RuntimeDep, _: UserDep) -> dict[str, Any]:
-    await rt.store.sites.get(uid)
+    await rt.sites.get(uid)
     return rt.loadmgmt.config(uid).to_json()
 
 
 @router.put("")
 async def put_config(uid: str, body: LoadConfigIn, rt: RuntimeDep, _: WriterDep) -> dict[str, Any]:
     """Set the site's electrical tree, charger settings and policy (validated as a whole)."""
-    await rt.store.sites.get(uid)
-    try:
-        config = await rt.loadmgmt.configure(uid, body.model_dump(exclude_none=True))
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
+    await rt.sites.get(uid)
+    config = await rt.loadmgmt.configure(uid, body.model_dump(exclude_none=True))
     return config.to_json()
 
 
@@ -120,7 +145,7 @@ async def put_config(uid: str, body: LoadConfigIn, rt: RuntimeDep, _: WriterDep)
 async def status(uid: str, rt: RuntimeDep, _: UserDep) -> dict[str, Any]:
     """The allocation in force: per node limit, load and headroom; per connector its grant,
     the limit in force at the charger, the measured draw, and why it got less than it wanted."""
-    await rt.store.sites.get(uid)
+    await rt.sites.get(uid)
     return _status_json(rt.loadmgmt.status(uid))
 
 
@@ -153,12 +178,12 @@ async def timeseries(
     uid: str,
     rt: RuntimeDep,
     _: UserDep,
-    since: datetime | None = None,
+    since: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 720,
 ) -> list[dict[str, Any]]:
     """Limit, measured load and granted current per node and connector over time (one sample
     per allocation round, the last hour or so, in memory)."""
-    await rt.store.sites.get(uid)
+    await rt.sites.get(uid)
     samples = rt.loadmgmt.timeseries(uid, since, limit)
     return [{"at": s.at, "nodes": list(s.nodes), "connectors": list(s.connectors)} for s in samples]
 
@@ -168,10 +193,7 @@ async def push_reading(
     uid: str, node_id: str, body: ReadingIn, rt: RuntimeDep, _: WriterDep
 ) -> dict[str, str]:
     """A meter reading of the node's non-charger (building) load, pushed by an integration."""
-    try:
-        rt.loadmgmt.push_reading(uid, node_id, body.model_dump(exclude_none=True))
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
+    rt.loadmgmt.push_reading(uid, node_id, body.model_dump(exclude_none=True))
     return {"status": "accepted"}
 
 
@@ -180,8 +202,5 @@ async def put_dynamic_limit(
     uid: str, node_id: str, body: DynamicLimitIn, rt: RuntimeDep, user: WriterDep
 ) -> dict[str, Any]:
     """An external limit (energy manager, grid operator): the lower of it and the fuse holds."""
-    try:
-        rt.loadmgmt.set_dynamic_limit(uid, node_id, body.limit, by=f"{user.email} (REST API)")
-    except ConfigError as exc:
-        raise HTTPException(422, str(exc)) from None
+    rt.loadmgmt.set_dynamic_limit(uid, node_id, body.limit, by=f"{user.email} (REST API)")
     return {"node": node_id, "limit": body.limit}

@@ -1,0 +1,95 @@
+"""REST API v1: a site's chargers, their frames and their HTTP Basic passwords.
+
+Live state comes from the relay's hub (read only); changes go through `ChargerService`.
+Passwords are write-only: only an argon2id hash is stored, and nothing in the API returns it;
+`password_set` says whether one exists. A password is replaced by setting another (rotation).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from harmone.web.api.auth import UserDep, WriterDep
+from harmone.web.runtime import RuntimeDep
+from harmone.web.schemas import ChargerOut, ChargerPasswordIn, ChargerPatch, FrameOut, charger_out
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1/sites/{uid}/chargers", tags=["chargers"])
+
+
+@router.get("", response_model=list[ChargerOut])
+async def list_chargers(uid: str, rt: RuntimeDep, _: UserDep) -> list[ChargerOut]:
+    site = await rt.sites.get(uid)
+    return [
+        charger_out(c, rt.hub.live_state(uid, c.id), site) for c in await rt.chargers.of_site(uid)
+    ]
+
+
+@router.get("/{charger_id}", response_model=ChargerOut)
+async def get_charger(uid: str, charger_id: str, rt: RuntimeDep, _: UserDep) -> ChargerOut:
+    site = await rt.sites.get(uid)
+    charger = await rt.chargers.get(uid, charger_id)
+    return charger_out(charger, rt.hub.live_state(uid, charger_id), site)
+
+
+@router.patch("/{charger_id}", response_model=ChargerOut)
+async def patch_charger(
+    uid: str, charger_id: str, body: ChargerPatch, rt: RuntimeDep, _: WriterDep
+) -> ChargerOut:
+    """Change its name or its own CPMS (null: the site's). A connected charger whose CPMS
+    changes is disconnected, to reconnect through the new one."""
+    site = await rt.sites.get(uid)
+    update = await rt.chargers.update(uid, charger_id, body.changes())
+    return charger_out(update.charger, rt.hub.live_state(uid, charger_id), site)
+
+
+@router.get("/{charger_id}/frames", response_model=list[FrameOut])
+async def charger_frames(
+    uid: str,
+    charger_id: str,
+    rt: RuntimeDep,
+    _: UserDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[FrameOut]:
+    """The most recent OCPP frames of this charger, both ways, oldest first."""
+    await rt.chargers.get(uid, charger_id)
+    frames = rt.hub.frames(uid, charger_id)[-limit:]
+    return [
+        FrameOut(
+            at=datetime.fromtimestamp(f.at, UTC), sender=f.sender, receiver=f.receiver, text=f.text
+        )
+        for f in frames
+    ]
+
+
+@router.put("/{charger_id}/password", response_model=ChargerOut, tags=["charger authentication"])
+async def set_charger_password(
+    uid: str, charger_id: str, body: ChargerPasswordIn, rt: RuntimeDep, _: WriterDep
+) -> ChargerOut:
+    """Set or replace a charger's HTTP Basic password (kept only as an argon2id hash).
+
+    A charger that has not connected yet is added to the site, so that it can be prepared
+    before it is installed. A connected charger keeps its connection; the new password is
+    checked at its next handshake.
+    """
+    site = await rt.sites.get(uid)
+    charger = await rt.chargers.set_password(uid, charger_id, body.password)
+    return charger_out(charger, rt.hub.live_state(uid, charger_id), site)
+
+
+@router.delete("/{charger_id}/password", response_model=ChargerOut, tags=["charger authentication"])
+async def clear_charger_password(
+    uid: str, charger_id: str, rt: RuntimeDep, _: WriterDep
+) -> ChargerOut:
+    """Remove a charger's password. On a site that requires charger authentication the
+    charger can no longer connect: a connected one is disconnected (and then refused)."""
+    site = await rt.sites.get(uid)
+    charger = await rt.chargers.clear_password(uid, charger_id)
+    return charger_out(charger, rt.hub.live_state(uid, charger_id), site)
