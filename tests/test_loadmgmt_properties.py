@@ -16,7 +16,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from loadsim import ModelCharger, SiteSim
 
@@ -193,6 +193,19 @@ _busy = st.lists(
 
 @settings(max_examples=_examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_busy, st.lists(st.sampled_from((0.01, 0.1, 0.4)), min_size=6, max_size=6))
+# Found by hypothesis: R1 lowered 30 -> 16 -> 0 and raised to 16 before applying the 16; a
+# reading under the new 16 was taken as proof that the 30 no longer held, and H1 was given 14 A
+# while R1 still applied 30 A (44 A on a 30 A grid).
+@example(
+    plan=[
+        (0.05, ("leave", "H1")),
+        (0.05, ("arrive", "R1", 10.0)),
+        (0.3, ("arrive", "H1", 10.0)),
+        (0.05, ("dynamic", "grid", 0)),
+        (0.05, ("dynamic", "grid", None)),
+    ],
+    delays=[0.01] * 6,
+)
 def test_cars_coming_and_going_never_overload_a_node(
     plan: list[tuple[float, tuple[Any, ...]]], delays: list[float]
 ) -> None:

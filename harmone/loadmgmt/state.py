@@ -87,9 +87,11 @@ class ConnectorLoad:
     #: After an accepted decrease: the higher limit that still counts until `previous_until`.
     previous: float | None = None
     previous_until: datetime | None = None
-    #: The draw when the decrease was accepted, if it was above the new limit: a reading that
-    #: shows it fell to the new limit proves the charger applies it.
-    draw_at_accept: float | None = None
+    #: The lower limit of an accepted decrease, kept while the car was drawing more than it
+    #: when it was accepted: a reading at or under it then proves the charger applied the
+    #: decrease. (Not the limit in force now: an increase accepted since, before the decrease
+    #: was seen applied, proves nothing about the higher limit still counted.)
+    proof_below: float | None = None
     over_since: datetime | None = None
     #: Send the limit again even if unchanged (the charger reconnected, the CPMS cleared).
     refresh: bool = False
@@ -268,11 +270,10 @@ class SiteLoadState:
         # more. (A car that already drew less proves nothing: it could still rise to the old.)
         if (
             tx.previous is not None
-            and tx.limit is not None
-            and tx.draw_at_accept is not None
-            and draw <= tx.limit + timing.tolerance
+            and tx.proof_below is not None
+            and draw <= tx.proof_below + timing.tolerance
         ):
-            tx.previous = tx.previous_until = tx.draw_at_accept = None
+            tx.previous = tx.previous_until = tx.proof_below = None
         return True
 
     def _start(self, state: ChargerLoad, conn: int, transaction_id: str, now: datetime) -> None:
@@ -353,9 +354,10 @@ class SiteLoadState:
             tx.previous = max(old, tx.previous or 0.0)
             tx.previous_until = now + timedelta(seconds=timing.apply_bound)
             drawn = max(tx.measured) if tx.measured else None
-            tx.draw_at_accept = (
-                drawn if drawn is not None and drawn > limit + timing.tolerance else None
-            )
+            # Each decrease needs its own proof: one of an earlier, higher limit would not show
+            # that this one is applied.
+            above = drawn is not None and drawn > limit + timing.tolerance
+            tx.proof_below = limit if above else None
         elif limit > old + _EPS:
             tx.last_increase = now
         if tx.limit is None or abs(limit - tx.limit) > _EPS:
@@ -418,7 +420,7 @@ class SiteLoadState:
             over = obeyed = False
             for tx in state.txs.values():
                 if tx.previous_until is not None and now >= tx.previous_until:
-                    tx.previous = tx.previous_until = tx.draw_at_accept = None
+                    tx.previous = tx.previous_until = tx.proof_below = None
                 draw = self._fresh_draw(tx, options, now)
                 if draw is None or tx.limit is None:
                     continue
