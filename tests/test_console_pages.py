@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 from console_support import PASSWORD, ConsoleClient, cheap_passwords, signed_in
-from support import RawCpms, charger, harmone_server, recv_json, wait_for
+from support import PATIENCE, RawCpms, charger, harmone_server, recv_json, wait_for
 
 from harmone.relay.state import FrameRecord
 from harmone.services.accounts import Accounts
@@ -45,7 +45,7 @@ class EventReader:
     def __init__(self, response: httpx.Response) -> None:
         self.lines = response.aiter_lines()
 
-    async def next(self, timeout: float = 5.0) -> tuple[str, Any]:
+    async def next(self, timeout: float = PATIENCE) -> tuple[str, Any]:
         async def read() -> tuple[str, Any]:
             event, data = "message", None
             async for line in self.lines:
@@ -59,7 +59,7 @@ class EventReader:
 
         return await asyncio.wait_for(read(), timeout)
 
-    async def until(self, event: str, predicate: Any = None, timeout: float = 5.0) -> Any:
+    async def until(self, event: str, predicate: Any = None, timeout: float = PATIENCE) -> Any:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
