@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 
-from harmone.errors import Forbidden
 from harmone.services.metrics import CONTENT_TYPE
 from harmone.web.access import Access
 from harmone.web.api.auth import current_access
@@ -39,12 +39,20 @@ router = APIRouter(tags=["metrics"])
 )
 async def metrics(request: Request, rt: RuntimeDep) -> Response:
     """Prometheus metrics: `Authorization: Bearer TOKEN`, or a console session."""
-    access: Access | None = None
-    if "authorization" not in request.headers:
-        session = await optional_session(request, rt)
-        access = session.access if session is not None else None
-    if access is None:
-        access = await current_access(request, rt)  # 401 without a valid token
+    # Refusals are answered here, as JSON: outside /api/ the console would turn a raised
+    # error into an HTML page, which says nothing to a Prometheus server.
+    try:
+        access: Access | None = None
+        if "authorization" not in request.headers:
+            session = await optional_session(request, rt)
+            access = session.access if session is not None else None
+        if access is None:
+            access = await current_access(request, rt)  # 401 without a valid token
+    except HTTPException as exc:
+        return JSONResponse({"detail": exc.detail}, exc.status_code, dict(exc.headers or {}))
     if access.sites is not None:
-        raise Forbidden("the metrics cover every site: they need a user who may see every site")
+        return JSONResponse(
+            {"detail": "the metrics cover every site: they need a user who may see every site"},
+            403,
+        )
     return Response(await rt.metrics.scrape(), media_type=CONTENT_TYPE)
