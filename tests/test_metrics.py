@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -374,3 +378,65 @@ async def test_each_application_has_its_own_numbers(tmp_path: Path) -> None:
     assert value(seen_a, "harmone_chargers_connected", site=site.uid) == 1
     assert value(seen_b, "harmone_handshakes_accepted_total") == 0
     assert "harmone_handshakes_accepted_total" in seen_b
+
+
+async def test_harmone_serve_takes_the_metrics_address_from_its_environment(
+    tmp_path: Path,
+) -> None:
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    env = {**os.environ, "HARMONE_METRICS_LISTEN": "127.0.0.1:0"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harmone",
+        "serve",
+        "--db",
+        db,
+        "--port",
+        "0",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        metrics_url = None
+        while metrics_url is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), PATIENCE)).decode()
+            assert line, "serve exited before it was ready"
+            found = re.search(r"Prometheus metrics also at (http://\S+/metrics)", line)
+            metrics_url = found.group(1) if found else None
+        async with httpx.AsyncClient(timeout=10) as prometheus:
+            r = await prometheus.get(metrics_url)
+            end = asyncio.get_running_loop().time() + PATIENCE
+            # the listener may answer before start-up is over: 503 "HARMON-E is starting"
+            while r.status_code == 503 and asyncio.get_running_loop().time() < end:
+                await asyncio.sleep(0.05)
+                r = await prometheus.get(metrics_url)
+        assert r.status_code == 200
+        assert value(parse(r.text), "harmone_handshakes_accepted_total") == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), PATIENCE)
+    assert proc.returncode == 0
+
+
+async def test_a_bad_metrics_address_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harmone",
+        "serve",
+        "--db",
+        f"sqlite:///{tmp_path / 'h.db'}",
+        "--metrics-listen",
+        "9100",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), PATIENCE)
+    assert proc.returncode == 2
+    assert err.decode().strip().splitlines() == [
+        "harmone: error: --metrics-listen must be HOST:PORT, e.g. 127.0.0.1:9100 or "
+        "[::1]:9100, got '9100'"
+    ]
