@@ -31,6 +31,7 @@ from websockets.exceptions import InvalidStatus
 import harmone
 from harmone.config import parse_listen
 from harmone.errors import ConfigError
+from harmone.loadmgmt.timing import Timing
 from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
 
@@ -229,6 +230,61 @@ async def test_journal_backlog_per_site(srv: RunningServer, scrape: Scraper) -> 
         samples = await scrape()
     assert value(samples, "harmone_journal_backlog", site=site.uid) == 2
     assert value(samples, "harmone_cpms_links_up", site=site.uid) == 0
+
+
+async def test_the_backlog_drains_when_the_cpms_comes_back(tmp_path: Path) -> None:
+    away = RawCpms()
+    await away.start()
+    port = away.port
+    await away.stop()
+    async with harmone_server(tmp_path) as srv:
+        await Accounts(srv.runtime.store).create_account("o@example.com", "pw-o-123456", "admin")
+        async with await api_client(srv, "o@example.com") as client:
+            scrape = Scraper(client)
+            site, url = await make_site(srv, f"ws://127.0.0.1:{port}")
+            async with await charger(f"{url}/CP-1") as ws:
+                for i in range(1, 3):
+                    payload = {"connectorId": i, "errorCode": "NoError", "status": "Available"}
+                    await ws.send(json.dumps([2, f"s{i}", "StatusNotification", payload]))
+                    assert (await recv_json(ws))[0] == 3
+                samples = await scrape()
+                assert value(samples, "harmone_journal_backlog", site=site.uid) == 2
+                async with RawCpms(port=port) as back:  # the CPMS is back: replayed, in order
+                    samples = await scrape.until(
+                        lambda s: (
+                            value(s, "harmone_journal_backlog", site=site.uid) == 0
+                            and value(s, "harmone_cpms_links_up", site=site.uid) == 1
+                        )
+                    )
+                    assert len(back.frames["CP-1"]) == 2
+    replayed = value(samples, "harmone_frames_total", site=site.uid, direction="harmone_to_cpms")
+    assert replayed == 2
+
+
+async def test_a_charger_that_leaves_its_profile_unanswered_is_counted_and_flagged(
+    tmp_path: Path,
+) -> None:
+    quick = Timing(answer_grace=0.2, call_timeout=0.5)
+    async with harmone_server(tmp_path, load_timing=quick) as srv:
+        await Accounts(srv.runtime.store).create_account("o@example.com", "pw-o-123456", "admin")
+        async with await api_client(srv, "o@example.com") as client:
+            scrape = Scraper(client)
+            site, url = await make_site(srv, None)
+            r = await client.put(f"/api/v1/sites/{site.uid}/load-management", json=LOAD_CONFIG)
+            assert r.status_code == 200, r.text
+            async with await charger(f"{url}/LM-3") as ws:
+                await _boot(ws)
+                call = await recv_json(ws)
+                assert call[2] == "SetChargingProfile"  # and never answered
+                samples = await scrape.until(
+                    lambda s: (
+                        value(
+                            s, "harmone_profile_answers_total", site=site.uid, outcome="unanswered"
+                        )
+                        >= 1
+                    )
+                )
+    assert value(samples, "harmone_chargers_flagged", site=site.uid, flag="no_answer") == 1
 
 
 async def test_an_unauthenticated_scrape_is_refused(srv: RunningServer, scrape: Scraper) -> None:
