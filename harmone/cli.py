@@ -1,7 +1,8 @@
 """The `harmone` command line.
 
 It parses arguments into the frozen config objects of `harmone.config` and hands over; it is
-the one place that reads the environment (`HARMONE_DB`, `HARMONE_HOST`, `HARMONE_PORT`).
+the one place that reads the environment (`HARMONE_DB`, `HARMONE_HOST`, `HARMONE_PORT`,
+`HARMONE_METRICS_LISTEN`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harmone import __version__
-from harmone.config import RelayConfig, ServerConfig, normalise_public_url
+from harmone.config import RelayConfig, ServerConfig, normalise_public_url, parse_listen
 from harmone.errors import HarmoneError
 
 __all__ = ["build_parser", "main"]
@@ -110,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="scheme+host(+port) that chargers of cloud sites must use, e.g. "
         "wss://ocpp.example.com (default: the address HARMON-E listens on)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("HARMONE_METRICS_LISTEN") or None,
+        help="also serve Prometheus metrics at http://HOST:PORT/metrics, without "
+        "authentication (so bind it to an address only your Prometheus reaches); /metrics "
+        "on the main port needs an API token either way (default: $HARMONE_METRICS_LISTEN, "
+        "else off)",
     )
     d = RelayConfig()
     p.add_argument(
@@ -278,6 +288,7 @@ def _run(args: argparse.Namespace) -> int:
             relay=relay,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            metrics_listen=parse_listen(args.metrics_listen) if args.metrics_listen else None,
         )
         return serve(config)
     if args.command == "simulate":

@@ -19,6 +19,7 @@ __all__ = [
     "check_tls_files",
     "check_upstream_ca",
     "normalise_public_url",
+    "parse_listen",
 ]
 
 
@@ -106,6 +107,9 @@ class ServerConfig:
     #: key, PEM. Both or neither; with them, chargers use wss:// (security profile 2).
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Where to serve /metrics without authentication as well (host, port); None: only on
+    #: the main port, behind the API's authentication.
+    metrics_listen: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -177,3 +181,17 @@ def normalise_public_url(url: str) -> str:
     if "?" in rest or "#" in rest:
         raise ConfigError("--public-url must not contain a query or fragment")
     return url
+
+
+def parse_listen(value: str, option: str = "--metrics-listen") -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host in brackets: `[::1]:9100`) as (host, port); the host is
+    required, so that nothing listens on an address the operator did not name."""
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(
+            f"{option} must be HOST:PORT, e.g. 127.0.0.1:9100 or [::1]:9100, got {value!r}"
+        )
+    return host, int(port_text)

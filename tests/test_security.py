@@ -85,6 +85,15 @@ API_MUTATING = sorted(
 API_SITE_READS = sorted(
     p for m, p in ROUTES if m == "GET" and p.startswith("/api/") and "{uid}" in p
 )
+#: GET routes of the OpenAPI document outside /api/ (the Prometheus metrics): every site's
+#: numbers, for a token or a session of a user who may see every site.
+OPENAPI_READS_OUTSIDE_API = sorted(
+    path
+    for path, item in create_app(ServerConfig(db_url="sqlite://"), lambda: "ws://127.0.0.1:1")
+    .api.openapi()["paths"]
+    .items()
+    if "get" in item and not path.startswith("/api/")
+)
 CONSOLE_POSTS = sorted(p for m, p in ROUTES if m == "POST" and not p.startswith("/api/"))
 #: Forms of a signed-in user (the sign-in form has its own protection, tested below).
 CONSOLE_FORMS = [p for p in CONSOLE_POSTS if p != "/login"]
@@ -101,6 +110,7 @@ async def test_the_route_lists_are_not_empty() -> None:
     # routes added with the sites and chargers services and the live connection log
     assert ("DELETE", "/api/v1/sites/{uid}/chargers/{charger_id}/password") in API_MUTATING
     assert "/sites/{uid}/connection-log/events" in CONSOLE_SITE_PAGES
+    assert "/metrics" in OPENAPI_READS_OUTSIDE_API
 
 
 def fill(path: str, **values: str) -> str:
@@ -224,6 +234,28 @@ async def test_a_restricted_user_only_sees_their_sites_in_lists(env: Env) -> Non
     assert {s["uid"] for s in everyone} == {env.site_a, env.site_b}
     r = await env.clients["restricted-viewer"].get("/api/v1/connection-log/unknown-sites")
     assert r.status_code == 403
+
+
+@pytest.mark.parametrize("path", OPENAPI_READS_OUTSIDE_API)
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [
+        ("anonymous", 401),
+        ("restricted-viewer", 403),
+        ("restricted-operator", 403),
+        ("viewer", 200),
+        ("operator", 200),
+        ("admin", 200),
+    ],
+)
+async def test_reads_of_every_site_need_a_user_of_every_site(
+    env: Env, path: str, role: str, status: int
+) -> None:
+    r = await env.clients[role].get(path)
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert r.json()["detail"]
+        assert env.site_a not in r.text and env.site_b not in r.text
 
 
 @pytest.mark.parametrize("path", API_SITE_READS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,13 +20,14 @@ from datetime import datetime
 from typing import Any
 
 from harmone.clock import Timer
-from harmone.errors import CallErrorReceived, HarmoneError
+from harmone.errors import CallErrorReceived, CallTimeout, HarmoneError
 from harmone.loadmgmt.allocate import allocate
 from harmone.loadmgmt.config import SiteLoadConfig
 from harmone.loadmgmt.history import MinuteHistory
 from harmone.loadmgmt.model import Allocation, AllocationOptions
 from harmone.loadmgmt.plan import Plan, ProfileCall, make_plan
 from harmone.loadmgmt.state import SiteLoadState, Timing
+from harmone.metrics import SiteLoadCounters
 from harmone.ocpp.events import ChargingProfile, parse_charging_profile
 from harmone.ocpp.versions import OcppVersion
 
@@ -67,8 +69,11 @@ class SiteController:
         *,
         history: int = 720,
         persist: Callable[[], Awaitable[None]] | None = None,
+        metrics: SiteLoadCounters | None = None,
     ) -> None:
         self.site_uid = site_uid
+        #: rounds, their duration, profiles sent and how they were answered (/metrics)
+        self.metrics = metrics or SiteLoadCounters()
         self.config = config
         self.state = state
         self.options = options or AllocationOptions()
@@ -140,8 +145,13 @@ class SiteController:
         if not self.config.enabled:
             self._event_mono = None
             return None
+        # wall time spent computing, not the injected clock's: what the metric is for
+        started = time.perf_counter()
+        metrics = self.metrics
+        metrics.rounds += 1
         now = self._clock.now()
         for cid in self.state.review(self.config, self.timing, self.options, now):
+            metrics.ignored += 1
             log.warning(
                 "site=%s charger=%s draws more than its limit: its draw is reserved instead of "
                 "its grant",
@@ -164,6 +174,7 @@ class SiteController:
                 "site=%s allocation failed: pausing every managed connector", self.site_uid
             )
             allocation = None
+            metrics.failed_rounds += 1
         if allocation is not None:
             self.last = allocation
             self._record(allocation)
@@ -172,6 +183,7 @@ class SiteController:
             self.state, self.config, tree, allocation, self.timing, self.options, now, busy
         )
         self.last_plan = plan
+        metrics.round_seconds.observe(time.perf_counter() - started)
         event, self._event_mono = self._event_mono, None
         for call in plan.calls:
             self._dispatch(call, event, now)
@@ -182,6 +194,7 @@ class SiteController:
         self.state.call_sent(call.charger_id, call.connector_id, tx_limit, now)
         mono = self._clock.monotonic()
         self.sent.append(SentCall(mono, call))
+        self.metrics.sent += 1
         if event is not None:
             self.reaction_times.append(mono - event)
             if call.kind == "decrease":
@@ -234,7 +247,9 @@ class SiteController:
     def _outcome(self, call: ProfileCall, sending: asyncio.Future[Any], ctx: str) -> None:
         now = self._clock.now()
         cid, conn = call.charger_id, call.connector_id
+        outcomes = self.metrics.outcomes
         if sending.cancelled():
+            outcomes["unanswered"] += 1
             log.warning(
                 "%s %s not answered within %g s", ctx, call.purpose, self.timing.call_timeout
             )
@@ -242,11 +257,13 @@ class SiteController:
             return
         exc = sending.exception()
         if isinstance(exc, CallErrorReceived):
+            outcomes["rejected"] += 1
             reason = f"rejected its {call.purpose} (CallError {exc.code})"
             log.warning("%s %s: its draw is reserved instead of its grant", ctx, reason)
             self.state.call_failed(cid, conn, reason, now)
             return
         if isinstance(exc, HarmoneError):
+            outcomes["unanswered" if isinstance(exc, CallTimeout) else "undelivered"] += 1
             log.warning("%s %s not delivered: %s", ctx, call.purpose, exc)
             self.state.call_failed(cid, conn, None, now)
             return
@@ -260,13 +277,16 @@ class SiteController:
             log.info(
                 "%s refused a TxProfile for ended transaction %s: not held against it", ctx, tx
             )
+            outcomes["moot"] += 1
             self.state.call_moot(cid, conn)
             return
         if status != "Accepted":
+            outcomes["rejected"] += 1
             reason = f"rejected its {call.purpose} (status {status})"
             log.warning("%s %s: its draw is reserved instead of its grant", ctx, reason)
             self.state.call_failed(cid, conn, reason, now)
             return
+        outcomes["accepted"] += 1
         ch = self.state.chargers.get(cid)
         profile = _profile_of(call, ch.version) if ch is not None else None
         self.state.call_accepted(

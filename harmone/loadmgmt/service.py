@@ -31,7 +31,8 @@ from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_p
 from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState, Node
 from harmone.loadmgmt.snapshot import restore
 from harmone.loadmgmt.snapshot import snapshot as take_snapshot
-from harmone.loadmgmt.state import SiteLoadState, Timing
+from harmone.loadmgmt.state import NO_ANSWER, OVERDRAW, SiteLoadState, Timing
+from harmone.metrics import LoadMetrics
 from harmone.ocpp.framing import MessageType
 from harmone.ocpp.session import Observe
 from harmone.ocpp.versions import OcppVersion
@@ -142,8 +143,11 @@ class LoadManagementService:
         clock: Timer,
         options: AllocationOptions | None = None,
         timing: Timing | None = None,
+        metrics: LoadMetrics | None = None,
     ) -> None:
         self.hub = hub
+        #: what each site's controller counts, read when /metrics is scraped
+        self.metrics = metrics or LoadMetrics()
         self.configs = configs
         self.states = states
         self.clock = clock
@@ -309,6 +313,7 @@ class LoadManagementService:
             self.options,
             self.timing,
             persist=persist if self.states is not None else None,
+            metrics=self.metrics.site(site_uid),
         )
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -402,6 +407,23 @@ class LoadManagementService:
     def history(self, site_uid: str, since: datetime | None) -> list[MinuteSummary]:
         """The rounds summarised per minute (lowest limit, highest loads), the last day."""
         return self._site(site_uid).controller.minutes.since(since)
+
+    def flags(self) -> dict[str, dict[str, int]]:
+        """Per managed site, how many chargers carry each flag: `no_answer` (leaves its
+        SetChargingProfile unanswered), `overdraw` (draws more than its limit), `rejected`
+        (refused its profile); their draw is reserved instead of their grant."""
+        out: dict[str, dict[str, int]] = {}
+        for site_uid, site in self._sites.items():
+            counts = {"no_answer": 0, "overdraw": 0, "rejected": 0}
+            for ch in site.controller.state.chargers.values():
+                if ch.flagged == NO_ANSWER:
+                    counts["no_answer"] += 1
+                elif ch.flagged == OVERDRAW:
+                    counts["overdraw"] += 1
+                elif ch.flagged:
+                    counts["rejected"] += 1
+            out[site_uid] = counts
+        return out
 
     def status(self, site_uid: str) -> SiteLoadStatus:
         site = self._site(site_uid)

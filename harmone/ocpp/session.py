@@ -159,6 +159,8 @@ class ChargerSession:
         self._tokens = float(self.limits.flood_burst)
         self._last_refill = now
         self._flood_closed = False
+        #: told the seconds the CPMS took to answer each of the charger's calls (metrics)
+        self.answer_time: Callable[[float], None] | None = None
 
     # -- inspection --
     @property
@@ -297,6 +299,9 @@ class ChargerSession:
             return [ToCharger(text, "cpms")]
         # An answer to one of the charger's calls.
         known = self._charger_calls.pop(env.id, None)
+        if known is not None and self.answer_time is not None:
+            # the entry holds the call's deadline, set when it was relayed
+            self.answer_time(now - known[2] + self.limits.call_timeout)
         effects = [ToCharger(text, "cpms")]
         if known is not None and known[0] in self.watched:
             self._observe(effects, "cpms", env, known[0], text, known[1])

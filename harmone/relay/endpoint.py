@@ -96,7 +96,9 @@ class OcppEndpoint:
             window=cfg.auth_failure_window,
             clock=registry.clock.monotonic,
         )
-        self.services = LinkServices(registry, registry.dialer, cfg, registry.clock)
+        self.services = LinkServices(
+            registry, registry.dialer, cfg, registry.clock, registry.metrics
+        )
         #: chargers that may have a journal backlog or id mappings (journals add to it)
         self._journaled: set[tuple[str, str]] = set()
         self._journaled_loaded: asyncio.Task[None] | None = None
@@ -113,11 +115,15 @@ class OcppEndpoint:
             remote,
             tuple(request.tokens("sec-websocket-protocol")),
         )
+        # which check refused it, for the metrics (`harmone.metrics.REFUSAL_REASONS`)
+        stage = "bad_request"
         try:
             problem = upgrade_problem(request)
             if problem is not None:
                 raise Refusal(*problem)
+            stage = "bad_url"
             site_uid, identity = await self._split(path)
+            stage = "unknown_site"
             site = await self.registry.cache.site(site_uid)
             if site is None:
                 raise Refusal(
@@ -125,16 +131,21 @@ class OcppEndpoint:
                     "no such site: check the OCPP URL in the charger (copy it "
                     "from the site's Control Hub)",
                 )
-            usable = restrict_to_identity(
-                choose_subprotocol(caller.offered, SUPPORTED_SUBPROTOCOLS), identity
-            )
+            stage = "unsupported_version"
+            offered = choose_subprotocol(caller.offered, SUPPORTED_SUBPROTOCOLS)
+            stage = "invalid_identity"
+            usable = restrict_to_identity(offered, identity)
             authorization = request.header("authorization")
             if site.charger_auth:
+                stage = "charger_auth"
                 # Before the CPMS is dialled and before an older connection of this identity
                 # is replaced: an unauthenticated charger must not reach the CPMS or displace
                 # anyone.
                 await self.authenticator.check(site_uid, identity, authorization)
         except Refusal as refused:
+            if stage == "bad_url" and refused.status == 400:
+                stage = "invalid_identity"  # the URL's shape is right, the identity is not
+            self.registry.metrics.refused[stage] += 1
             self._attempt(caller, False, refused.reason, refused.status)
             transport.write(
                 refusal(refused.status, refused.answer or refused.reason, refused.headers)
@@ -193,6 +204,7 @@ class OcppEndpoint:
         upstream: CpmsConnection | None = None
         pending: asyncio.Task[CpmsConnection] | None = None
         upstream_error: str | None = None
+        stage = "storage"  # what refused it, for the metrics
         try:
             if cpms_url is not None:
                 task = asyncio.create_task(
@@ -213,11 +225,13 @@ class OcppEndpoint:
                     try:
                         upstream = task.result()
                     except UpstreamRefused as exc:
+                        stage = "cpms_refused"
                         raise Refusal(exc.status, str(exc)) from None
                     except UpstreamUnavailable as exc:
                         upstream_error = str(exc)
                 if strict and upstream is None:
                     # strict mode: like a direct connection, no CPMS means no connection
+                    stage = "cpms_unavailable"
                     raise Refusal(503, f"{upstream_error} (the site is in strict offline mode)")
             link = await self._open_link(
                 request,
@@ -235,6 +249,7 @@ class OcppEndpoint:
             if pending is not None:
                 pending.cancel()
             if isinstance(exc, Refusal):
+                self.registry.metrics.refused[stage] += 1
                 self._attempt(caller, False, exc.reason, exc.status)
                 transport.write(refusal(exc.status, exc.answer or exc.reason, exc.headers))
                 transport.close()
@@ -345,6 +360,7 @@ class OcppEndpoint:
             wire_log=WireLog(f"site={site_uid} charger={identity}"),
         )
         self.registry.admit(link)
+        self.registry.metrics.accepted += 1
         self._attempt(caller, True, None, 101, chosen)
         return link
 

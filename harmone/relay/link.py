@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harmone.clock import Clock
@@ -28,6 +28,7 @@ from harmone.errors import (
     StoreError,
     UpstreamUnavailable,
 )
+from harmone.metrics import RelayMetrics
 from harmone.ocpp.framing import call_error_frame, parse_envelope
 from harmone.ocpp.session import (
     ChargerSession,
@@ -64,6 +65,7 @@ class LinkServices:
     dialer: Dialer
     config: RelayConfig
     clock: Clock
+    metrics: RelayMetrics = field(default_factory=RelayMetrics)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,9 @@ class ChargerLink:
         self._charger = charger
         self._cpms: TextSocket | None = None
         self._ctx = f"site={live.site_uid} charger={live.id}"
+        #: the site's frame counters, looked up once: the relay path only adds to them
+        self._traffic = traffic = services.metrics.site(live.site_uid)
+        session.answer_time = traffic.cpms_latency.observe
         #: epoch seconds minus monotonic seconds: frame times without a datetime per frame
         #: (refreshed by the keep-alive sweep, so that clock adjustments catch up)
         self._epoch = self._clock.now().timestamp() - self._clock.monotonic()
@@ -253,6 +258,8 @@ class ChargerLink:
         at = self.live.seen_at = mono + self._epoch
         effects = self.session.from_charger(text, mono)
         forwarded = bool(effects) and type(effects[0]) is ToCpms
+        if not forwarded:
+            self._traffic.charger_to_harmone += 1
         self.live.frames.append(at, "charger", "cpms" if forwarded else "harmone", text)
         self._host.seen(self.live)
         self._apply(effects)
@@ -350,12 +357,19 @@ class ChargerLink:
     def _send_charger(self, effect: ToCharger) -> None:
         if effect.origin == "harmone":
             self._record(self._clock.monotonic() + self._epoch, "harmone", "charger", effect.text)
-        if not self._charger.send_text(effect.text) and not self._closing:
+        if self._charger.send_text(effect.text):
+            if effect.origin == "harmone":
+                self._traffic.harmone_to_charger += 1
+            else:
+                self._traffic.cpms_to_charger += 1
+        elif not self._closing:
             log.info("%s charger socket gone while sending", self._ctx)
 
     def _send_cpms(self, text: str) -> None:
         sock = self._cpms
-        if sock is None or not sock.send_text(text):
+        if sock is not None and sock.send_text(text):
+            self._traffic.charger_to_cpms += 1
+        else:
             # The link's loss is handled where it is seen; the session answers locally.
             log.warning("%s CPMS link not open; frame not delivered", self._ctx)
 
@@ -493,6 +507,7 @@ class ChargerLink:
         return True
 
     def _record_replayed(self, text: str) -> None:
+        self._traffic.harmone_to_cpms += 1
         self._record(self._clock.monotonic() + self._epoch, "harmone", "cpms", text)
 
     def _upstream_up(self) -> None:

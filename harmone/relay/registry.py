@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from harmone.clock import Clock, SystemClock
 from harmone.config import RelayConfig
 from harmone.errors import ChargerNotConnected
+from harmone.metrics import RelayMetrics
 from harmone.ocpp.events import WATCHED_ACTIONS
 from harmone.ocpp.session import Observe
 from harmone.relay.dialer import BoundedDialer, Dialer
@@ -85,8 +86,11 @@ class RelayRegistry:
         config: RelayConfig,
         clock: Clock | None = None,
         dialer: Dialer | None = None,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self.directory = directory
+        #: counters read when /metrics is scraped (harmone.metrics)
+        self.metrics = metrics or RelayMetrics()
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.dialer: Dialer = dialer or BoundedDialer(config, self.clock)

@@ -19,6 +19,7 @@ from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.registry import RelayRegistry
 from harmone.services.accounts import Accounts
 from harmone.services.chargers import ChargerService
+from harmone.services.metrics import MetricsService
 from harmone.services.sites import SiteService
 from harmone.store import Store
 
@@ -45,6 +46,8 @@ class Runtime:
     sites: SiteService = field(init=False)
     #: Chargers' settings and passwords, and what their changes do to the connection.
     chargers: ChargerService = field(init=False)
+    #: Prometheus metrics (`/metrics`, and `--metrics-listen`).
+    metrics: MetricsService = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store)
@@ -59,6 +62,7 @@ class Runtime:
             close_grace=self.config.shutdown_grace,
         )
         self.chargers = ChargerService(self.store, self.hub, watchers=watchers)
+        self.metrics = MetricsService(self.hub, self.loadmgmt, self.store)
 
 
 class RuntimeSource(Protocol):

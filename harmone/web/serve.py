@@ -18,6 +18,7 @@ from harmone.config import ServerConfig
 from harmone.errors import ConfigError
 from harmone.web.app import HarmoneApp, Runtime, create_app, open_store
 from harmone.web.front_door import front_door_for
+from harmone.web.metrics_listener import metrics_server_config
 
 __all__ = ["RunningServer", "bind_socket", "running_server", "serve"]
 
@@ -92,6 +93,8 @@ def _uvicorn_config(app: HarmoneApp, config: ServerConfig) -> uvicorn.Config:
 class RunningServer:
     app: HarmoneApp
     url: str  # http://host:port (https:// with TLS)
+    #: http://host:port of --metrics-listen, when it is on
+    metrics_url: str | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -99,11 +102,39 @@ class RunningServer:
         return self.app.runtime
 
 
+class _MetricsListen:
+    """The --metrics-listen server, bound before anything starts (a busy port fails fast)."""
+
+    def __init__(self, app: HarmoneApp, config: ServerConfig) -> None:
+        assert config.metrics_listen is not None
+        host, port = config.metrics_listen
+        self.sock = bind_socket(host, port)
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self.sock.getsockname()[1]}"
+        self.server = _Server(metrics_server_config(app))
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        log.info("Prometheus metrics also at %s/metrics (no authentication)", self.url)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+        self.sock.close()
+
+
 @contextlib.asynccontextmanager
 async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
     """Run HARMON-E inside the current event loop (tests, benchmarks)."""
     sock = bind_socket(config.host, config.port)
     app = create_app(config, lambda: _listen_url(sock, config.host, config.tls))
+    try:
+        metrics = _MetricsListen(app, config) if config.metrics_listen else None
+    except BaseException:
+        sock.close()
+        raise
     server = _Server(_uvicorn_config(app, config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -112,10 +143,16 @@ async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
                 task.result()
                 raise ConfigError("server stopped during start-up")
             await asyncio.sleep(0.01)
+        if metrics is not None:
+            metrics.start()
         port = sock.getsockname()[1]
         scheme = "https" if config.tls else "http"
-        yield RunningServer(app, f"{scheme}://{config.host}:{port}")
+        yield RunningServer(
+            app, f"{scheme}://{config.host}:{port}", metrics.url if metrics else None
+        )
     finally:
+        if metrics is not None:
+            await metrics.stop()
         server.should_exit = True
         await task
         sock.close()
@@ -171,6 +208,12 @@ async def _serve(config: ServerConfig) -> int:
         await store.close()
         raise
     app = create_app(config, lambda: _listen_url(sock, config.host, config.tls), store)
+    try:
+        metrics = _MetricsListen(app, config) if config.metrics_listen else None
+    except BaseException:
+        sock.close()
+        await store.close()
+        raise
     server = _Server(_uvicorn_config(app, config))
     loop = asyncio.get_running_loop()
 
@@ -182,9 +225,13 @@ async def _serve(config: ServerConfig) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop, sig.name)
+    if metrics is not None:
+        metrics.start()
     try:
         await server.serve(sockets=[sock])
     finally:
+        if metrics is not None:
+            await metrics.stop()
         sock.close()
     if not server.started:
         return 1
