@@ -120,7 +120,9 @@ def normalise_rule(value: object) -> str:
     if isinstance(value, Mapping):
         extra = set(value) - {"mode", "actions"}
         if extra:
-            raise ValueError(f"secondary_rule has unknown keys: {', '.join(sorted(map(str, extra)))}")
+            raise ValueError(
+                f"secondary_rule has unknown keys: {', '.join(sorted(map(str, extra)))}"
+            )
         mode = value.get("mode")
         actions = value.get("actions", [])
     elif isinstance(value, str):

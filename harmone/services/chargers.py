@@ -80,9 +80,7 @@ class ChargerService:
         if link is not None and ("cpms_url" in changes or "secondary_cpms_url" in changes):
             effective = charger.cpms_url or site.cpms_url
             secondary = charger.secondary_cpms_url or site.secondary_cpms_url
-            reconnected = await reconnect_if_moved(
-                link, site_uid, charger_id, effective, secondary
-            )
+            reconnected = await reconnect_if_moved(link, site_uid, charger_id, effective, secondary)
         return ChargerUpdate(charger, reconnected)
 
     async def set_password(self, site_uid: str, charger_id: str, password: str) -> Charger:

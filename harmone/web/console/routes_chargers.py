@@ -101,9 +101,7 @@ async def save_charger(
     form = await checked_form(request, session)
     site, charger = await _load(rt, session, uid, charger_id)
     require(session.access.require_writer)
-    values = {
-        k: field(form, k) for k in ("name", "cpms_mode", "cpms_url", "secondary_cpms_url")
-    }
+    values = {k: field(form, k) for k in ("name", "cpms_mode", "cpms_url", "secondary_cpms_url")}
     own = values["cpms_mode"] == "own"
     if own and not values["cpms_url"]:
         return await _page(
