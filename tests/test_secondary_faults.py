@@ -230,3 +230,26 @@ async def test_2_0_1_with_ocpp_package_peers(tmp_path: Path) -> None:
                 refused.value
             )
             assert [a for a, _ in sim.received_calls] == ["GetVariables"]
+
+
+async def test_a_secondary_answering_every_call_is_not_taken_for_a_flood(tmp_path: Path) -> None:
+    # its answers follow the charger's calls: only its own calls count against its rate
+    relay = dataclasses.replace(FAST_RELAY, secondary_call_burst=2, secondary_call_rate=0.5)
+    async with (
+        ScriptedCpms(answer=tagged("primary")) as primary,
+        ScriptedCpms(answer=tagged("secondary")) as secondary,
+        harmone_server(tmp_path, relay=relay) as srv,
+    ):
+        uid, url = await two_backend_site(srv, primary.url, secondary.url)
+        async with await charger(f"{url}/CP1") as ws:
+            await wait_for(lambda: _live(srv, uid, "CP1").secondary_connected)
+            for n in range(60):
+                assert await _heartbeat(ws, n) == [3, f"hb{n}", {"by": "primary"}]
+            await wait_for(lambda: len(secondary.frames["CP1"]) == 60)
+            await secondary.send("CP1", '[2,"g1","GetConfiguration",{}]')
+            frame = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))
+            assert frame[:2] == [2, "g1"]
+            await ws.send('[3,"g1",{"configurationKey":[]}]')
+            await wait_for(lambda: "g1" in secondary.results)
+            assert secondary.results["g1"][0] == 3
+            assert secondary.connects == 1

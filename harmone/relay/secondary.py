@@ -137,6 +137,10 @@ class SecondaryLink:
         if sock is not None:
             sock.close(1000, "charger disconnected")
         self._queue.clear()
+        # the live state outlives this link: the next connection may have no secondary
+        self.live.secondary_connected = False
+        self.live.secondary_error = None
+        self.live.secondary_dropped = 0
 
     async def _run(self) -> None:
         cfg = self._config
@@ -300,12 +304,12 @@ class SecondaryLink:
     def on_text(self, sock: TextSocket, text: str) -> None:
         if sock is not self._sock:
             return
-        if not self._take_token():
-            self._flooding(sock, text)
-            return
         try:
             env = parse_envelope(text)
         except FrameError as exc:
+            if not self._take_token():  # garbage counts as a call: it cannot flood either
+                self._flooding(sock, None)
+                return
             self.garbage += 1
             if self.garbage <= 3 or self.garbage % 100 == 0:
                 log.warning(
@@ -317,6 +321,11 @@ class SecondaryLink:
                 )
             return
         if env.type is MessageType.CALL:
+            # Only its calls (and garbage) are rate-limited: its answers follow the charger's
+            # calls, as many as the charger sends.
+            if not self._take_token():
+                self._flooding(sock, env.id)
+                return
             assert env.action is not None
             self._call(env.id, env.action, text)
         elif env.type is MessageType.CALLRESULT and env.id in self._starts:
@@ -362,7 +371,7 @@ class SecondaryLink:
             return True
         return False
 
-    def _flooding(self, sock: TextSocket, text: str) -> None:
+    def _flooding(self, sock: TextSocket, call_id: str | None) -> None:
         if self._tokens < -10 * self._config.secondary_call_burst:
             log.warning("%s flooding: connection closed, dialled again after backoff", self._ctx)
             sock.close(1008, "flooding: message rate limit exceeded")
@@ -371,16 +380,12 @@ class SecondaryLink:
         if not self._flood_noted:
             self._flood_noted = True
             log.warning(
-                "%s sends more than %g messages/s; refused",
+                "%s sends more than %g calls/s; refused",
                 self._ctx,
                 self._config.secondary_call_rate,
             )
-        try:
-            env = parse_envelope(text)
-        except FrameError:
-            return
-        if env.type is MessageType.CALL:
-            self._reply_error(env.id, "generic", "rate limit exceeded: too many messages")
+        if call_id is not None:
+            self._reply_error(call_id, "generic", "rate limit exceeded: too many calls")
 
     def on_binary(self, sock: TextSocket) -> None:
         log.warning("%s binary frame dropped (OCPP-J is text)", self._ctx)
