@@ -67,6 +67,7 @@ class RelayConfig:
     #: beyond), its call rate (a token bucket), and how many of its calls may wait for the
     #: charger's one-CALL slot at once.
     secondary_queue: int = 1000
+    secondary_queue_chars: int = 1 << 20
     secondary_call_rate: float = 10.0
     secondary_call_burst: int = 20
     secondary_waiting_calls: int = 4
@@ -86,6 +87,7 @@ class RelayConfig:
             raise ConfigError("keep-alive interval and timeout must be positive")
         if (
             self.secondary_queue < 1
+            or self.secondary_queue_chars < 1
             or self.secondary_call_rate <= 0
             or self.secondary_call_burst < 1
             or self.secondary_waiting_calls < 1

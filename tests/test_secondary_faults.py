@@ -76,12 +76,13 @@ async def _deaf_cpms() -> AsyncIterator[str]:
         stop.set()
 
 
+@pytest.mark.parametrize(
+    "bound", [{"secondary_queue": 5}, {"secondary_queue_chars": 500_000}], ids=["frames", "chars"]
+)
 async def test_a_secondary_that_does_not_read_costs_it_frames_not_the_charger(
-    tmp_path: Path,
+    tmp_path: Path, bound: dict[str, int]
 ) -> None:
-    relay = dataclasses.replace(
-        FAST_RELAY, flood_burst=10_000, flood_rate=10_000.0, secondary_queue=5
-    )
+    relay = dataclasses.replace(FAST_RELAY, flood_burst=10_000, flood_rate=10_000.0, **bound)
     big = "x" * 200_000
     async with (
         ScriptedCpms(answer=tagged("primary")) as primary,

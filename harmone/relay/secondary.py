@@ -5,8 +5,9 @@ with its own backoff, sends the frames the session gives it (`ToSecondary`: copi
 charger's calls, byte-exact, and the charger's answers to the secondary's own calls), and reads
 what the secondary sends. Nothing it does can hold up the charger or the primary CPMS:
 
-* frames for the secondary wait in a bounded queue while it is away or not reading (the oldest
-  are dropped and counted when it is full); the charger's path never waits for it;
+* frames for the secondary wait in a queue bounded in frames and in characters while it is
+  away or not reading (the oldest are dropped and counted when it is full); the charger's
+  path never waits for it;
 * its answers to the charger's calls are dropped (only the primary's reach the charger), except
   that a 1.6 StartTransaction answer gives its own transaction id, mapped per transaction:
   frames towards it carry its id, its calls reach the charger with the charger's;
@@ -109,6 +110,7 @@ class SecondaryLink:
         self._lost: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._queue: deque[str] = deque()
+        self._queued_chars = 0
         self._paused = False
         self._closing = False
         self._dropping = False
@@ -137,6 +139,7 @@ class SecondaryLink:
         if sock is not None:
             sock.close(1000, "charger disconnected")
         self._queue.clear()
+        self._queued_chars = 0
         # the live state outlives this link: the next connection may have no secondary
         self.live.secondary_connected = False
         self.live.secondary_error = None
@@ -212,24 +215,30 @@ class SecondaryLink:
         direct = sock is not None and not self._paused and not self._queue
         if direct and sock is not None and sock.send_text(self._outgoing(text)):
             return
-        if len(self._queue) >= self._config.secondary_queue:
-            self._queue.popleft()
+        cfg = self._config
+        self._queue.append(text)
+        self._queued_chars += len(text)
+        while len(self._queue) > cfg.secondary_queue or (
+            self._queued_chars > cfg.secondary_queue_chars and len(self._queue) > 1
+        ):
+            self._queued_chars -= len(self._queue.popleft())
             self.live.secondary_dropped += 1
             if not self._dropping:
                 self._dropping = True
                 log.warning(
-                    "%s queue full (%d frames): dropping the oldest until it drains",
+                    "%s queue full (%d frames or %d characters): dropping the oldest until "
+                    "it drains",
                     self._ctx,
-                    self._config.secondary_queue,
+                    cfg.secondary_queue,
+                    cfg.secondary_queue_chars,
                 )
-        self._queue.append(text)
 
     def _flush(self) -> None:
         sock = self._sock
         while self._queue and sock is not None and not self._paused:
             if not sock.send_text(self._outgoing(self._queue[0])):
                 return
-            self._queue.popleft()
+            self._queued_chars -= len(self._queue.popleft())
         if not self._queue and self._dropping:
             self._dropping = False
             log.info(
