@@ -235,3 +235,53 @@ async def test_1_6_transaction_ids_are_mapped_per_backend(tmp_path: Path) -> Non
             await wait_for(lambda: secondary.frames["CP1"][-1].startswith('[2,"sp1"'))
             assert primary.frames["CP1"][-1] == stop % 777
             assert secondary.frames["CP1"][-1] == stop % 555
+
+
+async def test_primary_away_the_charger_is_answered_locally_and_the_secondary_still_gets_it(
+    tmp_path: Path,
+) -> None:
+    def secondary_answer(frame: list[Any]) -> Any:
+        if frame[2] == "StartTransaction":
+            return {"transactionId": 555, "idTagInfo": {"status": "Accepted"}}
+        return {}
+
+    async with (
+        ScriptedCpms(answer=tagged("primary")) as primary,
+        ScriptedCpms(answer=secondary_answer) as secondary,
+        harmone_server(tmp_path) as srv,
+    ):
+        uid, url = await two_backend_site(srv, primary.url, secondary.url)
+        async with await charger(f"{url}/CP1") as ws:
+            await _both_up(srv, uid, "CP1")
+            await primary.stop()  # the primary goes away: hold mode answers the charger
+            await wait_for(lambda: not _live(srv, uid, "CP1").upstream_connected)
+            await ws.send(HEARTBEAT)
+            answer = await recv_json(ws)
+            assert answer[1] == "hb1" and "currentTime" in answer[2]  # HARMON-E's own answer
+            start = (
+                '[2,"st1","StartTransaction",{"connectorId":1,"idTag":"T","meterStart":0,'
+                '"timestamp":"2026-12-01T10:00:00Z"}]'
+            )
+            await ws.send(start)
+            local = (await recv_json(ws))[2]["transactionId"]
+            await wait_for(lambda: secondary.frames["CP1"][-2:] == [HEARTBEAT, start])
+            link: Any = srv.runtime.hub.link(uid, "CP1")
+            await wait_for(lambda: link._secondary._to_secondary == {local: 555})
+            meter = (
+                '[2,"mv1","MeterValues",{"connectorId":1,"transactionId":%d,"meterValue":'
+                '[{"timestamp":"2026-12-01T10:01:00Z","sampledValue":[{"value":"5"}]}]}]'
+            )
+            await ws.send(meter % local)
+            await recv_json(ws)
+            await wait_for(lambda: secondary.frames["CP1"][-1] == meter % 555)
+
+
+async def test_a_site_without_cpms_still_mirrors_to_the_secondary(tmp_path: Path) -> None:
+    async with ScriptedCpms() as secondary, harmone_server(tmp_path) as srv:
+        uid, url = await two_backend_site(srv, None, secondary.url)
+        async with await charger(f"{url}/CP1") as ws:
+            await wait_for(lambda: _live(srv, uid, "CP1").secondary_connected)
+            await ws.send(BOOT)
+            answer = await recv_json(ws)
+            assert answer[2]["status"] == "Accepted"  # HARMON-E answers, not the secondary
+            await wait_for(lambda: secondary.frames["CP1"] == [BOOT])
