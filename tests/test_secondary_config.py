@@ -145,6 +145,8 @@ async def test_console_forms(srv: RunningServer) -> None:
             {**form, "secondary_cpms_url": "", "secondary_rule": "allow:Nothing"},
         )
         assert r.status_code == 422 and "is not an action of OCPP" in r.text
+        hub = (await op.get(f"/sites/{site.uid}/control-hub")).text
+        assert "secondary CPMS at" in hub and "ws://mon.example.com" in hub
         # a form without the fields (an older page) leaves them as they are
         r = await op.post(f"/sites/{site.uid}/settings", form)
         assert r.status_code == 303
