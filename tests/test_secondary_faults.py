@@ -254,3 +254,32 @@ async def test_a_secondary_answering_every_call_is_not_taken_for_a_flood(tmp_pat
             await wait_for(lambda: "g1" in secondary.results)
             assert secondary.results["g1"][0] == 3
             assert secondary.connects == 1
+
+
+async def test_a_secondary_that_hangs_handshakes_does_not_hold_the_primaries_dials(
+    tmp_path: Path,
+) -> None:
+    hung: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    relay = dataclasses.replace(FAST_RELAY, max_concurrent_dials=1)
+    try:
+        async with (
+            ScriptedCpms(answer=tagged("primary")) as primary,
+            harmone_server(tmp_path, relay=relay) as srv,
+        ):
+            _, url = await two_backend_site(srv, primary.url, f"ws://127.0.0.1:{port}")
+            async with await charger(f"{url}/A") as a:
+                await wait_for(lambda: len(hung) == 1)  # A's secondary handshake hangs
+                assert await _heartbeat(a, 1) == [3, "hb1", {"by": "primary"}]
+                async with await charger(f"{url}/B") as b:
+                    # B's CPMS was dialled at its handshake, not after A's secondary gave up
+                    assert await _heartbeat(b, 1) == [3, "hb1", {"by": "primary"}]
+    finally:
+        for writer in hung:
+            writer.close()
+        server.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import OrderedDict, deque
 from typing import Any, Protocol
 
@@ -34,7 +35,7 @@ from harmone.ocpp.secondary import SecondaryRule, parse_rule
 from harmone.ocpp.session import TX_ID_PATH, ChargerSession
 from harmone.ocpp.versions import OcppVersion, error_code
 from harmone.relay.backoff import Backoff
-from harmone.relay.dialer import Dialer, DialRequest
+from harmone.relay.dialer import BoundedDialer, Dialer, DialRequest
 from harmone.relay.host import LinkHost
 from harmone.relay.state import LiveCharger
 from harmone.relay.upstream import UpstreamRefused, cpms_endpoint
@@ -48,6 +49,23 @@ _TX_TO_SECONDARY = frozenset({"MeterValues", "StopTransaction"})
 _TX_TO_CHARGER = frozenset({"RemoteStopTransaction", "SetChargingProfile"})
 #: StartTransaction calls whose two answers (the charger's and the secondary's) are awaited
 _MAX_STARTS = 16
+#: the process's dialer -> the one its secondaries use
+_SECONDARY_DIALERS: weakref.WeakKeyDictionary[BoundedDialer, BoundedDialer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _secondary_dialer(services: SecondaryServices) -> Dialer:
+    """Secondary handshakes get a bound of their own: a secondary that hangs every handshake
+    must not hold the slots the primaries need after a restart (a dialer given by a test or
+    an embedder is used as it is)."""
+    dialer = services.dialer
+    if not isinstance(dialer, BoundedDialer):
+        return dialer
+    own = _SECONDARY_DIALERS.get(dialer)
+    if own is None:
+        own = _SECONDARY_DIALERS[dialer] = BoundedDialer(services.config, services.clock)
+    return own
 
 
 class SecondaryOwner(Protocol):
@@ -102,7 +120,7 @@ class SecondaryLink:
         self._version = owner.session.version
         self._rule: tuple[str, SecondaryRule] = ("", parse_rule(None))
         self._host = services.host
-        self._dialer = services.dialer
+        self._dialer = _secondary_dialer(services)
         self._config = config = services.config
         self._clock = clock = services.clock
         self._ctx = f"site={live.site_uid} charger={live.id} secondary"
