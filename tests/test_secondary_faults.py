@@ -283,3 +283,51 @@ async def test_a_secondary_that_hangs_handshakes_does_not_hold_the_primaries_dia
         for writer in hung:
             writer.close()
         server.close()
+
+
+async def test_a_secondary_that_goes_silent_is_dropped_by_the_keepalive_and_dialled_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that completes the handshake and then never answers anything, pings included."""
+    import base64
+    import hashlib
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")
+            if line.lower().startswith("sec-websocket-key:")
+        )
+        magic = key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        token = base64.b64encode(hashlib.sha1(magic).digest()).decode()
+        writer.write(
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Accept: {token}\r\nSec-WebSocket-Protocol: ocpp1.6\r\n\r\n"
+            ).encode()
+        )
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    relay = dataclasses.replace(FAST_RELAY, keepalive_interval=0.2, keepalive_timeout=0.2)
+    try:
+        async with (
+            ScriptedCpms(answer=tagged("primary")) as primary,
+            harmone_server(tmp_path, relay=relay) as srv,
+        ):
+            uid, url = await two_backend_site(srv, primary.url, f"ws://127.0.0.1:{port}")
+            async with await charger(f"{url}/CP1") as ws:
+                await wait_for(lambda: len(accepted) >= 1)
+                # the keep-alive drops it, and it is dialled again after backoff
+                await wait_for(lambda: len(accepted) >= 2)
+                assert "secondary did not answer a ping" in caplog.text
+                assert await _heartbeat(ws, 1) == [3, "hb1", {"by": "primary"}]
+                assert _live(srv, uid, "CP1").upstream_connected
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()

@@ -123,7 +123,8 @@ class SecondaryLink:
         self._dialer = _secondary_dialer(services)
         self._config = config = services.config
         self._clock = clock = services.clock
-        self._ctx = f"site={live.site_uid} charger={live.id} secondary"
+        self._where = f"site={live.site_uid} charger={live.id}"
+        self._ctx = f"{self._where} secondary"
         self._sock: TextSocket | None = None
         self._lost: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -208,7 +209,7 @@ class SecondaryLink:
         was_up = self.live.secondary_connected
         self.live.secondary_connected = False
         if reason != self.live.secondary_error or was_up:
-            log.warning("%s %s", self._ctx, reason)
+            log.warning("%s %s", self._where, reason)  # (the reason names the secondary)
         self.live.secondary_error = reason
         self._host.changed(self.live)
 
