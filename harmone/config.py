@@ -64,6 +64,14 @@ class RelayConfig:
     #: At most this many CPMS handshakes in progress at once: after a restart or a blip,
     #: thousands of chargers reconnect together and the CPMS must not be hit by all of them.
     max_concurrent_dials: int = 100
+    #: Secondary CPMS: frames queued for it while it is away or slow (the oldest are dropped
+    #: beyond), its call rate (a token bucket), and how many of its calls may wait for the
+    #: charger's one-CALL slot at once.
+    secondary_queue: int = 1000
+    secondary_queue_chars: int = 1 << 20
+    secondary_call_rate: float = 10.0
+    secondary_call_burst: int = 20
+    secondary_waiting_calls: int = 4
 
     def __post_init__(self) -> None:
         if self.upstream_connect_timeout <= 0 or self.call_timeout <= 0:
@@ -78,6 +86,14 @@ class RelayConfig:
             raise ConfigError("flood limits must be positive")
         if self.keepalive_interval <= 0 or self.keepalive_timeout <= 0:
             raise ConfigError("keep-alive interval and timeout must be positive")
+        if (
+            self.secondary_queue < 1
+            or self.secondary_queue_chars < 1
+            or self.secondary_call_rate <= 0
+            or self.secondary_call_burst < 1
+            or self.secondary_waiting_calls < 1
+        ):
+            raise ConfigError("the secondary CPMS limits must be positive")
         if self.max_concurrent_dials < 1:
             raise ConfigError("max_concurrent_dials must be at least 1")
         if self.auth_max_failures < 1 or self.auth_failure_window <= 0:

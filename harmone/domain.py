@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from harmone.errors import ConfigError, InvalidFields
+from harmone.ocpp.secondary import DEFAULT_RULE, normalise_rule
 
 __all__ = [
     "Charger",
@@ -116,6 +117,13 @@ def _cpms_url(value: object) -> str | None:
     return value.rstrip("/")
 
 
+def _secondary_cpms_url(value: object) -> str | None:
+    try:
+        return _cpms_url(value)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("cpms_url", "secondary_cpms_url", 1)) from None
+
+
 def _gateway_host(value: object) -> str | None:
     """The box's LAN address: an IP or host name, optionally with :port; nothing else."""
     if value is None:
@@ -159,12 +167,23 @@ ChargerName = Annotated[
     Annotated[str, Field(max_length=_MAX_NAME)] | None, BeforeValidator(_charger_name)
 ]
 CpmsUrl = Annotated[str | None, BeforeValidator(_cpms_url)]
+SecondaryCpmsUrl = Annotated[str | None, BeforeValidator(_secondary_cpms_url)]
+SecondaryRuleText = Annotated[str, BeforeValidator(normalise_rule)]
 GatewayHost = Annotated[str | None, BeforeValidator(_gateway_host)]
 ChargerAuth = Annotated[bool, BeforeValidator(_charger_auth)]
 
 _CHARGER_AUTH = (
     "chargers must authenticate with HTTP Basic (user: their identity, password: their own, "
     "set with PUT .../chargers/{id}/password), checked by HARMON-E at the handshake"
+)
+_SECONDARY_URL = (
+    "a second backend (monitoring, energy manager, vendor portal): it gets a copy of the "
+    "chargers' calls, its answers are dropped, its calls are filtered by secondary_rule"
+)
+_SECONDARY_RULE = (
+    'what the secondary CPMS may ask of a charger: "read-only" (calls that change nothing), '
+    '"allow:A,B" (only these actions) or "deny:A,B" (all but these); '
+    '{"mode": "allow", "actions": ["A", "B"]} is accepted too'
 )
 _OFFLINE_MODE = (
     "CPMS link down: hold = answer locally, journal and replay; strict = close the charger"
@@ -195,6 +214,8 @@ class SiteFields(BaseModel):
     )
     offline_mode: OfflineMode = Field(default="hold", description=_OFFLINE_MODE)
     charger_auth: ChargerAuth = Field(default=False, description=_CHARGER_AUTH)
+    secondary_cpms_url: SecondaryCpmsUrl = Field(default=None, description=_SECONDARY_URL)
+    secondary_rule: SecondaryRuleText = Field(default=DEFAULT_RULE, description=_SECONDARY_RULE)
 
 
 class SiteSettings(SiteFields):
@@ -245,6 +266,9 @@ class ChargerSettings(BaseModel):
 
     name: ChargerName = None
     cpms_url: CpmsUrl = Field(default=None, description="this charger's own CPMS; null: the site's")
+    secondary_cpms_url: SecondaryCpmsUrl = Field(
+        default=None, description="this charger's own secondary CPMS; null: the site's"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ __all__ = [
     "OwnCallResult",
     "ToCharger",
     "ToCpms",
+    "ToSecondary",
     "TxMapEnded",
 ]
 
@@ -35,11 +36,19 @@ class ToCharger:
     CallError, one of its own calls)."""
 
     text: str
-    origin: Literal["cpms", "harmone"] = "harmone"
+    origin: Literal["cpms", "harmone", "secondary"] = "harmone"
 
 
 @dataclass(slots=True)  # not frozen: two are made per relayed frame, and frozen costs
 class ToCpms:
+    text: str
+
+
+@dataclass(slots=True)
+class ToSecondary:
+    """A frame for the secondary CPMS: a copy of a charger's call, or the charger's answer
+    to one of the secondary's calls (never anything of HARMON-E's own)."""
+
     text: str
 
 
@@ -116,6 +125,7 @@ class CpmsSilent:
 Effect = (
     ToCharger
     | ToCpms
+    | ToSecondary
     | OwnCallResult
     | Observe
     | Note

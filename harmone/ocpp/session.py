@@ -42,6 +42,7 @@ from harmone.ocpp.effects import (
     OwnCallResult,
     ToCharger,
     ToCpms,
+    ToSecondary,
     TxMapEnded,
 )
 from harmone.ocpp.events import WATCHED_ACTIONS, Event, interpret
@@ -71,6 +72,7 @@ __all__ = [
     "SessionLimits",
     "ToCharger",
     "ToCpms",
+    "ToSecondary",
     "TxMapEnded",
 ]
 
@@ -89,7 +91,7 @@ class SessionLimits:
 
 @dataclass(slots=True)
 class _Outgoing:
-    owner: Literal["cpms", "own"]
+    owner: Literal["cpms", "own", "secondary"]
     id: str
     action: str
     text: str
@@ -161,6 +163,8 @@ class ChargerSession:
         self._flood_closed = False
         #: told the seconds the CPMS took to answer each of the charger's calls (metrics)
         self.answer_time: Callable[[float], None] | None = None
+        #: a secondary CPMS is configured: the charger's calls are copied to it (ToSecondary)
+        self.mirror = False
 
     # -- inspection --
     @property
@@ -198,6 +202,8 @@ class ChargerSession:
                     )
                 )
             return effects
+        if self.mirror and env.type in (MessageType.CALL, MessageType.SEND):
+            effects.append(ToSecondary(text))  # as received, whatever the primary's state
         if env.type is MessageType.CALL:
             assert env.action is not None
             if self.upstream_up:
@@ -232,6 +238,9 @@ class ChargerSession:
             self._inflight = None
             if slot.owner == "own":
                 effects.append(self._own_result(slot, env, text))
+            elif slot.owner == "secondary":
+                effects.append(ToSecondary(text))
+                self._observe(effects, "charger", env, slot.action, text, slot.text)
             else:
                 self._forward_answer_to_cpms(slot.action, env, text, effects, slot.text)
             effects.extend(self._dispatch(now))
@@ -307,6 +316,21 @@ class ChargerSession:
             self._observe(effects, "cpms", env, known[0], text, known[1])
         return effects
 
+    def secondary_call(self, text: str, env: Envelope, now: float, waiting: int) -> list[Effect]:
+        """A CALL from the secondary CPMS that its rule allows: it waits for the one slot like
+        the CPMS's calls (its answer is `ToSecondary`); when `waiting` of its calls already
+        wait, it is refused (a busy secondary must not crowd out the primary)."""
+        assert env.action is not None
+        if sum(q.owner == "secondary" for q in self._queue) >= waiting:
+            error = error_code(self.version, "generic")
+            busy = "too many calls waiting for the charger"
+            return [ToSecondary(call_error_frame(env.id, error, busy))]
+        effects: list[Effect] = []
+        self._observe(effects, "cpms", env, env.action, text)
+        self._queue.append(_Outgoing("secondary", env.id, env.action, text))
+        effects.extend(self._dispatch(now))
+        return effects
+
     # -- HARMON-E's own calls --
     def own_call(self, action: str, payload: Any, now: float) -> tuple[str, list[Effect]]:
         """Queue a call of HARMON-E's own towards the charger; returns its id and effects."""
@@ -359,6 +383,8 @@ class ChargerSession:
             self._expire(slot.id)
             effects.append(OwnCallResult(slot.id, timed_out=True))
         else:
+            if slot.owner == "secondary":
+                self._expire(slot.id)  # its late answer is dropped, not given to the CPMS
             effects.append(
                 Note(
                     logging.WARNING,
@@ -437,7 +463,7 @@ class ChargerSession:
         item = self._queue.pop(0)
         item.deadline = now + self.limits.call_timeout
         self._inflight = item
-        return [ToCharger(item.text, "cpms" if item.owner == "cpms" else "harmone")]
+        return [ToCharger(item.text, "harmone" if item.owner == "own" else item.owner)]
 
     def _expire(self, msg_id: str) -> None:
         self._expired_own[msg_id] = None

@@ -86,6 +86,8 @@ class ChargerRoute:
 
     known: bool
     cpms_url: str | None = None
+    #: its own secondary CPMS URL (None: the site's)
+    secondary_cpms_url: str | None = None
 
 
 _UNKNOWN = ChargerRoute(False)
@@ -124,7 +126,8 @@ class DirectoryCache:
         for site in sites:
             self._sites[site.uid] = (site, at)
             for charger in await self.directory.list_chargers(site.uid):
-                self._routes[(site.uid, charger.id)] = (ChargerRoute(True, charger.cpms_url), at)
+                route = ChargerRoute(True, charger.cpms_url, charger.secondary_cpms_url)
+                self._routes[(site.uid, charger.id)] = (route, at)
             self._complete[site.uid] = at
         log.info("relay directory cache: %d site(s), %d charger(s)", len(sites), len(self._routes))
 
@@ -167,7 +170,7 @@ class DirectoryCache:
         if charger is None:
             self._routes.pop(key, None)
             return _UNKNOWN
-        route = ChargerRoute(True, charger.cpms_url)
+        route = ChargerRoute(True, charger.cpms_url, charger.secondary_cpms_url)
         self._routes[key] = (route, now)
         return route
 

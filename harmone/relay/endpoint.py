@@ -15,6 +15,7 @@ database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from dataclasses import dataclass
@@ -170,6 +171,7 @@ class OcppEndpoint:
                 authorization,
                 strict=site.offline_mode == "strict",
                 site_cpms=site.cpms_url,
+                site_secondary=(site.secondary_cpms_url, site.secondary_rule),
             )
 
     async def _split(self, path: str) -> tuple[str, str]:
@@ -195,6 +197,7 @@ class OcppEndpoint:
         *,
         strict: bool,
         site_cpms: str | None,
+        site_secondary: tuple[str | None, str] = (None, "read-only"),
     ) -> None:
         cfg = self.registry.config
         site_uid, identity = key
@@ -239,7 +242,14 @@ class OcppEndpoint:
                 caller,
                 key,
                 usable,
-                LinkSetup(usable[0], cpms_url, authorization, strict),
+                LinkSetup(
+                    usable[0],
+                    cpms_url,
+                    authorization,
+                    strict,
+                    route.secondary_cpms_url or site_secondary[0],
+                    site_secondary[1],
+                ),
                 (upstream, upstream_error),
                 known=route.known,
             )
@@ -345,7 +355,7 @@ class OcppEndpoint:
             headers.append(("Sec-WebSocket-Extensions", deflate[0]))
         link = ChargerLink(
             self.services,
-            LinkSetup(chosen, cpms_url, setup.authorization, strict),
+            dataclasses.replace(setup, subprotocol=chosen),
             live,
             session,
             sock,

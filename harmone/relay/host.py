@@ -20,6 +20,8 @@ class Link(Protocol):
 
     #: strict offline mode: the charger is closed when its CPMS link is lost
     strict: bool
+    #: what the secondary CPMS may ask (text form, `harmone.ocpp.secondary`)
+    secondary_rule: str
 
     @property
     def closed(self) -> asyncio.Event:
@@ -31,6 +33,9 @@ class Link(Protocol):
 
     @property
     def cpms_url(self) -> str | None: ...
+
+    @property
+    def secondary_url(self) -> str | None: ...
 
     async def call(self, action: str, payload: Any, timeout: float | None = None) -> Any: ...
 

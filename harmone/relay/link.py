@@ -41,6 +41,7 @@ from harmone.ocpp.session import (
     OwnCallResult,
     ToCharger,
     ToCpms,
+    ToSecondary,
     TxMapEnded,
 )
 from harmone.ocpp.versions import error_code
@@ -48,6 +49,7 @@ from harmone.relay.backoff import Backoff
 from harmone.relay.dialer import Dialer, DialRequest
 from harmone.relay.host import LinkHost
 from harmone.relay.offline import OfflineJournal
+from harmone.relay.secondary import SecondaryLink
 from harmone.relay.state import LiveCharger, Party
 from harmone.relay.upstream import CpmsConnection, UpstreamRefused, cpms_endpoint
 from harmone.relay.websocket import TextSocket
@@ -79,6 +81,9 @@ class LinkSetup:
     authorization: str | None = None
     #: strict offline mode: the charger is closed when its CPMS link is lost
     strict: bool = False
+    #: a second backend that gets a copy of the charger's calls (relay/secondary.py)
+    secondary_url: str | None = None
+    secondary_rule: str = "read-only"
 
 
 class ChargerLink:
@@ -124,6 +129,10 @@ class ChargerLink:
         self._pending_dial: asyncio.Task[CpmsConnection] | None = None
         self._closing = False
         self._closed: asyncio.Event | None = None
+        #: the site's rule for the secondary's calls (may change while connected)
+        self.secondary_rule = setup.secondary_rule
+        session.mirror = setup.secondary_url is not None
+        self._secondary = SecondaryLink(self, services) if session.mirror else None
 
     # -- what the registry and the other layers use --
     @property
@@ -141,6 +150,10 @@ class ChargerLink:
         return self.setup.cpms_url
 
     @property
+    def secondary_url(self) -> str | None:
+        return self.setup.secondary_url
+
+    @property
     def subprotocol(self) -> str:
         return self.setup.subprotocol
 
@@ -152,6 +165,8 @@ class ChargerLink:
         """Relay from now on; `upstream` is the CPMS connection opened at the handshake, or
         `pending` the dial still under way (neither: dial when the link is up)."""
         self._pending_dial = pending
+        if self._secondary is not None:
+            self._secondary.start()
         if self.setup.cpms_url is None:
             self._charger.attach(self)
             return
@@ -223,6 +238,8 @@ class ChargerLink:
                     sock.abort()
             elif quiet >= interval:
                 sock.ping(now)
+        if self._secondary is not None:
+            self._secondary.keepalive(now, interval, timeout)
 
     # -- socket callbacks (SocketSink) --
     def on_text(self, sock: TextSocket, text: str) -> None:
@@ -294,6 +311,8 @@ class ChargerLink:
                 self._apply_other(effect)
         self._arm_timer()
 
+    apply = _apply  # (for the secondary's calls)
+
     async def _apply_after_journal(self, effects: list[Effect]) -> None:
         try:
             await self._apply_async(effects)
@@ -329,7 +348,7 @@ class ChargerLink:
                         )
                     )
                 )
-            elif kind is ToCharger or kind is ToCpms or kind is Observe:
+            elif kind is ToCharger or kind is ToCpms or kind is Observe or kind is ToSecondary:
                 self._apply([effect])
             else:
                 self._apply_other(effect)
@@ -337,7 +356,11 @@ class ChargerLink:
 
     def _apply_other(self, effect: Effect) -> None:
         kind = type(effect)
-        if kind is Note:
+        if kind is ToSecondary:
+            assert isinstance(effect, ToSecondary)
+            if self._secondary is not None:
+                self._secondary.send(effect.text)
+        elif kind is Note:
             assert isinstance(effect, Note)
             log.log(effect.level, "%s %s", self._ctx, effect.message)
         elif kind is OwnCallResult:
@@ -357,6 +380,8 @@ class ChargerLink:
     def _send_charger(self, effect: ToCharger) -> None:
         if effect.origin == "harmone":
             self._record(self._clock.monotonic() + self._epoch, "harmone", "charger", effect.text)
+        if self._secondary is not None:
+            self._secondary.charger_answered(effect.text)
         if self._charger.send_text(effect.text):
             if effect.origin == "harmone":
                 self._traffic.harmone_to_charger += 1
@@ -576,6 +601,8 @@ class ChargerLink:
         cpms, self._cpms = self._cpms, None
         if cpms is not None:
             cpms.close(1000, "charger disconnected")
+        if self._secondary is not None:
+            self._secondary.close()
         for fut in (self._own_waiters or {}).values():
             if not fut.done():
                 fut.set_exception(ChargerNotConnected(f"charger {self.live.id} disconnected"))

@@ -109,6 +109,10 @@ class LiveCharger:
     upstream_connected: bool = False
     #: Why the CPMS link is not up, in words a support person understands (None when up).
     upstream_error: str | None = None
+    #: The secondary CPMS link (live only, not persisted): open, why not, frames dropped.
+    secondary_connected: bool = False
+    secondary_error: str | None = None
+    secondary_dropped: int = 0
     remote_addr: str | None = None
     connected_since: datetime | None = None
     #: when the charger last sent a frame, in epoch seconds (a float per frame is cheaper to

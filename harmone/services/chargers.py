@@ -77,9 +77,10 @@ class ChargerService:
         self._tell(site_uid, charger_id)
         reconnected = False
         link = self._relay.link(site_uid, charger_id)
-        if link is not None and "cpms_url" in changes:
+        if link is not None and ("cpms_url" in changes or "secondary_cpms_url" in changes):
             effective = charger.cpms_url or site.cpms_url
-            reconnected = await reconnect_if_moved(link, site_uid, charger_id, effective)
+            secondary = charger.secondary_cpms_url or site.secondary_cpms_url
+            reconnected = await reconnect_if_moved(link, site_uid, charger_id, effective, secondary)
         return ChargerUpdate(charger, reconnected)
 
     async def set_password(self, site_uid: str, charger_id: str, password: str) -> Charger:

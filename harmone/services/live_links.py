@@ -31,6 +31,14 @@ class RelayedCharger(Protocol):
         """The CPMS this link is relayed to (None: HARMON-E answers the charger)."""
         ...
 
+    #: the site's rule for the secondary CPMS (text form): applies to its calls from now on
+    secondary_rule: str
+
+    @property
+    def secondary_url(self) -> str | None:
+        """The secondary CPMS this link mirrors to (None: none)."""
+        ...
+
     @property
     def closed(self) -> asyncio.Event:
         """Set once the link is torn down."""

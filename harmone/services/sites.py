@@ -101,12 +101,16 @@ class SiteService:
             for link in self._relay.links_for_site(uid):
                 link.strict = strict
             log.info("site=%s offline mode now %s on the open links", uid, site.offline_mode)
+        if site.secondary_rule != before.secondary_rule:
+            for link in self._relay.links_for_site(uid):
+                link.secondary_rule = site.secondary_rule
+            log.info("site=%s secondary rule now %s on the open links", uid, site.secondary_rule)
         if site.charger_auth and not before.charger_auth:
             # Chargers connected before were never asked for credentials.
             for link in self._relay.links_for_site(uid):
                 await link.close(RECONNECT, "the site now requires charger authentication")
             log.info("site=%s charger authentication on: its chargers were reconnected", uid)
-        elif "cpms_url" in changes:
+        elif "cpms_url" in changes or "secondary_cpms_url" in changes:
             await self._reconnect_moved(site)
         return site
 
@@ -122,13 +126,14 @@ class SiteService:
         return len(links)
 
     async def _reconnect_moved(self, site: Site) -> None:
-        """Close the connected chargers of `site` whose CPMS is no longer the one their
-        link goes to (a charger with its own CPMS keeps it)."""
+        """Close the connected chargers of `site` whose CPMS (or secondary CPMS) is no longer
+        the one their link goes to (a charger with its own keeps it)."""
         for charger in await self._store.chargers.of_site(site.uid):
             link = self._relay.link(site.uid, charger.id)
             if link is not None:
                 effective = charger.cpms_url or site.cpms_url
-                await reconnect_if_moved(link, site.uid, charger.id, effective)
+                secondary = charger.secondary_cpms_url or site.secondary_cpms_url
+                await reconnect_if_moved(link, site.uid, charger.id, effective, secondary)
 
     def _tell_site(self, uid: str) -> None:
         for watcher in self._watchers:
@@ -136,16 +141,21 @@ class SiteService:
 
 
 async def reconnect_if_moved(
-    link: RelayedCharger, site_uid: str, charger_id: str, cpms_url: str | None
+    link: RelayedCharger,
+    site_uid: str,
+    charger_id: str,
+    cpms_url: str | None,
+    secondary_url: str | None = None,
 ) -> bool:
-    """Close `link` when it is not relayed to `cpms_url`; whether it was closed."""
-    if link.cpms_url == cpms_url:
+    """Close `link` when it is not relayed to `cpms_url` (and mirrored to `secondary_url`);
+    whether it was closed."""
+    if link.cpms_url == cpms_url and link.secondary_url == secondary_url:
         return False
     log.info(
         "site=%s charger=%s CPMS changed to %s: reconnecting the charger",
         site_uid,
         charger_id,
-        cpms_url,
+        cpms_url if link.cpms_url != cpms_url else f"{cpms_url} (secondary {secondary_url})",
     )
     await link.close(RECONNECT, "CPMS changed; reconnect")
     return True

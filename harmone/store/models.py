@@ -157,6 +157,11 @@ class SiteRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     #: Chargers must send HTTP Basic credentials that HARMON-E checks (migration 0004).
     charger_auth: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: A second backend per charger and what it may do (migration 0007).
+    secondary_cpms_url: Mapped[str | None] = mapped_column(Text)
+    secondary_rule: Mapped[str] = mapped_column(
+        Text, nullable=False, default="read-only", server_default="read-only"
+    )
 
 
 class ChargerRow(Base):
@@ -169,6 +174,7 @@ class ChargerRow(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     cpms_url: Mapped[str | None] = mapped_column(Text)
+    secondary_cpms_url: Mapped[str | None] = mapped_column(Text)
     # What the charger reports is stored as Text: a charger that breaks the OCPP length limits
     # must not make a whole state batch fail.
     ocpp_version: Mapped[str | None] = mapped_column(String(16))

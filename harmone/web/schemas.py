@@ -109,6 +109,22 @@ class ChargerOut(ChargerIdentity, _ChargerHead):
     effective_cpms_url: str | None = Field(description="the CPMS it is relayed to")
     upstream_connected: bool
     upstream_error: str | None = Field(description="why the CPMS link is down, if it is")
+    secondary_cpms_url: str | None = Field(
+        default=None, description="this charger's own secondary CPMS; null: the site's"
+    )
+    effective_secondary_cpms_url: str | None = Field(
+        default=None, description="the secondary CPMS it is mirrored to (null: none)"
+    )
+    secondary_connected: bool = Field(
+        default=False, description="is its secondary CPMS connection open"
+    )
+    secondary_error: str | None = Field(
+        default=None, description="why the secondary CPMS link is down, if it is"
+    )
+    secondary_dropped: int = Field(
+        default=0,
+        description="frames for the secondary dropped since the charger connected (queue full)",
+    )
     remote_addr: str | None = None
     connected_since: datetime | None = None
     connectors: list[ConnectorOut]
@@ -177,6 +193,7 @@ def _connector_out(c: Connector) -> ConnectorOut:
 def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> ChargerOut:
     """The stored charger, overlaid with the live state of this process (which is newer)."""
     effective = charger.cpms_url or site.cpms_url
+    secondary = charger.secondary_cpms_url or site.secondary_cpms_url
     if live is None:
         return ChargerOut(
             id=charger.id,
@@ -190,6 +207,8 @@ def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> Charg
             effective_cpms_url=effective,
             upstream_connected=charger.upstream_connected,
             upstream_error=None,
+            secondary_cpms_url=charger.secondary_cpms_url,
+            effective_secondary_cpms_url=secondary,
             connectors=[_connector_out(c) for c in charger.connectors],
             password_set=charger.password_set,
         )
@@ -208,6 +227,11 @@ def charger_out(charger: Charger, live: LiveCharger | None, site: Site) -> Charg
         effective_cpms_url=effective,
         upstream_connected=live.upstream_connected,
         upstream_error=live.upstream_error if live.connected and effective else None,
+        secondary_cpms_url=charger.secondary_cpms_url,
+        effective_secondary_cpms_url=secondary,
+        secondary_connected=live.connected and live.secondary_connected,
+        secondary_error=live.secondary_error if live.connected and secondary else None,
+        secondary_dropped=live.secondary_dropped if live.connected else 0,
         remote_addr=live.remote_addr if live.connected else None,
         connected_since=live.connected_since if live.connected else None,
         connectors=[connectors[k] for k in sorted(connectors)],

@@ -75,6 +75,7 @@ async def _page(
             "name": charger.name or "",
             "cpms_mode": "own" if charger.cpms_url else "site",
             "cpms_url": charger.cpms_url or "",
+            "secondary_cpms_url": charger.secondary_cpms_url or "",
         },
         "errors": errors or {},
         "notice": _NOTICES.get(request.query_params.get("done", "")),
@@ -100,7 +101,7 @@ async def save_charger(
     form = await checked_form(request, session)
     site, charger = await _load(rt, session, uid, charger_id)
     require(session.access.require_writer)
-    values = {k: field(form, k) for k in ("name", "cpms_mode", "cpms_url")}
+    values = {k: field(form, k) for k in ("name", "cpms_mode", "cpms_url", "secondary_cpms_url")}
     own = values["cpms_mode"] == "own"
     if own and not values["cpms_url"]:
         return await _page(
@@ -114,10 +115,12 @@ async def save_charger(
             422,
         )
     changes = {"name": values["name"] or None, "cpms_url": values["cpms_url"] if own else None}
+    if "secondary_cpms_url" in form:  # (a form from before the field existed leaves it)
+        changes["secondary_cpms_url"] = values["secondary_cpms_url"] or None
     try:
         update = await rt.chargers.update(uid, charger_id, changes)
     except ConfigError as exc:
-        errors = form_errors(exc, ("name", "cpms_url"))
+        errors = form_errors(exc, ("name", "cpms_url", "secondary_cpms_url"))
         return await _page(request, rt, session, site, charger, values, errors, 422)
     done = "reconnected" if update.reconnected else "saved"
     return RedirectResponse(f"{charger_path(uid, charger_id)}?done={done}", status_code=303)

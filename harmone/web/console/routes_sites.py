@@ -241,6 +241,8 @@ async def settings_tab(uid: str, request: Request, rt: RuntimeDep, session: Sess
         "type": site.type,
         "gateway_host": site.gateway_host or "",
         "cpms_url": site.cpms_url or "",
+        "secondary_cpms_url": site.secondary_cpms_url or "",
+        "secondary_rule": site.secondary_rule,
     }
     return await _site_tab(request, rt, session, site, "settings", {"values": values, "errors": {}})
 
@@ -253,8 +255,13 @@ async def save_settings(
     site = await load_site(rt, session, uid)
     require(session.access.require_writer)
     fields = {k: field(form, k) for k in ("name", "type", "gateway_host", "cpms_url")}
+    changes: dict[str, str | None] = _site_form_values(fields)
+    for key in ("secondary_cpms_url", "secondary_rule"):
+        fields[key] = field(form, key)
+        if key in form:  # (a form from before these fields existed leaves them)
+            changes[key] = fields[key] or (None if key == "secondary_cpms_url" else "read-only")
     try:
-        await rt.sites.update(uid, _site_form_values(fields))
+        await rt.sites.update(uid, changes)
     except ConfigError as exc:
         errors = form_errors(exc, fields)
     else:
