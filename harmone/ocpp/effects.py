@@ -21,6 +21,7 @@ __all__ = [
     "Note",
     "Observe",
     "OwnCallResult",
+    "SessionLimits",
     "ToCharger",
     "ToCpms",
     "ToSecondary",
@@ -134,3 +135,15 @@ Effect = (
     | TxMapEnded
     | CpmsSilent
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """How long and how much a session tolerates (`ChargerSession`)."""
+
+    call_timeout: float = 30.0
+    flood_rate: float = 50.0
+    flood_burst: int = 200
+    #: How many unanswered charger->CPMS calls are remembered (for observation and for the
+    #: local answer when the link drops). Beyond it the oldest are forgotten.
+    remembered_calls: int = 64

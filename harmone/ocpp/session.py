@@ -40,6 +40,7 @@ from harmone.ocpp.effects import (
     Note,
     Observe,
     OwnCallResult,
+    SessionLimits,
     ToCharger,
     ToCpms,
     ToSecondary,
@@ -77,16 +78,6 @@ __all__ = [
 ]
 
 LocalAnswer = Callable[[OcppVersion, str, Any], dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionLimits:
-    call_timeout: float = 30.0
-    flood_rate: float = 50.0
-    flood_burst: int = 200
-    #: How many unanswered charger->CPMS calls are remembered (for observation and for the
-    #: local answer when the link drops). Beyond it the oldest are forgotten.
-    remembered_calls: int = 64
 
 
 @dataclass(slots=True)

@@ -16,11 +16,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import Any
 
-from harmone.clock import Clock
-from harmone.config import RelayConfig
 from harmone.errors import (
     CallErrorReceived,
     CallTimeout,
@@ -28,7 +25,6 @@ from harmone.errors import (
     StoreError,
     UpstreamUnavailable,
 )
-from harmone.metrics import RelayMetrics
 from harmone.ocpp.framing import call_error_frame, parse_envelope
 from harmone.ocpp.session import (
     ChargerSession,
@@ -46,8 +42,8 @@ from harmone.ocpp.session import (
 )
 from harmone.ocpp.versions import error_code
 from harmone.relay.backoff import Backoff
-from harmone.relay.dialer import Dialer, DialRequest
-from harmone.relay.host import LinkHost
+from harmone.relay.dialer import DialRequest
+from harmone.relay.link_setup import LinkServices, LinkSetup
 from harmone.relay.offline import OfflineJournal
 from harmone.relay.secondary import SecondaryLink
 from harmone.relay.state import LiveCharger, Party
@@ -57,33 +53,6 @@ from harmone.relay.websocket import TextSocket
 __all__ = ["ChargerLink", "LinkServices", "LinkSetup"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class LinkServices:
-    """What every link of the process shares."""
-
-    host: LinkHost
-    dialer: Dialer
-    config: RelayConfig
-    clock: Clock
-    metrics: RelayMetrics = field(default_factory=RelayMetrics)
-
-
-@dataclass(frozen=True, slots=True)
-class LinkSetup:
-    """What the handshake decided for this charger."""
-
-    subprotocol: str
-    #: None: HARMON-E answers the charger itself
-    cpms_url: str | None
-    #: the charger's Authorization header, forwarded to the CPMS unchanged
-    authorization: str | None = None
-    #: strict offline mode: the charger is closed when its CPMS link is lost
-    strict: bool = False
-    #: a second backend that gets a copy of the charger's calls (relay/secondary.py)
-    secondary_url: str | None = None
-    secondary_rule: str = "read-only"
 
 
 class ChargerLink:
