@@ -5,9 +5,11 @@ web module reaching into the relay's links (sites and chargers change through th
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "harmone"
+ROOT = PACKAGE.parent
 MAX_LINES = 600
 
 
@@ -168,3 +170,67 @@ def test_the_web_layer_reaches_load_management_only_through_its_service() -> Non
     assert reached == set()
     web = " ".join(p.read_text(encoding="utf-8") for n, p in MODULES.items() if "web." in n)
     assert ".controller(" not in web and ".controllers" not in web
+
+
+# -- docs/architecture.md names real things ------------------------------------------------------
+
+#: `harmone/x.py`, `harmone/x.py:name` or `harmone/x.py:Class.method`, and `tests/…py`
+_REFERENCE = re.compile(r"`((?:harmone|tests)/[\w/]+\.py)(?::([\w.]+))?`")
+
+
+def _names(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [t.id for t in node.targets if isinstance(t, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    return []
+
+
+def _defines(tree: ast.Module, qualified: str) -> bool:
+    """Whether `qualified` (name, or Class.member…) is defined in the module `tree`."""
+    body: list[ast.stmt] = tree.body
+    for part in qualified.split("."):
+        found = next((node for node in body if part in _names(node)), None)
+        if found is None:
+            return False
+        body = found.body if isinstance(found, ast.ClassDef) else []
+    return True
+
+
+def _missing_references(text: str) -> tuple[list[str], int]:
+    missing, names = [], 0
+    for path, qualified in _REFERENCE.findall(text):
+        file = ROOT / path
+        if not file.is_file():
+            missing.append(path)
+        elif qualified:
+            names += 1
+            if not _defines(ast.parse(file.read_text(encoding="utf-8")), qualified):
+                missing.append(f"{path}:{qualified}")
+    return missing, names
+
+
+def test_the_reference_check_finds_a_missing_name() -> None:
+    text = (
+        "`harmone/relay/link.py:ChargerLink._from_charger` `harmone/clock.py:Clock` "
+        "`harmone/relay/link.py:ChargerLink.nothing_like_this` `harmone/no_such_module.py` "
+        "`harmone/relay/link.py:no_such_function`"
+    )
+    assert _missing_references(text) == (
+        [
+            "harmone/relay/link.py:ChargerLink.nothing_like_this",
+            "harmone/no_such_module.py",
+            "harmone/relay/link.py:no_such_function",
+        ],
+        4,
+    )
+
+
+def test_every_name_in_the_architecture_note_exists() -> None:
+    """docs/architecture.md draws its paths with real module and function names."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    missing, names = _missing_references(text)
+    assert missing == []
+    assert names >= 60  # the three paths are drawn with names, not prose
