@@ -1,4 +1,5 @@
-"""Test support: an in-process HARMON-E and a raw CPMS that records exact frames."""
+"""Test support: an in-process HARMON-E, API clients for it, and a raw CPMS that records
+exact frames."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -20,7 +23,9 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from harmone.config import RelayConfig, ServerConfig
+from harmone.services.accounts import Accounts
 from harmone.services.sites import ocpp_url
+from harmone.sim import SimulatedCharger
 from harmone.store.records import Site
 from harmone.web.serve import RunningServer, running_server
 
@@ -66,6 +71,49 @@ async def harmone_server(
     )
     async with running_server(config) as srv:
         yield srv
+
+
+#: Every test user's password.
+PASSWORD = "correct horse battery"
+
+
+async def api_client(srv: RunningServer, email: str) -> httpx.AsyncClient:
+    """A REST client with a new API token of the existing user `email`."""
+    token = await Accounts(srv.runtime.store).create_token(email)
+    return httpx.AsyncClient(
+        base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+async def client_for(
+    srv: RunningServer, role: str = "admin", email: str | None = None
+) -> httpx.AsyncClient:
+    """A REST client of a new user with `role` (e-mail `{role}@example.com` unless given)."""
+    email = email or f"{role}@example.com"
+    await Accounts(srv.runtime.store).create_user(email, PASSWORD, role=role)
+    return await api_client(srv, email)
+
+
+def tx_limits(sim: SimulatedCharger) -> list[float]:
+    """The limits of the TxProfiles a simulated charger received, in order."""
+    out = []
+    for action, payload in sim.received_calls:
+        if action != "SetChargingProfile":
+            continue
+        prof = (
+            payload.get("cs_charging_profiles")
+            or payload.get("csChargingProfiles")
+            or payload.get("charging_profile")
+            or payload.get("chargingProfile")
+        )
+        purpose = prof.get("charging_profile_purpose") or prof.get("chargingProfilePurpose")
+        if purpose == "TxProfile":
+            sched = prof.get("charging_schedule") or prof.get("chargingSchedule")
+            if isinstance(sched, list):
+                sched = sched[0]
+            periods = sched.get("charging_schedule_period") or sched.get("chargingSchedulePeriod")
+            out.append(float(periods[0]["limit"]))
+    return out
 
 
 async def make_site(
@@ -221,6 +269,13 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = PATIENCE) -> 
         if loop.time() > end:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def recv_json(ws: ClientConnection, timeout: float = PATIENCE) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import RawCpms, charger, harmone_server, recv_json, wait_for
+from support import RawCpms, charger, client_for, harmone_server, recv_json, wait_for
 
 from harmone.services.accounts import Accounts
 from harmone.store.sites import SITE_UID_BITS, new_site_uid
@@ -23,16 +23,6 @@ from harmone.web.serve import RunningServer
 async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
     async with harmone_server(tmp_path, public_url="wss://ocpp.example.com") as server:
         yield server
-
-
-async def client_for(srv: RunningServer, role: str = "admin") -> httpx.AsyncClient:
-    store = srv.runtime.store
-    email = f"{role}@example.com"
-    await Accounts(store).create_user(email, "correct horse battery", role=role)
-    token = await Accounts(store).create_token(email)
-    return httpx.AsyncClient(
-        base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
 
 
 async def test_sites_lifecycle_and_ocpp_urls(srv: RunningServer) -> None:

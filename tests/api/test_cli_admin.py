@@ -14,7 +14,7 @@ from harmone.services.accounts import Accounts
 from harmone.services.admin import create_token, init_database
 from harmone.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-admin-password"
 
 

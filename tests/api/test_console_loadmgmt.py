@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 from console_support import cheap_passwords, signed_in
+from modbus_meter import meter_sim, sdm630_registers
 from ocpp.v16 import call as call16
-from support import harmone_server, make_site, wait_for
-from test_meters import free_port, meter_sim, sdm630_registers
+from support import free_port, harmone_server, make_site, wait_for
 
 from harmone.errors import NotFound
 from harmone.loadmgmt.controller import Timing

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import websockets
-from console_support import PASSWORD, ConsoleClient, cheap_passwords, signed_in
-from support import PATIENCE, RawCpms, charger, harmone_server, recv_json, wait_for
+from console_support import (
+    BOOT,
+    PASSWORD,
+    ConsoleClient,
+    EventReader,
+    cheap_passwords,
+    ocpp_base,
+    signed_in,
+)
+from support import RawCpms, charger, harmone_server, recv_json, wait_for
 
 from harmone.relay.state import FrameRecord
 from harmone.services.accounts import Accounts
 from harmone.web.console.frames import describe_frames
 from harmone.web.console.render import charger_path, relative
 from harmone.web.serve import RunningServer
-
-BOOT = '[2,"b1","BootNotification",{"chargePointVendor":"ACME","chargePointModel":"Wallbox"}]'
 
 
 @pytest.fixture(autouse=True)
@@ -33,39 +37,6 @@ def _cheap() -> Iterator[None]:
 async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
     async with harmone_server(tmp_path) as server:
         yield server
-
-
-def ocpp_base(srv: RunningServer) -> str:
-    return srv.url.replace("http://", "ws://")
-
-
-class EventReader:
-    """Reads a text/event-stream response event by event."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.lines = response.aiter_lines()
-
-    async def next(self, timeout: float = PATIENCE) -> tuple[str, Any]:
-        async def read() -> tuple[str, Any]:
-            event, data = "message", None
-            async for line in self.lines:
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    data = json.loads(line[6:])
-                elif not line and data is not None:
-                    return event, data
-            raise AssertionError("stream ended")
-
-        return await asyncio.wait_for(read(), timeout)
-
-    async def until(self, event: str, predicate: Any = None, timeout: float = PATIENCE) -> Any:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while True:
-            name, data = await self.next(max(0.1, end - loop.time()))
-            if name == event and (predicate is None or predicate(data)):
-                return data
 
 
 async def test_sign_in_redirects_back_and_sign_out(srv: RunningServer) -> None:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import websockets
-from console_support import ConsoleClient, cheap_passwords, signed_in
+from console_support import BOOT, ConsoleClient, EventReader, cheap_passwords, ocpp_base, signed_in
 from support import charger, harmone_server, recv_json, wait_for
-from test_console_pages import BOOT, EventReader, ocpp_base
 
 from harmone.services.accounts import Accounts
 from harmone.web.console.control_hub import ocpp_url_facts

@@ -40,7 +40,7 @@ from harmone.web.app import create_app
 from harmone.web.serve import running_server
 
 EXAMPLES_PER_OPERATION = 30
-ARTIFACT = Path(__file__).resolve().parent.parent / "artifacts" / "openapi-fuzz.txt"
+ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "openapi-fuzz.txt"
 CHARGER_ID = "CP-1"
 NODE_ID = "n1"
 LOAD_CONFIG = {

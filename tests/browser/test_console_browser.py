@@ -17,10 +17,9 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
-from console_support import cheap_passwords
+from console_support import api_client, cheap_passwords
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from support import harmone_server, strict_run
 from websockets.exceptions import InvalidStatus
@@ -31,7 +30,7 @@ from harmone.sim.cpms import SimulatedCpms
 from harmone.web.serve import RunningServer
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 TIMEOUT = 10_000  # ms, for anything that waits on the server
 
@@ -98,13 +97,6 @@ async def sign_in(page: Page, email: str, password: str = PASSWORD) -> None:
     await page.get_by_label("E-mail address").fill(email)
     await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Sign in").click()
-
-
-async def api_client(srv: RunningServer, email: str) -> httpx.AsyncClient:
-    token = await Accounts(srv.runtime.store).create_token(email)
-    return httpx.AsyncClient(
-        base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
 
 
 async def test_support_guide_end_to_end(srv: RunningServer, browser: Browser) -> None:

@@ -21,9 +21,9 @@ import httpx
 import pytest
 import pytest_asyncio
 from console_support import cheap_passwords
+from modbus_meter import meter_sim, sdm630_registers
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from support import harmone_server, strict_run
-from test_meters import meter_sim, sdm630_registers
 
 from harmone.loadmgmt.model import Phase, Wiring
 from harmone.loadmgmt.timing import Timing
@@ -32,7 +32,7 @@ from harmone.sim.charger import SimulatedCharger
 from harmone.web.serve import RunningServer
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 TIMEOUT = 10_000  # ms, for what the server answers at once
 #: ms, for what waits on load management: a meter polled every 5 s, paced increases

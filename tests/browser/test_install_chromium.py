@@ -12,7 +12,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "install-chromium"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install-chromium"
 
 
 def _bin(tmp_path: Path, apt_exit: int) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "acn_bench.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "acn_bench.py"
 
 
 def _bench():  # type: ignore[no-untyped-def]

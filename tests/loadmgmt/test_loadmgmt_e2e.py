@@ -7,50 +7,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from modbus_meter import meter_sim, sdm630_registers
 from ocpp.v16 import call as call16
-from support import harmone_server, make_site, wait_for
-from test_meters import meter_sim, sdm630_registers
+from support import client_for, harmone_server, make_site, tx_limits, wait_for
 
 from harmone.loadmgmt.controller import Timing
 from harmone.loadmgmt.model import AllocationOptions
 from harmone.loadmgmt.profiles import PROFILE_ID_BASE
-from harmone.services.accounts import Accounts
 from harmone.sim import SimulatedCharger, SimulatedCpms
-from harmone.web.serve import RunningServer
-
-
-async def _api(srv: RunningServer) -> httpx.AsyncClient:
-    await Accounts(srv.runtime.store).create_user(
-        "lm@example.com", "correct horse battery", "admin"
-    )
-    token = await Accounts(srv.runtime.store).create_token("lm@example.com")
-    return httpx.AsyncClient(
-        base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-
-
-def _tx_limits(sim: SimulatedCharger) -> list[float]:
-    out = []
-    for action, payload in sim.received_calls:
-        if action != "SetChargingProfile":
-            continue
-        prof = (
-            payload.get("cs_charging_profiles")
-            or payload.get("csChargingProfiles")
-            or payload.get("charging_profile")
-            or payload.get("chargingProfile")
-        )
-        purpose = prof.get("charging_profile_purpose") or prof.get("chargingProfilePurpose")
-        if purpose == "TxProfile":
-            sched = prof.get("charging_schedule") or prof.get("chargingSchedule")
-            if isinstance(sched, list):
-                sched = sched[0]
-            periods = sched.get("charging_schedule_period") or sched.get("chargingSchedulePeriod")
-            out.append(float(periods[0]["limit"]))
-    return out
-
 
 CONFIG: dict[str, Any] = {
     "policy": "equal_share",
@@ -65,7 +30,11 @@ CONFIG: dict[str, Any] = {
 async def test_two_cars_share_the_site_and_the_cpms_never_sees_profile_answers(
     tmp_path: Path, version: str
 ) -> None:
-    async with SimulatedCpms() as cpms, harmone_server(tmp_path) as srv, await _api(srv) as api:
+    async with (
+        SimulatedCpms() as cpms,
+        harmone_server(tmp_path) as srv,
+        await client_for(srv) as api,
+    ):
         site, url = await make_site(srv, cpms.url)
         r = await api.put(f"/api/v1/sites/{site.uid}/load-management", json=CONFIG)
         assert r.status_code == 200, r.text
@@ -81,7 +50,7 @@ async def test_two_cars_share_the_site_and_the_cpms_never_sees_profile_answers(
             await wait_for(lambda: a.current_limit(1) == 32, 10)
             await b.start_transaction(1, "TAG-B")
             await wait_for(lambda: a.current_limit(1) == 16 and b.current_limit(1) == 16, 10)
-            assert _tx_limits(a)[-1] == 16 and _tx_limits(b)[-1] == 16
+            assert tx_limits(a)[-1] == 16 and tx_limits(b)[-1] == 16
             await b.stop_transaction(1, wh=100)
             await wait_for(lambda: a.current_limit(1) == 32, 10)
             status = (await api.get(f"/api/v1/sites/{site.uid}/load-management/status")).json()
@@ -98,7 +67,11 @@ async def test_two_cars_share_the_site_and_the_cpms_never_sees_profile_answers(
 
 
 async def test_cpms_profile_caps_the_grant_and_harmone_stays_on_top(tmp_path: Path) -> None:
-    async with SimulatedCpms() as cpms, harmone_server(tmp_path) as srv, await _api(srv) as api:
+    async with (
+        SimulatedCpms() as cpms,
+        harmone_server(tmp_path) as srv,
+        await client_for(srv) as api,
+    ):
         site, url = await make_site(srv, cpms.url)
         await api.put(f"/api/v1/sites/{site.uid}/load-management", json=CONFIG)
         async with SimulatedCharger(url, "CAP", "1.6") as sim:
@@ -134,7 +107,7 @@ async def test_cpms_profile_caps_the_grant_and_harmone_stays_on_top(tmp_path: Pa
 
 
 async def test_invalid_configuration_is_refused_with_where(tmp_path: Path) -> None:
-    async with harmone_server(tmp_path) as srv, await _api(srv) as api:
+    async with harmone_server(tmp_path) as srv, await client_for(srv) as api:
         site, _ = await make_site(srv, None)
         bad = {**CONFIG, "chargers": {"X": {"node": "nowhere"}}}
         r = await api.put(f"/api/v1/sites/{site.uid}/load-management", json=bad)
@@ -149,7 +122,7 @@ async def test_invalid_configuration_is_refused_with_where(tmp_path: Path) -> No
 
 
 async def test_dynamic_limit_zero_suspends_charging(tmp_path: Path) -> None:
-    async with harmone_server(tmp_path) as srv, await _api(srv) as api:
+    async with harmone_server(tmp_path) as srv, await client_for(srv) as api:
         site, url = await make_site(srv, None)
         await api.put(f"/api/v1/sites/{site.uid}/load-management", json=CONFIG)
         async with SimulatedCharger(url, "DYN", "2.0.1") as sim:
@@ -182,7 +155,7 @@ async def test_modbus_meter_building_load_and_meter_failure(tmp_path: Path) -> N
     async with (
         meter_sim(inputs=sdm630_registers((10, 10, 10), (2300, 2300, 2300))) as meter,
         harmone_server(tmp_path, **FAST) as srv,
-        await _api(srv) as api,
+        await client_for(srv) as api,
     ):
         site, url = await make_site(srv, None)
         cfg = {
@@ -219,7 +192,7 @@ async def test_modbus_meter_building_load_and_meter_failure(tmp_path: Path) -> N
 
 
 async def test_pushed_readings_and_stale_meter(tmp_path: Path) -> None:
-    async with harmone_server(tmp_path, **FAST) as srv, await _api(srv) as api:
+    async with harmone_server(tmp_path, **FAST) as srv, await client_for(srv) as api:
         site, url = await make_site(srv, None)
         cfg = {
             **CONFIG,

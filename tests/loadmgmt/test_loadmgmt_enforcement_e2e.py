@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from support import harmone_server, make_site, ocpp_url, wait_for
-from test_loadmgmt_e2e import _api, _tx_limits
+from support import client_for, harmone_server, make_site, ocpp_url, tx_limits, wait_for
 
 from harmone.loadmgmt.state import Timing
 from harmone.services.accounts import Accounts
@@ -46,7 +45,7 @@ async def _dynamic(api: httpx.AsyncClient, uid: str, limit: float | None) -> Non
 
 
 async def test_a_silent_charger_does_not_hold_back_the_others_decreases(tmp_path: Path) -> None:
-    async with harmone_server(tmp_path, load_timing=FAST) as srv, await _api(srv) as api:
+    async with harmone_server(tmp_path, load_timing=FAST) as srv, await client_for(srv) as api:
         site, url = await make_site(srv, None)
         await api.put(f"/api/v1/sites/{site.uid}/load-management", json=CONFIG)
         sims = [SimulatedCharger(url, f"S{i}", ("1.6", "2.0.1")[i % 2]) for i in range(3)]
@@ -76,7 +75,7 @@ async def test_a_silent_charger_does_not_hold_back_the_others_decreases(tmp_path
 async def test_a_lifted_limit_resumes_charging_without_waiting_min_interval(
     tmp_path: Path,
 ) -> None:
-    async with harmone_server(tmp_path, load_timing=FAST) as srv, await _api(srv) as api:
+    async with harmone_server(tmp_path, load_timing=FAST) as srv, await client_for(srv) as api:
         site, url = await make_site(srv, None)
         await api.put(f"/api/v1/sites/{site.uid}/load-management", json=CONFIG)
         async with SimulatedCharger(url, "RES", "2.0.1") as sim:
@@ -87,12 +86,12 @@ async def test_a_lifted_limit_resumes_charging_without_waiting_min_interval(
             await _dynamic(api, site.uid, None)
             # min_interval is 60 s: the raise after a decrease is not held back by it
             await wait_for(lambda: sim.current_limit(1) == 32, 10)
-            assert _tx_limits(sim)[-3:] == [32, 0, 32]
+            assert tx_limits(sim)[-3:] == [32, 0, 32]
 
 
 async def test_a_starting_cars_first_grant_waits_for_the_decreases(tmp_path: Path) -> None:
     config = {**CONFIG, "tree": {"id": "grid", "max_current": 20}, "min_interval": 0}
-    async with harmone_server(tmp_path, load_timing=FAST) as srv, await _api(srv) as api:
+    async with harmone_server(tmp_path, load_timing=FAST) as srv, await client_for(srv) as api:
         site, url = await make_site(srv, None)
         await api.put(f"/api/v1/sites/{site.uid}/load-management", json=config)
         # The cars to be lowered follow slower (0.5 s) than the new car rises (0.1 s): sent
@@ -146,7 +145,7 @@ async def test_a_starting_cars_first_grant_waits_for_the_decreases(tmp_path: Pat
 
 async def test_a_car_drawing_less_gives_the_rest_back_and_keeps_it_given(tmp_path: Path) -> None:
     config = {**CONFIG, "tree": {"id": "grid", "max_current": 32}, "min_interval": 0}
-    async with harmone_server(tmp_path, load_timing=FAST) as srv, await _api(srv) as api:
+    async with harmone_server(tmp_path, load_timing=FAST) as srv, await client_for(srv) as api:
         site, url = await make_site(srv, None)
         await api.put(f"/api/v1/sites/{site.uid}/load-management", json=config)
         small = SimulatedCharger(url, "GB-A", "1.6", max_current=4.0, min_current=0.0)
@@ -164,8 +163,8 @@ async def test_a_car_drawing_less_gives_the_rest_back_and_keeps_it_given(tmp_pat
             # The car takes 4 A: it is capped at 4 + 3 A and the other car gets the rest...
             assert small.current_limit(1) == 7 and big.current_limit(1) == 25
             # ...once: the limits went one way and stayed (no flapping).
-            assert _tx_limits(small)[-1] == 7 and _tx_limits(small).count(16) == 1
-            assert _tx_limits(big) == [16, 25]
+            assert tx_limits(small)[-1] == 7 and tx_limits(small).count(16) == 1
+            assert tx_limits(big) == [16, 25]
             status = (await api.get(f"/api/v1/sites/{site.uid}/load-management/status")).json()
             gb = next(c for c in status["connectors"] if c["charger_id"] == "GB-A")
             assert "car_draw" in gb["reason_kinds"]
@@ -175,7 +174,7 @@ async def test_a_restart_keeps_cars_charging_at_their_grants(tmp_path: Path) -> 
     db = f"sqlite:///{tmp_path / 'restart.db'}"
     sim: SimulatedCharger | None = None
     async with harmone_server(tmp_path, db_url=db, load_timing=FAST) as srv:
-        async with await _api(srv) as api:
+        async with await client_for(srv) as api:
             site, url = await make_site(srv, None)
             await api.put(f"/api/v1/sites/{site.uid}/load-management", json=CONFIG)
         sim = SimulatedCharger(url, "RS", "1.6")
@@ -184,7 +183,7 @@ async def test_a_restart_keeps_cars_charging_at_their_grants(tmp_path: Path) -> 
         await wait_for(lambda: sim is not None and sim.current_limit(1) == 32, 10)
     assert sim is not None
     await sim.wait_closed(10)
-    sent_before = len(_tx_limits(sim))
+    sent_before = len(tx_limits(sim))
     async with harmone_server(tmp_path, db_url=db, load_timing=FAST) as srv:
         accounts = Accounts(srv.runtime.store)
         await accounts.create_user("rs@example.com", "correct horse battery", "admin")
@@ -200,7 +199,7 @@ async def test_a_restart_keeps_cars_charging_at_their_grants(tmp_path: Path) -> 
             sim.url_base = ocpp_url(site, srv.runtime.cloud_base_url)  # a new port
             await sim.connect()
             await sim.meter_values(1, 10.0, [32.0, 32.0, 32.0])
-            await wait_for(lambda: len(_tx_limits(sim)) > sent_before, 10)
-            assert _tx_limits(sim)[sent_before:] == [32] * (len(_tx_limits(sim)) - sent_before)
+            await wait_for(lambda: len(tx_limits(sim)) > sent_before, 10)
+            assert tx_limits(sim)[sent_before:] == [32] * (len(tx_limits(sim)) - sent_before)
             assert sim.current_limit(1) == 32
         await sim.close()

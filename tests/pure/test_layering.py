@@ -8,7 +8,7 @@ import ast
 import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "harmone"
+PACKAGE = Path(__file__).resolve().parents[2] / "harmone"
 ROOT = PACKAGE.parent
 MAX_LINES = 600
 

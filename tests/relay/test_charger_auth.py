@@ -13,13 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
-from support import FAST_RELAY, RawCpms, charger, harmone_server, recv_json, wait_for
+from support import FAST_RELAY, RawCpms, charger, client_for, harmone_server, recv_json, wait_for
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harmone.errors import ConfigError, NotFound
 from harmone.relay.admission import Refusal
 from harmone.relay.charger_auth import FailureCounter, parse_basic
-from harmone.services.accounts import Accounts
 from harmone.services.sites import ocpp_url
 from harmone.store import Store
 from harmone.store.records import Attempt, Site
@@ -181,16 +180,6 @@ async def test_an_unauthenticated_charger_cannot_displace_a_connected_one(tmp_pa
 async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
     async with harmone_server(tmp_path) as server:
         yield server
-
-
-async def client_for(srv: RunningServer, role: str) -> httpx.AsyncClient:
-    store = srv.runtime.store
-    email = f"{role}@example.com"
-    await Accounts(store).create_user(email, "correct horse battery", role=role)
-    token = await Accounts(store).create_token(email)
-    return httpx.AsyncClient(
-        base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
 
 
 async def test_charger_auth_is_a_site_field(srv: RunningServer) -> None:

@@ -53,7 +53,7 @@ from harmone.store.models import ChargerRow
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STORM = ROOT / "bench" / "storm.py"
 CHARGERS = int(os.environ.get("HARMONE_STORM_CHARGERS", "2000"))
 #: Every process stops by itself after this long, whatever happens to the test.
