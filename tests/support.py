@@ -7,10 +7,14 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
+import ssl
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +75,20 @@ async def harmone_server(
     )
     async with running_server(config) as srv:
         yield srv
+
+
+class FixedClock:
+    """A `harmone.clock.Clock` whose wall time stands still at `now`, so that the timestamps a
+    test checks are exact; its monotonic time is the real one (timeouts still act)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 #: Every test user's password.
@@ -158,11 +176,20 @@ class PeerFailures:
             raise ExceptionGroup("fake peer handlers failed", errors)
 
 
+#: The id of a CALL, read without parsing the frame as JSON.
+_CALL_ID = re.compile(r'\s*\[\s*2\s*,\s*"((?:[^"\\]|\\.)*)"')
+
+
 @dataclass
 class RawCpms:
-    """A CPMS that records every frame exactly and answers CALLs with a fixed payload.
+    """The tests' CPMS: records every frame exactly and answers every CALL, with
+    `answers[action]` or else `default_answer`.
 
-    An exception in its handlers (a failed `assert`) is raised again by `stop()`.
+    `refuse_status` refuses every handshake with that HTTP status, `accept_delay` delays each
+    one; `auto_answer` False leaves CALLs unanswered (the test answers with `send`). With `tls`
+    it serves wss://. `garbage_proof` reads only the id of each CALL, never the JSON (so that no
+    garbage can break it), and takes frames of any size. An exception in its handlers (a failed
+    `assert`) is raised again by `stop()`.
     """
 
     subprotocols: Sequence[str] = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")
@@ -170,6 +197,10 @@ class RawCpms:
     auto_answer: bool = True
     accept_delay: float = 0.0
     port: int = 0
+    answers: Mapping[str, Any] = field(default_factory=dict)
+    default_answer: Any = field(default_factory=lambda: {"cpms": "answer"})
+    tls: ssl.SSLContext | None = None
+    garbage_proof: bool = False
     frames: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     headers: dict[str, Headers] = field(default_factory=dict)
     chosen: dict[str, str | None] = field(default_factory=dict)
@@ -184,15 +215,18 @@ class RawCpms:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        limits: dict[str, Any] = {"max_size": None} if self.garbage_proof else {}
         self._server = await serve(
             self._handler,
             "127.0.0.1",
             self.port,
             subprotocols=[Subprotocol(s) for s in self.subprotocols],
             process_request=self._process_request,
+            ssl=self.tls,
+            **limits,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -244,11 +278,20 @@ class RawCpms:
         self.chosen[cpid] = conn.subprotocol
         try:
             async for message in conn:
+                if self.garbage_proof:
+                    text = message if isinstance(message, str) else message.decode("latin-1")
+                    self.frames[cpid].append(text)
+                    call = _CALL_ID.match(text)
+                    if self.auto_answer and call:
+                        answer = json.dumps(self.default_answer)
+                        await conn.send(f'[3,"{call.group(1)}",{answer}]')
+                    continue
                 assert isinstance(message, str)
                 self.frames[cpid].append(message)
                 frame = json.loads(message)
                 if self.auto_answer and frame[0] == 2:
-                    await conn.send(json.dumps([3, frame[1], {"cpms": "answer"}]))
+                    payload = self.answers.get(frame[2], self.default_answer)
+                    await conn.send(json.dumps([3, frame[1], payload]))
         except websockets.ConnectionClosed:
             pass
         finally:

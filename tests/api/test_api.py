@@ -18,11 +18,7 @@ from harmone.services.accounts import Accounts
 from harmone.store.sites import SITE_UID_BITS, new_site_uid
 from harmone.web.serve import RunningServer
 
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with harmone_server(tmp_path, public_url="wss://ocpp.example.com") as server:
-        yield server
+SERVER_OPTIONS = {"public_url": "wss://ocpp.example.com"}
 
 
 async def test_sites_lifecycle_and_ocpp_urls(srv: RunningServer) -> None:

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import websockets
-from console_support import PASSWORD, api_client, cheap_passwords
-from support import RawCpms, charger, harmone_server, recv_json, wait_for
+from console_support import PASSWORD, api_client
+from support import RawCpms, charger, recv_json, wait_for
 
 from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
 
-
-@pytest.fixture(autouse=True)
-def _cheap() -> Iterator[None]:
-    with cheap_passwords():
-        yield
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with harmone_server(tmp_path) as server:
-        yield server
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 
 @pytest.fixture

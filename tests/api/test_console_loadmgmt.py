@@ -9,17 +9,15 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from console_support import cheap_passwords, signed_in
+from console_support import signed_in
 from modbus_meter import meter_sim, sdm630_registers
 from ocpp.v16 import call as call16
-from support import free_port, harmone_server, make_site, wait_for
+from support import free_port, make_site, wait_for
 
 from harmone.errors import NotFound
 from harmone.loadmgmt.controller import Timing
@@ -47,16 +45,10 @@ TREE: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _cheap() -> Iterator[None]:
-    with cheap_passwords():
-        yield
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with harmone_server(tmp_path, **FAST) as server:
-        yield server
+SERVER_OPTIONS = FAST
 
 
 def saved(srv: RunningServer, uid: str) -> dict[str, Any]:

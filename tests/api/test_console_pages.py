@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,11 +12,10 @@ from console_support import (
     PASSWORD,
     ConsoleClient,
     EventReader,
-    cheap_passwords,
     ocpp_base,
     signed_in,
 )
-from support import RawCpms, charger, harmone_server, recv_json, wait_for
+from support import RawCpms, charger, recv_json, wait_for
 
 from harmone.relay.state import FrameRecord
 from harmone.services.accounts import Accounts
@@ -26,17 +23,7 @@ from harmone.web.console.frames import describe_frames
 from harmone.web.console.render import charger_path, relative
 from harmone.web.serve import RunningServer
 
-
-@pytest.fixture(autouse=True)
-def _cheap() -> Iterator[None]:
-    with cheap_passwords():
-        yield
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with harmone_server(tmp_path) as server:
-        yield server
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 
 async def test_sign_in_redirects_back_and_sign_out(srv: RunningServer) -> None:

@@ -5,12 +5,11 @@ shows, the live connection log, and the sign-in page of a database without an ad
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import websockets
-from console_support import BOOT, ConsoleClient, EventReader, cheap_passwords, ocpp_base, signed_in
+from console_support import BOOT, ConsoleClient, EventReader, ocpp_base, signed_in
 from support import charger, harmone_server, recv_json, wait_for
 
 from harmone.services.accounts import Accounts
@@ -23,16 +22,7 @@ AVAILABLE = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _cheap() -> Iterator[None]:
-    with cheap_passwords():
-        yield
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with harmone_server(tmp_path) as server:
-        yield server
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 
 async def test_an_offline_chargers_connectors_are_shown_as_last_known(srv: RunningServer) -> None:

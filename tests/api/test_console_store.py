@@ -4,11 +4,9 @@ PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from console_support import cheap_passwords
 from sqlalchemy import select
 
 from harmone.errors import ConfigError, Conflict, NotFound
@@ -27,10 +25,7 @@ def accounts(store: Store) -> Accounts:
 HOUR = timedelta(hours=1)
 
 
-@pytest.fixture(autouse=True)
-def _cheap() -> Iterator[None]:
-    with cheap_passwords():
-        yield
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 
 async def test_accounts_with_and_without_site_restrictions(

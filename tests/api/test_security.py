@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,6 @@ from console_support import (
     SESSION_COOKIE,
     ConsoleClient,
     api_client,
-    cheap_passwords,
     signed_in,
 )
 from fastapi.routing import APIRoute
@@ -44,13 +43,7 @@ from harmone.web.console import (
 from harmone.web.console.ratelimit import LoginLimits, LoginRateLimiter
 from harmone.web.serve import RunningServer
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cheap_passwords() -> Iterator[None]:
-    with cheap_passwords():
-        yield
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.usefixtures("cheap_argon2")]
 
 
 def _routes() -> list[tuple[str, str]]:

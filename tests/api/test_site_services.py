@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
 import websockets
-from console_support import PASSWORD, api_client, cheap_passwords
-from support import RawCpms, charger, harmone_server, recv_json, wait_for
+from console_support import PASSWORD, api_client
+from support import RawCpms, charger, recv_json, wait_for
 
 from harmone.errors import InvalidFields, NotFound
 from harmone.services.accounts import Accounts
@@ -23,11 +22,7 @@ from harmone.web.serve import RunningServer
 CHARGER_PASSWORD = "a-charger-password-16+"
 
 
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    with cheap_passwords():
-        async with harmone_server(tmp_path) as server:
-            yield server
+pytestmark = pytest.mark.usefixtures("cheap_argon2")
 
 
 @pytest.fixture

@@ -14,14 +14,13 @@ Debian's package) and are skipped when it is missing, unless the run is strict
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from console_support import api_client, cheap_passwords
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
-from support import harmone_server, strict_run
+from browser_support import require_chromium, shot
+from console_support import api_client
+from playwright.async_api import Browser, BrowserContext, Page, expect
+from support import PASSWORD, harmone_server
 from websockets.exceptions import InvalidStatus
 
 from harmone.services.accounts import Accounts
@@ -29,51 +28,12 @@ from harmone.sim.charger import SimulatedCharger
 from harmone.sim.cpms import SimulatedCpms
 from harmone.web.serve import RunningServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-PASSWORD = "correct horse battery"
 TIMEOUT = 10_000  # ms, for anything that waits on the server
 
 # One browser for the module (launching it is the slow part); a fresh context per test.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.usefixtures("cheap_argon2")]
 
-if not CHROMIUM.exists():
-    if strict_run():
-        raise RuntimeError(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cheap_passwords() -> Iterator[None]:
-    with cheap_passwords():
-        yield
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    # No --public-url: cloud OCPP URLs point at this very server, so a charger can use them.
-    async with harmone_server(tmp_path) as server:
-        yield server
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+require_chromium()
 
 
 async def new_context(browser: Browser, srv: RunningServer, **kw: object) -> BrowserContext:
@@ -85,11 +45,6 @@ async def new_context(browser: Browser, srv: RunningServer, **kw: object) -> Bro
     )
     context.set_default_timeout(TIMEOUT)
     return context
-
-
-async def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, animations="disabled")
 
 
 async def sign_in(page: Page, email: str, password: str = PASSWORD) -> None:

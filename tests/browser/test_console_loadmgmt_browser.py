@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import pytest_asyncio
-from console_support import cheap_passwords
+from browser_support import require_chromium, shot
 from modbus_meter import meter_sim, sdm630_registers
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
-from support import harmone_server, strict_run
+from playwright.async_api import Browser, BrowserContext, Page, expect
+from support import PASSWORD
 
 from harmone.loadmgmt.model import Phase, Wiring
 from harmone.loadmgmt.timing import Timing
@@ -31,52 +29,16 @@ from harmone.services.accounts import Accounts
 from harmone.sim.charger import SimulatedCharger
 from harmone.web.serve import RunningServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-PASSWORD = "correct horse battery"
 TIMEOUT = 10_000  # ms, for what the server answers at once
 #: ms, for what waits on load management: a meter polled every 5 s, paced increases
 SLOW = 40_000
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.usefixtures("cheap_argon2")]
 
-if not CHROMIUM.exists():
-    if strict_run():
-        raise RuntimeError(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+require_chromium()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cheap_passwords() -> Iterator[None]:
-    with cheap_passwords():
-        yield
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    timing = Timing(tick=0.5, apply_bound=1.0, reaction_grace=10.0)
-    async with harmone_server(tmp_path, load_timing=timing) as server:
-        yield server
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+SERVER_OPTIONS = {"load_timing": Timing(tick=0.5, apply_bound=1.0, reaction_grace=10.0)}
 
 
 async def new_context(browser: Browser, srv: RunningServer, **kw: object) -> BrowserContext:
@@ -87,11 +49,6 @@ async def new_context(browser: Browser, srv: RunningServer, **kw: object) -> Bro
     )
     context.set_default_timeout(TIMEOUT)
     return context
-
-
-async def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True, animations="disabled")
 
 
 async def sign_in(page: Page, email: str) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from modbus_meter import DT, MeterSim, em24_registers, meter_sim, regs, sdm630_registers
 from pymodbus.constants import ExcCodes
-from support import PATIENCE, free_port
+from support import PATIENCE, FixedClock, free_port
 
 from harmone.errors import ConfigError, HarmoneError, RetryableError
 from harmone.loadmgmt.meters import (
@@ -47,26 +46,13 @@ from harmone.loadmgmt.register_maps import (
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
-class FixedClock:
-    """Wall time fixed (exact `at` values), monotonic time real (timeouts and durations)."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now_value = now
-
-    def now(self) -> datetime:
-        return self.now_value
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 def config(sim: MeterSim, **kwargs: Any) -> MeterConfig:
     defaults: dict[str, Any] = {"timeout": 0.3, "poll_interval": 0.05, "max_age": 30.0}
     return MeterConfig(node_id="main", host="127.0.0.1", port=sim.port, **(defaults | kwargs))
 
 
 async def read(cfg: MeterConfig) -> Measurement:
-    reader = ModbusMeterReader(cfg, FixedClock())
+    reader = ModbusMeterReader(cfg, FixedClock(NOW))
     try:
         return await reader.read_once()
     finally:
@@ -250,7 +236,7 @@ async def test_a_meter_that_never_answers_times_out() -> None:
 async def test_reader_reconnects_after_the_meter_restarts() -> None:
     sim = MeterSim(inputs=sdm630_registers((5, 5, 5), (1, 1, 1)))
     await sim.start()
-    reader = ModbusMeterReader(config(sim), FixedClock())
+    reader = ModbusMeterReader(config(sim), FixedClock(NOW))
     try:
         assert (await reader.read_once()).load == (5, 5, 5)
         await sim.stop()
@@ -277,7 +263,10 @@ class ManualClock:
     """Time for a `MeterPoller` that moves only when the test moves it.
 
     `monotonic` and `now` start at 0 and NOW; `sleep` (the poller's) returns once `advance`
-    has moved the time past its end, so each poll happens exactly when the test says.
+    has moved the time past its end, so each poll happens exactly when the test says. (Not
+    `harmone.clock.ManualClock`, which lets woken tasks run for a number of event-loop turns: a
+    poller reads a real Modbus server between its sleeps, so `advance` waits until it sleeps
+    again.)
     """
 
     def __init__(self) -> None:

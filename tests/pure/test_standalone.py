@@ -11,6 +11,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from jsonschema import validators
+from support import FixedClock
 
 from harmone.errors import ConfigError, OcppError
 from harmone.ocpp.schemas import (
@@ -37,17 +38,6 @@ NOW_TEXT = "2025-03-04T05:06:07.890Z"
 TS = "2025-03-04T05:00:00Z"
 
 
-class FixedClock:
-    def __init__(self, now: datetime = NOW) -> None:
-        self.at = now
-
-    def now(self) -> datetime:
-        return self.at
-
-    def monotonic(self) -> float:
-        return 0.0
-
-
 class Counter:
     """A transaction id factory that records how often it was asked."""
 
@@ -61,7 +51,7 @@ class Counter:
 
 
 def responder(ids: Callable[[], int] | None = None, interval: int = 300) -> StandaloneResponder:
-    return StandaloneResponder(FixedClock(), ids or Counter(), heartbeat_interval=interval)
+    return StandaloneResponder(FixedClock(NOW), ids or Counter(), heartbeat_interval=interval)
 
 
 # ---- requests built from the schemas ---------------------------------------------------------
@@ -462,7 +452,7 @@ def test_boot_grants_the_configured_heartbeat_interval() -> None:
 @pytest.mark.parametrize("interval", [0, -1, True, 1.5, "300"])
 def test_heartbeat_interval_must_be_positive_seconds(interval: Any) -> None:
     with pytest.raises(ConfigError):
-        StandaloneResponder(FixedClock(), Counter(), heartbeat_interval=interval)
+        StandaloneResponder(FixedClock(NOW), Counter(), heartbeat_interval=interval)
 
 
 @pytest.mark.parametrize(
@@ -493,7 +483,7 @@ def test_transaction_ids_come_from_the_factory() -> None:
 
 
 def test_a_bad_factory_gives_internal_error_not_a_bad_answer() -> None:
-    r = StandaloneResponder(FixedClock(), lambda: "T-1")  # type: ignore[arg-type,return-value]
+    r = StandaloneResponder(FixedClock(NOW), lambda: "T-1")  # type: ignore[arg-type,return-value]
     with pytest.raises(OcppError) as caught:
         r.answer(V16, "StartTransaction", request(V16, "StartTransaction"))
     assert caught.value.code == "InternalError"

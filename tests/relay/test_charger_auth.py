@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -174,12 +173,6 @@ async def test_an_unauthenticated_charger_cannot_displace_a_connected_one(tmp_pa
 
 
 # -- REST ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def srv(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    async with harmone_server(tmp_path) as server:
-        yield server
 
 
 async def test_charger_auth_is_a_site_field(srv: RunningServer) -> None:

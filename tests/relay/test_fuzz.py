@@ -16,11 +16,9 @@ import contextlib
 import json
 import math
 import os
-import re
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
@@ -31,11 +29,9 @@ import pytest_asyncio
 from call_ledger import CallLedger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import PATIENCE, PeerFailures, charger, harmone_server, make_site, wait_for
+from support import PATIENCE, RawCpms, charger, harmone_server, make_site, wait_for
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.typing import Subprotocol
 
 from harmone.clock import SystemClock
 from harmone.config import RelayConfig
@@ -394,7 +390,6 @@ def test_the_message_inspector_shows_a_deeply_nested_frame_as_unreadable() -> No
 
 # -- the live endpoint -------------------------------------------------------------------------
 
-_CALL_ID = re.compile(r'\s*\[\s*2\s*,\s*"((?:[^"\\]|\\.)*)"')
 CPMS_ANSWER = {"cpms": "answer"}
 MAX_FRAME = 256 * 1024
 RELAY = RelayConfig(
@@ -408,52 +403,12 @@ RELAY = RelayConfig(
 )
 
 
-@dataclass
-class GarbageProofCpms:
+def garbage_proof_cpms() -> RawCpms:
     """A CPMS that reads only the id of each CALL (so that no garbage can break it), answers
     it with CPMS_ANSWER and records every frame."""
-
-    frames: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    conns: dict[str, ServerConnection] = field(default_factory=dict)
-    port: int = 0
-    failures: PeerFailures = field(default_factory=PeerFailures)
-    _server: Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> GarbageProofCpms:
-        self._server = await serve(
-            self._handler,
-            "127.0.0.1",
-            0,
-            subprotocols=[Subprotocol(p) for p in ("ocpp1.6", "ocpp2.0.1")],
-            max_size=None,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        self.failures.check()
-
-    async def _handler(self, conn: ServerConnection) -> None:
-        with self.failures.guard():
-            await self._serve(conn)
-
-    async def _serve(self, conn: ServerConnection) -> None:
-        cpid = conn.request.path.rsplit("/", 1)[-1] if conn.request else "?"
-        self.conns[cpid] = conn
-        with contextlib.suppress(ConnectionClosed):
-            async for message in conn:
-                text = message if isinstance(message, str) else message.decode("latin-1")
-                self.frames[cpid].append(text)
-                m = _CALL_ID.match(text)
-                if m:
-                    await conn.send(f'[3,"{m.group(1)}",{json.dumps(CPMS_ANSWER)}]')
+    return RawCpms(
+        subprotocols=("ocpp1.6", "ocpp2.0.1"), default_answer=CPMS_ANSWER, garbage_proof=True
+    )
 
 
 @dataclass
@@ -462,7 +417,7 @@ class Relay:
     well-behaved charger that stays connected throughout."""
 
     srv: RunningServer
-    cpms: GarbageProofCpms
+    cpms: RawCpms
     relayed: str  # OCPP URL of the site with a CPMS
     standalone: str  # OCPP URL of the site without one
     good: ClientConnection
@@ -503,7 +458,7 @@ LIVE = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def relay(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Relay]:
     tmp_path = tmp_path_factory.mktemp("fuzz")
-    async with GarbageProofCpms() as cpms, harmone_server(tmp_path, relay=RELAY) as srv:
+    async with garbage_proof_cpms() as cpms, harmone_server(tmp_path, relay=RELAY) as srv:
         store = srv.runtime.store
         await Accounts(store).create_user("fuzz@example.com", "correct horse battery", "admin")
         token = await Accounts(store).create_token("fuzz@example.com")
@@ -692,7 +647,7 @@ async def test_garbage_from_the_cpms_never_reaches_the_charger_nor_breaks_the_li
     await relay.assert_alive()
 
 
-async def wait_for_conn(cpms: GarbageProofCpms, cpid: str) -> None:
+async def wait_for_conn(cpms: RawCpms, cpid: str) -> None:
     await wait_for(lambda: cpid in cpms.conns)
 
 

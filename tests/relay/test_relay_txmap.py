@@ -8,32 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from support import RawCpms, charger, harmone_server, make_site, recv_json, wait_for
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 
 CPMS_TX = 777
 
 
-class StartAnsweringCpms(RawCpms):
+def start_answering_cpms() -> RawCpms:
     """Answers StartTransaction with transaction id CPMS_TX, everything else with {}."""
-
-    async def _serve(self, conn: ServerConnection) -> None:
-        cpid = conn.request.path.rsplit("/", 1)[-1] if conn.request else "?"
-        self.connects += 1
-        self.conns[cpid] = conn
-        try:
-            async for message in conn:
-                assert isinstance(message, str)
-                self.frames[cpid].append(message)
-                frame = json.loads(message)
-                if frame[0] != 2:
-                    continue
-                payload: dict[str, object] = {}
-                if frame[2] == "StartTransaction":
-                    payload = {"transactionId": CPMS_TX, "idTagInfo": {"status": "Accepted"}}
-                await conn.send(json.dumps([3, frame[1], payload]))
-        except ConnectionClosed:
-            pass
+    return RawCpms(
+        answers={
+            "StartTransaction": {"transactionId": CPMS_TX, "idTagInfo": {"status": "Accepted"}}
+        },
+        default_answer={},
+    )
 
 
 def spaced(action: str, msg_id: str, body: str) -> str:
@@ -41,7 +27,7 @@ def spaced(action: str, msg_id: str, body: str) -> str:
 
 
 async def test_mapped_transaction_ids_are_swapped_in_place_both_ways(tmp_path: Path) -> None:
-    cpms = StartAnsweringCpms()
+    cpms = start_answering_cpms()
     await cpms.start()
     try:
         async with harmone_server(tmp_path) as srv:

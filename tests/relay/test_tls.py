@@ -10,7 +10,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import ssl
 import sys
 from pathlib import Path
 
@@ -27,8 +26,6 @@ from support import (
     recv_json,
     wait_for,
 )
-from websockets.asyncio.server import serve
-from websockets.typing import Subprotocol
 
 from harmone.config import RelayConfig, ServerConfig
 from harmone.errors import ConfigError
@@ -37,28 +34,6 @@ from harmone.services.sites import ocpp_url
 from harmone.web.serve import RunningServer
 
 PASSWORD = "correct-horse-battery-staple"
-
-
-@dataclasses.dataclass
-class TlsCpms(RawCpms):
-    """RawCpms behind TLS, with a certificate from `ca`."""
-
-    context: ssl.SSLContext | None = None
-
-    @property
-    def url(self) -> str:
-        return f"wss://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await serve(
-            self._handler,
-            "127.0.0.1",
-            self.port,
-            subprotocols=[Subprotocol(s) for s in self.subprotocols],
-            process_request=self._process_request,
-            ssl=self.context,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
 
 
 @pytest.fixture
@@ -92,7 +67,7 @@ async def test_wss_charger_is_relayed_to_a_wss_cpms_trusted_via_upstream_ca(
     cpms_files = ca.issue(tmp_path, "cpms")
     relay = dataclasses.replace(FAST_RELAY, upstream_ca=ca.cert)
     async with (
-        TlsCpms(context=ca.server_context(cpms_files)) as cpms,
+        RawCpms(tls=ca.server_context(cpms_files)) as cpms,
         tls_server(tmp_path, ca, relay) as srv,
     ):
         assert srv.runtime.cloud_base_url.startswith("wss://127.0.0.1:")
@@ -123,7 +98,7 @@ async def test_untrusted_cpms_certificate_shows_on_the_charger(tmp_path: Path, c
     other_ca = make_ca(tmp_path, "other-ca")  # the CPMS's CA, which HARMON-E does not know
     cpms_files = other_ca.issue(tmp_path, "cpms")
     async with (
-        TlsCpms(context=other_ca.server_context(cpms_files)) as cpms,
+        RawCpms(tls=other_ca.server_context(cpms_files)) as cpms,
         tls_server(tmp_path, ca) as srv,
     ):
         site = await srv.runtime.store.sites.create("TLS", "cloud", cpms_url=cpms.url)
@@ -149,7 +124,7 @@ async def test_untrusted_cpms_with_a_configured_ca_that_does_not_match(
     cpms_files = other_ca.issue(tmp_path, "cpms")
     relay = dataclasses.replace(FAST_RELAY, upstream_ca=ca.cert)
     async with (
-        TlsCpms(context=other_ca.server_context(cpms_files)) as cpms,
+        RawCpms(tls=other_ca.server_context(cpms_files)) as cpms,
         harmone_server(tmp_path, relay=relay) as srv,
     ):
         _, url = await make_site(srv, cpms.url)
