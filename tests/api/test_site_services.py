@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import websockets
-from console_support import PASSWORD, api_client
+from console_support import PASSWORD, api_client, ocpp_base
 from support import RawCpms, charger, recv_json, wait_for
 
 from harmone.errors import InvalidFields, NotFound
@@ -30,10 +30,6 @@ async def api(srv: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     await Accounts(srv.runtime.store).create_account("admin@example.com", PASSWORD, "admin")
     async with await api_client(srv, "admin@example.com") as client:
         yield client
-
-
-def ocpp_base(srv: RunningServer) -> str:
-    return srv.url.replace("http://", "ws://")
 
 
 async def closed_with(ws: websockets.ClientConnection) -> tuple[int, str]:
