@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from modbus_meter import meter_sim, sdm630_registers
 from ocpp.v16 import call as call16
@@ -16,6 +17,16 @@ from harmone.loadmgmt.controller import Timing
 from harmone.loadmgmt.model import AllocationOptions
 from harmone.loadmgmt.profiles import PROFILE_ID_BASE
 from harmone.sim import SimulatedCharger, SimulatedCpms
+from harmone.web.serve import RunningServer
+
+
+async def _api(srv: RunningServer) -> httpx.AsyncClient:
+    """For tests written before tests/support.py had `client_for`, which import it from here
+    (with `_tx_limits`, now `support.tx_limits`); new tests use `support`."""
+    return await client_for(srv, email="lm@example.com")
+
+
+_tx_limits = tx_limits
 
 CONFIG: dict[str, Any] = {
     "policy": "equal_share",
