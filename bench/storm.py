@@ -4,7 +4,7 @@
     python bench/storm.py harmone --db URL [--port P] [--relay NAME=VALUE ...]
     python bench/storm.py chargers --url WS_URL --count N [--ramp S]
 
-Each role runs in its own process (tests/test_storm.py starts them), so that HARMON-E's memory
+Each role runs in its own process (tests/relay/test_storm.py starts them), so that HARMON-E's memory
 and the latency of its API are its own and not the load generator's. Every role prints one
 JSON line on stdout when it is ready, stops on SIGTERM/SIGINT and, in any case, after
 --lifetime seconds, and only ever uses 127.0.0.1.

@@ -2,7 +2,7 @@
 
 Each storm runs in fresh processes of `bench/storm.py` (a CPMS, HARMON-E on uvloop, one or
 more charger fleets) on 127.0.0.1 and prints one JSON line; a table closes the run. Nothing
-here is asserted: tests/test_storm.py checks the behaviour, this measures it.
+here is asserted: tests/relay/test_storm.py checks the behaviour, this measures it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,14 @@
-"""Shared fixtures: an empty database per backend (SQLite file, PostgreSQL) and a Store.
+"""Shared fixtures: an empty database per backend (SQLite file, PostgreSQL), a Store, a running
+HARMON-E (`srv`), cheap password hashing (`cheap_argon2`).
+
+The tests are in layers, one folder each: `pure/` (no socket, no database, no process: framing,
+the session, typed events, standalone answers, the domain, the package's shape), `relay/` (the
+OCPP relay over real sockets on 127.0.0.1, with simulated chargers and CPMS), `loadmgmt/` (the
+allocator, load state and plan as tables and properties, the simulation on a manual clock,
+meters over real Modbus TCP, and load management end to end), `api/` (the REST API, the
+console over HTTP, services, storage on SQLite and PostgreSQL, the CLI) and `browser/` (the
+console in Chromium). Helpers they share are the modules next to this file (`support`,
+`console_support`, `modbus_meter`, `browser_support`, `loadsim`, `call_ledger`, `certs`).
 
 `db_url` is parametrized over both backends and is always an *empty* database (no schema):
 a fresh file for SQLite; for PostgreSQL one database per test session whose `public` schema
@@ -19,17 +29,19 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from console_support import cheap_passwords
 from sqlalchemy.engine import make_url
-from support import strict_run
+from support import harmone_server, strict_run
 
 from harmone.store import Store
+from harmone.web.serve import RunningServer
 
 T = TypeVar("T")
 
@@ -128,6 +140,30 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# -- a running HARMON-E -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def srv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """HARMON-E serving on 127.0.0.1 (a free port) with a fresh SQLite file in `tmp_path`.
+
+    A test module that needs other settings sets `SERVER_OPTIONS`, the keyword arguments of
+    `support.harmone_server` (e.g. `{"public_url": "wss://ocpp.example.com"}`).
+    """
+    options: Mapping[str, Any] = getattr(request.module, "SERVER_OPTIONS", {})
+    async with harmone_server(tmp_path, **options) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cheap_argon2() -> Iterator[None]:
+    """Argon2 at its lowest cost for a whole module (`console_support.cheap_passwords`); a
+    module that signs in many times says `pytestmark = pytest.mark.usefixtures("cheap_argon2")`.
+    """
+    with cheap_passwords():
+        yield
 
 
 # -- failures in peers fail the test ------------------------------------------------------------

@@ -6,7 +6,9 @@ exception for loopback), so this client keeps the console's cookies itself.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -14,14 +16,26 @@ from typing import Any
 import httpx
 import pytest
 from argon2 import PasswordHasher
+from support import PASSWORD, PATIENCE, api_client
 
 from harmone import security
 from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
 
-PASSWORD = "correct horse battery"
 SESSION_COOKIE = "__Host-harmone_session"
 LOGIN_COOKIE = "__Host-harmone_login"
+__all__ = [
+    "BOOT",
+    "PASSWORD",
+    "ConsoleClient",
+    "EventReader",
+    "api_client",
+    "cheap_passwords",
+    "csrf_of",
+    "ocpp_base",
+    "signed_in",
+]
+
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -121,8 +135,38 @@ async def signed_in(
     return client
 
 
-async def api_client(srv: RunningServer, email: str) -> httpx.AsyncClient:
-    token = await Accounts(srv.runtime.store).create_token(email)
-    return httpx.AsyncClient(
-        base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
+#: A 1.6 BootNotification, as a charger sends it.
+BOOT = '[2,"b1","BootNotification",{"chargePointVendor":"ACME","chargePointModel":"Wallbox"}]'
+
+
+def ocpp_base(srv: RunningServer) -> str:
+    return srv.url.replace("http://", "ws://")
+
+
+class EventReader:
+    """Reads a text/event-stream response event by event."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.aiter_lines()
+
+    async def next(self, timeout: float = PATIENCE) -> tuple[str, Any]:
+        async def read() -> tuple[str, Any]:
+            event, data = "message", None
+            async for line in self.lines:
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                elif not line and data is not None:
+                    return event, data
+            raise AssertionError("stream ended")
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def until(self, event: str, predicate: Any = None, timeout: float = PATIENCE) -> Any:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            name, data = await self.next(max(0.1, end - loop.time()))
+            if name == event and (predicate is None or predicate(data)):
+                return data

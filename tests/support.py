@@ -1,4 +1,5 @@
-"""Test support: an in-process HARMON-E and a raw CPMS that records exact frames."""
+"""Test support: an in-process HARMON-E, API clients for it, and a raw CPMS that records
+exact frames."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import socket
+import ssl
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -20,7 +27,9 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from harmone.config import RelayConfig, ServerConfig
+from harmone.services.accounts import Accounts
 from harmone.services.sites import ocpp_url
+from harmone.sim import SimulatedCharger
 from harmone.store.records import Site
 from harmone.web.serve import RunningServer, running_server
 
@@ -68,6 +77,63 @@ async def harmone_server(
         yield srv
 
 
+class FixedClock:
+    """A `harmone.clock.Clock` whose wall time stands still at `now`, so that the timestamps a
+    test checks are exact; its monotonic time is the real one (timeouts still act)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+#: Every test user's password.
+PASSWORD = "correct horse battery"
+
+
+async def api_client(srv: RunningServer, email: str) -> httpx.AsyncClient:
+    """A REST client with a new API token of the existing user `email`."""
+    token = await Accounts(srv.runtime.store).create_token(email)
+    return httpx.AsyncClient(
+        base_url=srv.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+async def client_for(
+    srv: RunningServer, role: str = "admin", email: str | None = None
+) -> httpx.AsyncClient:
+    """A REST client of a new user with `role` (e-mail `{role}@example.com` unless given)."""
+    email = email or f"{role}@example.com"
+    await Accounts(srv.runtime.store).create_user(email, PASSWORD, role=role)
+    return await api_client(srv, email)
+
+
+def tx_limits(sim: SimulatedCharger) -> list[float]:
+    """The limits of the TxProfiles a simulated charger received, in order."""
+    out = []
+    for action, payload in sim.received_calls:
+        if action != "SetChargingProfile":
+            continue
+        prof = (
+            payload.get("cs_charging_profiles")
+            or payload.get("csChargingProfiles")
+            or payload.get("charging_profile")
+            or payload.get("chargingProfile")
+        )
+        purpose = prof.get("charging_profile_purpose") or prof.get("chargingProfilePurpose")
+        if purpose == "TxProfile":
+            sched = prof.get("charging_schedule") or prof.get("chargingSchedule")
+            if isinstance(sched, list):
+                sched = sched[0]
+            periods = sched.get("charging_schedule_period") or sched.get("chargingSchedulePeriod")
+            out.append(float(periods[0]["limit"]))
+    return out
+
+
 async def make_site(
     srv: RunningServer, cpms_url: str | None, name: str = "Depot"
 ) -> tuple[Site, str]:
@@ -110,11 +176,20 @@ class PeerFailures:
             raise ExceptionGroup("fake peer handlers failed", errors)
 
 
+#: The id of a CALL, read without parsing the frame as JSON.
+_CALL_ID = re.compile(r'\s*\[\s*2\s*,\s*"((?:[^"\\]|\\.)*)"')
+
+
 @dataclass
 class RawCpms:
-    """A CPMS that records every frame exactly and answers CALLs with a fixed payload.
+    """The tests' CPMS: records every frame exactly and answers every CALL, with
+    `answers[action]` or else `default_answer`.
 
-    An exception in its handlers (a failed `assert`) is raised again by `stop()`.
+    `refuse_status` refuses every handshake with that HTTP status, `accept_delay` delays each
+    one; `auto_answer` False leaves CALLs unanswered (the test answers with `send`). With `tls`
+    it serves wss://. `garbage_proof` reads only the id of each CALL, never the JSON (so that no
+    garbage can break it), and takes frames of any size. An exception in its handlers (a failed
+    `assert`) is raised again by `stop()`.
     """
 
     subprotocols: Sequence[str] = ("ocpp1.6", "ocpp2.0.1", "ocpp2.1")
@@ -122,6 +197,10 @@ class RawCpms:
     auto_answer: bool = True
     accept_delay: float = 0.0
     port: int = 0
+    answers: Mapping[str, Any] = field(default_factory=dict)
+    default_answer: Any = field(default_factory=lambda: {"cpms": "answer"})
+    tls: ssl.SSLContext | None = None
+    garbage_proof: bool = False
     frames: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     headers: dict[str, Headers] = field(default_factory=dict)
     chosen: dict[str, str | None] = field(default_factory=dict)
@@ -136,15 +215,18 @@ class RawCpms:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
+        limits: dict[str, Any] = {"max_size": None} if self.garbage_proof else {}
         self._server = await serve(
             self._handler,
             "127.0.0.1",
             self.port,
             subprotocols=[Subprotocol(s) for s in self.subprotocols],
             process_request=self._process_request,
+            ssl=self.tls,
+            **limits,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -196,11 +278,20 @@ class RawCpms:
         self.chosen[cpid] = conn.subprotocol
         try:
             async for message in conn:
+                if self.garbage_proof:
+                    text = message if isinstance(message, str) else message.decode("latin-1")
+                    self.frames[cpid].append(text)
+                    call = _CALL_ID.match(text)
+                    if self.auto_answer and call:
+                        answer = json.dumps(self.default_answer)
+                        await conn.send(f'[3,"{call.group(1)}",{answer}]')
+                    continue
                 assert isinstance(message, str)
                 self.frames[cpid].append(message)
                 frame = json.loads(message)
                 if self.auto_answer and frame[0] == 2:
-                    await conn.send(json.dumps([3, frame[1], {"cpms": "answer"}]))
+                    payload = self.answers.get(frame[2], self.default_answer)
+                    await conn.send(json.dumps([3, frame[1], payload]))
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -221,6 +312,13 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = PATIENCE) -> 
         if loop.time() > end:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def recv_json(ws: ClientConnection, timeout: float = PATIENCE) -> Any:

@@ -37,15 +37,15 @@ from websockets.typing import Subprotocol
 
 from harmone.clock import Clock, SystemClock
 from harmone.errors import SimulatorError
-from harmone.sim.charger import (
-    _answer_unhandled,
-    _call_or_closed,
-    _ContextLog,
-    _frame_text,
-    _FrameLog,
-    _is_stray_answer,
-    _on,
-    _timestamp,
+from harmone.sim.peer import (
+    ContextLog,
+    FrameLog,
+    answer_unhandled,
+    call_or_closed,
+    frame_text,
+    is_stray_answer,
+    on,
+    timestamp,
 )
 
 __all__ = ["DEFAULT_SUBPROTOCOLS", "Handshake", "MessageListener", "SimulatedCpms"]
@@ -101,20 +101,20 @@ class _CsmsStation(_OcppChargePoint):  # type: ignore[misc]  # the ocpp package 
         self.awaiting: set[str] = set()
 
     async def route_message(self, raw_msg: Any) -> None:
-        text = _frame_text(raw_msg)
+        text = frame_text(raw_msg)
         self.cpms._record_frame(self.id, text)
-        if _is_stray_answer(text, self.awaiting):
+        if is_stray_answer(text, self.awaiting):
             return
         await super().route_message(raw_msg)
 
     async def _handle_call(self, msg: Any) -> Any:
         self.cpms._record_call(self.id, str(msg.action), msg.payload)
-        if await _answer_unhandled(self, msg):
+        if await answer_unhandled(self, msg):
             return None
         return await super()._handle_call(msg)
 
     def _now(self) -> str:
-        return _timestamp(self.cpms.clock)
+        return timestamp(self.cpms.clock)
 
 
 class _Csms16(_CsmsStation):
@@ -122,7 +122,7 @@ class _Csms16(_CsmsStation):
     _call_result = result16
     _ocpp_version = "1.6"
 
-    @_on("BootNotification")
+    @on("BootNotification")
     def on_boot_notification(self, **_: Any) -> Any:
         return result16.BootNotification(
             current_time=self._now(),
@@ -130,56 +130,56 @@ class _Csms16(_CsmsStation):
             status=self.cpms.boot_status,
         )
 
-    @_on("Heartbeat")
+    @on("Heartbeat")
     def on_heartbeat(self, **_: Any) -> Any:
         return result16.Heartbeat(current_time=self._now())
 
-    @_on("StatusNotification")
+    @on("StatusNotification")
     def on_status_notification(self, **_: Any) -> Any:
         return result16.StatusNotification()
 
-    @_on("Authorize")
+    @on("Authorize")
     def on_authorize(self, **_: Any) -> Any:
         return result16.Authorize(id_tag_info={"status": self.cpms.authorize_status})
 
-    @_on("StartTransaction")
+    @on("StartTransaction")
     def on_start_transaction(self, **_: Any) -> Any:
         return result16.StartTransaction(
             transaction_id=self.cpms._next_transaction_id(),
             id_tag_info={"status": self.cpms.authorize_status},
         )
 
-    @_on("StopTransaction")
+    @on("StopTransaction")
     def on_stop_transaction(self, id_tag: str | None = None, **_: Any) -> Any:
         if id_tag is None:
             return result16.StopTransaction()
         return result16.StopTransaction(id_tag_info={"status": "Accepted"})
 
-    @_on("MeterValues")
+    @on("MeterValues")
     def on_meter_values(self, **_: Any) -> Any:
         return result16.MeterValues()
 
-    @_on("DataTransfer")
+    @on("DataTransfer")
     def on_data_transfer(self, **_: Any) -> Any:
         return result16.DataTransfer(status="Accepted")
 
-    @_on("DiagnosticsStatusNotification")
+    @on("DiagnosticsStatusNotification")
     def on_diagnostics_status_notification(self, **_: Any) -> Any:
         return result16.DiagnosticsStatusNotification()
 
-    @_on("FirmwareStatusNotification")
+    @on("FirmwareStatusNotification")
     def on_firmware_status_notification(self, **_: Any) -> Any:
         return result16.FirmwareStatusNotification()
 
-    @_on("SecurityEventNotification")
+    @on("SecurityEventNotification")
     def on_security_event_notification(self, **_: Any) -> Any:
         return result16.SecurityEventNotification()
 
-    @_on("LogStatusNotification")
+    @on("LogStatusNotification")
     def on_log_status_notification(self, **_: Any) -> Any:
         return result16.LogStatusNotification()
 
-    @_on("SignedFirmwareStatusNotification")
+    @on("SignedFirmwareStatusNotification")
     def on_signed_firmware_status_notification(self, **_: Any) -> Any:
         return result16.SignedFirmwareStatusNotification()
 
@@ -191,7 +191,7 @@ class _Csms201(_CsmsStation):
     _call_result = result201
     _ocpp_version = "2.0.1"
 
-    @_on("BootNotification")
+    @on("BootNotification")
     def on_boot_notification(self, **_: Any) -> Any:
         return self._call_result.BootNotification(
             current_time=self._now(),
@@ -199,58 +199,58 @@ class _Csms201(_CsmsStation):
             status=self.cpms.boot_status,
         )
 
-    @_on("Heartbeat")
+    @on("Heartbeat")
     def on_heartbeat(self, **_: Any) -> Any:
         return self._call_result.Heartbeat(current_time=self._now())
 
-    @_on("StatusNotification")
+    @on("StatusNotification")
     def on_status_notification(self, **_: Any) -> Any:
         return self._call_result.StatusNotification()
 
-    @_on("Authorize")
+    @on("Authorize")
     def on_authorize(self, **_: Any) -> Any:
         return self._call_result.Authorize(id_token_info={"status": self.cpms.authorize_status})
 
-    @_on("TransactionEvent")
+    @on("TransactionEvent")
     def on_transaction_event(self, id_token: Any = None, **_: Any) -> Any:
         if id_token is None:
             return self._call_result.TransactionEvent()
         info = {"status": self.cpms.authorize_status}
         return self._call_result.TransactionEvent(id_token_info=info)
 
-    @_on("MeterValues")
+    @on("MeterValues")
     def on_meter_values(self, **_: Any) -> Any:
         return self._call_result.MeterValues()
 
-    @_on("DataTransfer")
+    @on("DataTransfer")
     def on_data_transfer(self, **_: Any) -> Any:
         return self._call_result.DataTransfer(status="Accepted")
 
-    @_on("NotifyReport")
+    @on("NotifyReport")
     def on_notify_report(self, **_: Any) -> Any:
         return self._call_result.NotifyReport()
 
-    @_on("NotifyEvent")
+    @on("NotifyEvent")
     def on_notify_event(self, **_: Any) -> Any:
         return self._call_result.NotifyEvent()
 
-    @_on("NotifyChargingLimit")
+    @on("NotifyChargingLimit")
     def on_notify_charging_limit(self, **_: Any) -> Any:
         return self._call_result.NotifyChargingLimit()
 
-    @_on("ReportChargingProfiles")
+    @on("ReportChargingProfiles")
     def on_report_charging_profiles(self, **_: Any) -> Any:
         return self._call_result.ReportChargingProfiles()
 
-    @_on("SecurityEventNotification")
+    @on("SecurityEventNotification")
     def on_security_event_notification(self, **_: Any) -> Any:
         return self._call_result.SecurityEventNotification()
 
-    @_on("FirmwareStatusNotification")
+    @on("FirmwareStatusNotification")
     def on_firmware_status_notification(self, **_: Any) -> Any:
         return self._call_result.FirmwareStatusNotification()
 
-    @_on("LogStatusNotification")
+    @on("LogStatusNotification")
     def on_log_status_notification(self, **_: Any) -> Any:
         return self._call_result.LogStatusNotification()
 
@@ -426,13 +426,13 @@ class SimulatedCpms:
         version = _VERSION_OF_SUBPROTOCOL.get(ws.subprotocol or "", "1.6")
         ctx = {"prefix": f"cpms cp={cpid}"}
         session = _Session(cpid, ws, version)
-        session.station = _STATIONS[version](self, cpid, ws, _FrameLog(log, ctx))
+        session.station = _STATIONS[version](self, cpid, ws, FrameLog(log, ctx))
         old = self._sessions.get(cpid)
         self._sessions[cpid] = session
         self.negotiated_subprotocol[cpid] = ws.subprotocol
         self.connection_count[cpid] += 1
         self._notify()
-        clog = _ContextLog(log, ctx)
+        clog = ContextLog(log, ctx)
         clog.info("connected (subprotocol %s)", ws.subprotocol)
         if old is not None:
             # A charger that reconnects replaces its old connection, as real CPMSs do.
@@ -506,7 +506,7 @@ class SimulatedCpms:
         uid = str(uuid.uuid4())
         session.station.awaiting.add(uid)
         try:
-            return await _call_or_closed(session.station, payload, session.closed, unique_id=uid)
+            return await call_or_closed(session.station, payload, session.closed, unique_id=uid)
         finally:
             session.station.awaiting.discard(uid)
 

@@ -2,7 +2,7 @@
 
 These rows stay inside the store: the repositories map them to frozen records by field name
 (`harmone.store.rows`) before handing anything out. Migrations in `migrations/versions` are
-written by hand from this file; `tests/test_store.py` checks that they agree.
+written by hand from this file; `tests/api/test_store.py` checks that they agree.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-24
 
-Written against harmone/store/models.py: keep both in step (tests/test_store.py compares them).
+Written against harmone/store/models.py: keep both in step (tests/api/test_store.py compares them).
 Timestamps are plain `DateTime(timezone=True)` here; the UTC handling lives in the model's
 TypeDecorator and does not change the column type.
 """

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 
 Written against harmone/store/models.py (ConsoleSessionRow, UserSiteRow,
-UserRow.sites_restricted): keep both in step (tests/test_store.py compares them).
+UserRow.sites_restricted): keep both in step (tests/api/test_store.py compares them).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Revision ID: 0004
 Revises: 0003
 
 Written against harmone/store/models.py (SiteRow.charger_auth, ChargerRow.password_hash):
-keep both in step (tests/test_store.py compares them).
+keep both in step (tests/api/test_store.py compares them).
 """
 
 from __future__ import annotations
