@@ -145,6 +145,10 @@ async def test_clusters_are_added_edited_moved_and_removed(srv: RunningServer) -
     [
         ({"max_current": "-5"}, "Its limit per phase cannot be negative."),
         ({"max_current": ""}, "Enter its limit per phase in amps, e.g. 63."),
+        # issue 10 item 2: what is not a finite number is refused, never stored as a limit
+        ({"max_current": "NaN"}, "Enter its limit per phase as a number of amps, e.g. 63."),
+        ({"max_current": "inf"}, "Enter its limit per phase as a number of amps, e.g. 63."),
+        ({"max_current": "1e999"}, "Enter its limit per phase as a number of amps, e.g. 63."),
         ({"safety_current": "40"}, "The safety current cannot be above the limit (32 A)"),
         ({"max_imbalance": "lots"}, "Enter the largest phase difference as a positive number"),
         ({"parent": "row-a"}, "'garage' cannot be moved below 'row-a': that is inside 'garage'"),
@@ -305,8 +309,9 @@ async def test_dynamic_limits_show_who_set_them(srv: RunningServer) -> None:
         assert (
             r.status_code == 422 and "The limit cannot be negative (0 suspends charging)." in r.text
         )
-        r = await op.post(f"{base}/nodes/garage/dynamic-limit", {"limit": "x", "action": "set"})
-        assert r.status_code == 422 and "Enter the limit in amps per phase" in r.text
+        for bad in ("x", "NaN", "Infinity", "1e999"):
+            r = await op.post(f"{base}/nodes/garage/dynamic-limit", {"limit": bad, "action": "set"})
+            assert r.status_code == 422 and "Enter the limit in amps per phase" in r.text, bad
         assert lm.status(site.uid).dynamic_limits == {}
         r = await op.post(f"{base}/nodes/garage/dynamic-limit", {"limit": "12.5", "action": "set"})
         assert r.status_code == 303 and r.headers["location"].endswith("done=limit-set")

@@ -437,10 +437,11 @@ async def dynamic_limit_form(
         try:
             limit = float(raw.replace(",", "."))
         except ValueError:
+            limit = math.nan
+        if not math.isfinite(limit):  # words, NaN, Infinity, 1e999: not a limit at all
             errors[key] = "Enter the limit in amps per phase, e.g. 32 (0 suspends charging)."
-        else:
-            if not limit >= 0 or limit == float("inf"):
-                errors[key] = "The limit cannot be negative (0 suspends charging)."
+        elif limit < 0:
+            errors[key] = "The limit cannot be negative (0 suspends charging)."
     if not errors:
         by = f"{session.access.user.email} (console)"
         try:
