@@ -14,7 +14,9 @@ uncontrolled charging, FCFS, EDF, LLF and round robin, and with HARMON-E's `allo
 * `HARMON-E`: what OCPP 1.6 tells: arrival, metered draw, the limit obeyed, energy so far. It
   does not know when a car will be full, so a car that fills up within a 5-minute period keeps
   its grant to the end of it;
-* `HARMON-E +stops`: the same, but a car that fills up within the period is capped at what it
+* `HARMON-E equal`: the same without `continuity_horizon`: above the mins, every car gets the
+  same current, whatever it took before;
+* `HARMON-E +stops`: as `HARMON-E`, but a car that fills up within the period is capped at what it
   takes. ACN-Sim's algorithms all do that (from each car's remaining energy); a real controller
   gets the same effect from the car stopping (SuspendedEV, draw 0) and re-allocating at once,
   which 5-minute periods cannot show. No departure, no energy need is used otherwise;
@@ -31,8 +33,11 @@ to round robin and to LLF. HARMON-E's settings were chosen on week 1 (March 1-7)
 The adapter (`HarmoneScheduler`) does what the controller does: it turns ACN-Sim's sessions
 into `Demand`s with the history turn-taking needs (since when a car runs or is paused, the
 energy it got), the car's metered draw and the limit it obeyed. ClipperCreek EVSEs accept only
-0, 8, 16, 24 or 32 A: a grant between those is re-allocated with the car capped at the allowed
-rate below, so that the others can use the rest.
+0, 8, 16, 24 or 32 A: a grant between those is rounded to one of them by error diffusion (the
+car is owed what rounding down took from it, and rounded up once that reaches the midpoint),
+then re-allocated with the car held at that rate (rounded up: that rate or nothing, falling
+back to the rate below when it does not fit) so that the others can use the rest. HARMON-E's
+options: the allocator's defaults with whole amps and `continuity_horizon` 2 h (`OPTIONS`).
 """
 
 from __future__ import annotations
@@ -420,6 +425,8 @@ class Result:
 #: took more favoured above their min (`continuity_horizon`, chosen on week 1: 1.3 to 2.7 h
 #: all gave 83.41-83.48 % at 30 kW, 82.94 % without; see docs/load-management.md).
 OPTIONS = AllocationOptions(step=1.0, continuity_horizon=timedelta(hours=2))
+#: The same without `continuity_horizon`: the same current for every car above the mins.
+EQUAL = AllocationOptions(step=1.0)
 
 ALGORITHMS: dict[str, Callable[[float], Any]] = {
     "uncontrolled": lambda kw: algorithms.UncontrolledCharging(),
@@ -428,6 +435,7 @@ ALGORITHMS: dict[str, Callable[[float], Any]] = {
     "LLF": lambda kw: algorithms.SortedSchedulingAlgo(algorithms.least_laxity_first),
     "round robin": lambda kw: algorithms.RoundRobin(algorithms.first_come_first_served),
     "HARMON-E": lambda kw: HarmoneScheduler(kw, False, OPTIONS),
+    "HARMON-E equal": lambda kw: HarmoneScheduler(kw, False, EQUAL),
     "HARMON-E +stops": lambda kw: HarmoneScheduler(kw, False, OPTIONS, sees_stops=True),
     "HARMON-E +departure": lambda kw: HarmoneScheduler(kw, True, OPTIONS),
 }
