@@ -236,6 +236,17 @@ class HarmoneScheduler(algorithms.BaseAlgorithm):  # type: ignore[misc]
             s.session_id: self._demand(s, now, drawn.get(s.session_id)) for s in active_sessions
         }
         started = time.perf_counter()
+        alloc = self.allocate_rounded(demands, now)
+        self.seconds.append(time.perf_counter() - started)
+        out: dict[str, list[float]] = {}
+        for s in active_sessions:
+            amps = alloc.connector(s.station_id, 1).limit_to_send
+            out[s.station_id] = [amps]
+            self._remember(s.session_id, amps, now)
+        return out
+
+    def allocate_rounded(self, demands: dict[str, Demand], now: datetime) -> Allocation:
+        """`allocate`, with ClipperCreek grants on their allowed rates (see `_round_clipper`)."""
         alloc = self._allocate(demands, {}, {}, now)
         wanted = {g.charger_id: g.limit_to_send for g in alloc.connectors if g.charging}
         caps, floors = self._round_clipper(alloc, demands)
@@ -266,13 +277,7 @@ class HarmoneScheduler(algorithms.BaseAlgorithm):  # type: ignore[misc]
                 given = alloc.connector(d.charger_id, 1).limit_to_send
                 owed = self.owed.get(sid, 0.0) + wanted.get(d.charger_id, 0.0) - given
                 self.owed[sid] = max(-CC_RATES[1], min(CC_RATES[1], owed))
-        self.seconds.append(time.perf_counter() - started)
-        out: dict[str, list[float]] = {}
-        for s in active_sessions:
-            amps = alloc.connector(s.station_id, 1).limit_to_send
-            out[s.station_id] = [amps]
-            self._remember(s.session_id, amps, now)
-        return out
+        return alloc
 
     def _round_clipper(
         self, alloc: Allocation, demands: dict[str, Demand]
