@@ -97,7 +97,7 @@ def allocate(
                 solver.raise_to([c], caps)
             solver.raise_to(urgent, {})
         admitted = solver.admit(turn)
-        solver.fill(admitted)
+        solver.fill(admitted, offsets=_head_starts(admitted, conns, options, step))
         if len(admitted) > 1:
             solver.round_robin(admitted)
         solver.settle(admitted)
@@ -341,6 +341,26 @@ def _constraints(
                     elif q in loads_on and p not in loads_on:
                         conn.terms.append((base + j, -SCALE))
     return rows, slack, items
+
+
+def _head_starts(
+    members: list[int], conns: list[Conn], options: AllocationOptions, step: int
+) -> dict[int, int] | None:
+    """Each car's head start in filling (mA, a multiple of the step; `fill` takes offsets, so
+    a head start is the offset of the cars below it): what it took more than the car that
+    took most, spread over `options.continuity_horizon`, as a deficit of the others."""
+    horizon = options.continuity_horizon
+    if horizon is None or len(members) < 2:
+        return None
+    hours = horizon.total_seconds() / 3600
+    amps: dict[int, float] = {}
+    for c in members:
+        conn = conns[c]
+        assert conn.demand is not None  # only charging connectors are filled
+        watts = conn.charger.watts_per_amp(len(conn.phases)) * hours
+        amps[c] = conn.demand.energy_delivered / watts
+    most = max(amps.values())
+    return {c: int((most - a) * 1000) // step * step for c, a in amps.items()}
 
 
 def _tiers(controllable: list[int], conns: list[Conn], policy: Policy) -> list[list[int]]:

@@ -417,6 +417,13 @@ class AllocationOptions:
     #: With a departure and an energy need, a car is first given the current that finishes it
     #: in time, times this margin (the rest is then shared equally).
     deadline_margin: float = 1.2
+    #: Above their min current, a car that took more this session (`Demand.energy_delivered`)
+    #: is favoured: E Wh more than another car is worth a head start of E / (watts per amp x
+    #: this) A while both want more. Without departure times, the car that took most has
+    #: usually been plugged in longest and leaves soonest; serving it first delivers more
+    #: before cars leave (docs/load-management.md, "Benchmark"). Mins still go first, by turns.
+    #: None (the default): the same current for every car; the benchmark uses 2 h.
+    continuity_horizon: timedelta | None = None
 
     def __post_init__(self) -> None:
         for name in ("step", "give_back_below", "give_back_margin", "active_phase_threshold"):
@@ -431,6 +438,9 @@ class AllocationOptions:
             value = getattr(self, name)
             if not isinstance(value, timedelta) or value < timedelta(0):
                 raise ConfigError(f"option {name} must be a non-negative timedelta")
+        horizon = self.continuity_horizon
+        if horizon is not None and (not isinstance(horizon, timedelta) or horizon <= timedelta(0)):
+            raise ConfigError("option continuity_horizon must be a positive timedelta or None")
 
 
 DEFAULT_OPTIONS = AllocationOptions()

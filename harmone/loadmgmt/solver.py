@@ -69,11 +69,18 @@ class Solver:
             if more > 0:
                 self.add(c, more)
 
-    def fill(self, members: list[int], caps: dict[int, int] | None = None) -> None:
+    def fill(
+        self,
+        members: list[int],
+        caps: dict[int, int] | None = None,
+        offsets: dict[int, int] | None = None,
+    ) -> None:
         """Progressive filling: raise a common level; a car stops at its need (or its cap) or a
         tight row.
 
-        A car starts rising once the level reaches its grant. Rates (the sum of the rising cars'
+        A car stands at its grant plus its offset (mA, a multiple of the step; 0 if not given)
+        and starts rising once the level reaches that height, so a car with a larger offset
+        gets that much less when the level stops. Rates (the sum of the rising cars'
         coefficients per row) make each row's remaining room a division away, so an iteration
         costs only the rows touched by rising cars.
         """
@@ -82,10 +89,14 @@ class Solver:
         if caps is not None:
             for c, cap in caps.items():
                 need[c] = min(need[c], cap)
-        waiting = sorted((c for c in members if grant[c] < need[c]), key=lambda c: (grant[c], c))
+        base = offsets or {}
+        # Heights: grants and needs shifted by each car's offset; the level is a height.
+        height = {c: grant[c] + base.get(c, 0) for c in members}
+        top = {c: need[c] + base.get(c, 0) for c in members}
+        waiting = sorted((c for c in members if grant[c] < need[c]), key=lambda c: (height[c], c))
         if not waiting:
             return
-        level = grant[waiting[0]]
+        level = height[waiting[0]]
         next_wait = 0
         rising: dict[int, None] = {}  # insertion-ordered set
         rate: dict[int, int] = {}
@@ -93,12 +104,12 @@ class Solver:
 
         def start(c: int) -> None:
             rising[c] = None
-            heapq.heappush(needs, (need[c], c))
+            heapq.heappush(needs, (top[c], c))
             shift(c, 1)
 
         def stop(c: int) -> None:
             del rising[c]
-            grant[c] = level
+            grant[c] = level - base.get(c, 0)
             shift(c, -1)
 
         def shift(c: int, sign: int) -> None:
@@ -112,7 +123,7 @@ class Solver:
                     del rate[k]
 
         while True:
-            while next_wait < len(waiting) and grant[waiting[next_wait]] <= level:
+            while next_wait < len(waiting) and height[waiting[next_wait]] <= level:
                 start(waiting[next_wait])
                 next_wait += 1
             while needs and (needs[0][1] not in rising or needs[0][0] <= level):
@@ -122,11 +133,11 @@ class Solver:
             if not rising:
                 if next_wait == len(waiting):
                     return
-                level = grant[waiting[next_wait]]
+                level = height[waiting[next_wait]]
                 continue
             delta = needs[0][0] - level
             if next_wait < len(waiting):
-                delta = min(delta, grant[waiting[next_wait]] - level)
+                delta = min(delta, height[waiting[next_wait]] - level)
             tight = []
             for k, r in rate.items():
                 if r > 0:

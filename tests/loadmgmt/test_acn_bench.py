@@ -42,3 +42,37 @@ def test_a_few_hours_of_real_sessions(capsys: pytest.CaptureFixture[str]) -> Non
         energy, jain, violations = rows[name][-7], rows[name][-6], rows[name][-5]
         assert int(violations) == 0, rows[name]
         assert 0 < float(energy) <= 100 and 0 < float(jain) <= 1
+
+
+def test_clipper_creek_rates_are_rounded_fairly_over_time() -> None:
+    """A ClipperCreek car (0/8/16/24/32 A) whose equal share is 11 A is not always rounded
+    down to 8 A: what rounding takes is owed to it, so its grants average about 11 A, every
+    grant is an allowed rate, and the fuse holds."""
+    from datetime import timedelta
+
+    bench = _bench()
+    from harmone.loadmgmt import ChargerSpec, Demand, Node
+
+    sched = bench.HarmoneScheduler(30, False, bench.OPTIONS)
+    sched.tree = Node(
+        "site",
+        22,
+        children=(ChargerSpec("cc", 32, min_current=8, phases=1), ChargerSpec("av", 32, phases=1)),
+    )
+    sched.clipper = {"cc"}
+    arrived = bench.START
+    demands = {"s-cc": Demand("cc", 1, arrived), "s-av": Demand("av", 1, arrived)}
+    given = []
+    for period in range(1, 41):
+        alloc = sched.allocate_rounded(demands, arrived + period * bench.PERIOD)
+        cc = alloc.connector("cc", 1).limit_to_send
+        av = alloc.connector("av", 1).limit_to_send
+        assert cc in bench.CC_RATES and cc + av <= 22
+        given.append(cc)
+    assert set(given) == {8, 16}
+    assert abs(sum(given) / len(given) - 11) <= 0.5
+    # Without it (the old rounding) the car would get 8 A every time.
+    sched_down = bench.HarmoneScheduler(30, False, bench.OPTIONS, dither=False)
+    sched_down.tree, sched_down.clipper = sched.tree, {"cc"}
+    alloc = sched_down.allocate_rounded(demands, arrived + timedelta(minutes=5))
+    assert alloc.connector("cc", 1).limit_to_send == 8
