@@ -156,10 +156,10 @@ class SiteLoadState:
             if level != state.stack_level:
                 state.stack_level = level
                 self._refresh(state)
-            # The charger may apply it as soon as it has it: count what it would raise.
+            # The charger may apply it as soon as it has it, before its answer is seen: what it
+            # would raise counts until the answer is overdue (once accepted, it counts anyway).
             after = with_requested(state.profiles, event.connector_id, event.profile, now)
-            wait = timing.call_timeout + timing.apply_bound
-            self._changed(state, after, settings, now, wait, keep=False)
+            self._changed(state, after, settings, now, timing.call_timeout, keep=False)
             return True
         if isinstance(event, ProfileSet):
             after = state.profiles.apply(event, now)
@@ -294,9 +294,14 @@ class SiteLoadState:
         self.latest = now
         if state.flagged == NO_ANSWER or (state.flagged or "").startswith("rejected"):
             state.flagged = state.flagged_at = None
+        # What the charger applied until now (a CPMS's profile may have led): a decrease from
+        # there applies only some time after this answer too.
+        before = self.applied_limit(state, conn, settings, now)
         if profile is not None:
-            state.profiles = state.profiles.set(conn, profile, now, HARMONE)
-            state.watched = True
+            after = state.profiles.set(conn, profile, now, HARMONE)
+            if transaction_id is None:
+                self._changed(state, after, settings, now, timing.apply_bound)
+            state.profiles, state.watched = after, True
         if transaction_id is None:
             state.defaults[conn] = limit
             state.defaults_fresh.add(conn)
@@ -307,6 +312,7 @@ class SiteLoadState:
         tx.sending = None
         tx.refresh = False
         old = min(self.tx_limit(state, conn, tx), settings.max_current)
+        old = max(old, before or 0.0)
         if limit < old - _EPS:
             tx.previous = max(old, tx.previous or 0.0)
             tx.previous_until = now + timedelta(seconds=timing.apply_bound)
