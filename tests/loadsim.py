@@ -324,8 +324,8 @@ class SiteSim:
             return
         async with c.lock:
             before = len(c.holdings.store)
-            entry = c.hold(lambda ref: ref.clear(**criteria))
             self._cpms_window(c)
+            entry = c.hold(lambda ref: ref.clear(**criteria))
             self._changed(c)
             await self.clock.sleep(c.answer_delay)
             self._applying(c, entry)
@@ -362,8 +362,11 @@ class SiteSim:
         self._tasks.append(asyncio.create_task(self._meters()))
         for _ in range(100):
             await self._pass(0.1)
-            if all(c.default is not None for c in self.chargers.values()):
+            if all(c.default is not None and not c.fading for c in self.chargers.values()):
                 break
+        for c in self.chargers.values():
+            if c.stacking:  # from here on: what it applied while booting is no news
+                c.applied = [(self.clock.monotonic(), c.limit)]
         self.history.clear()
         self.checking = True
         self.check()
