@@ -135,6 +135,12 @@ _step = st.one_of(
         "stack_level": st.sampled_from((None, 0, 1, 2, 3)),
     })),
 )  # fmt: skip
+#: A CPMS's TxProfile for the running transaction at 32 A, stack level 0 (see the @example).
+_RAISE = {
+    "purpose": "TxProfile", "on_station": False, "level": 0, "kind": "Relative",
+    "periods": [(0, 4)], "unit": "A", "offset": 0, "duration": None, "valid_from": None,
+    "valid_to": None, "tx": "running", "id": 1,
+}  # fmt: skip
 _plan = st.lists(
     st.tuples(st.sampled_from((0.05, 0.3, 1.0, 2.5, 6.0)), _step), min_size=3, max_size=25
 )
@@ -252,6 +258,16 @@ def _examples(fast: int) -> int:
     _plan,
     st.lists(st.sampled_from((0.01, 0.1, 0.4)), min_size=6, max_size=6),
     st.lists(st.sampled_from((0.0, 0.5, 1.0)), min_size=6, max_size=6),
+)
+# A CPMS's TxProfile at HARMON-E's own stack level (1.6: it replaces HARMON-E's) lets H1 take
+# its 16 A in a hall with 14 A to spare: HARMON-E must place its own profile above it again.
+@example(
+    plan=[
+        (0.3, ("arrive", "H1", 16.0)),
+        (6.0, ("cpms", "H1", _RAISE)),
+    ],
+    delays=[0.01] * 6,
+    applies=[0.5] * 6,
 )
 def test_no_node_is_ever_overloaded_while_limits_change(
     plan: list[tuple[float, tuple[Any, ...]]], delays: list[float], applies: list[float]
