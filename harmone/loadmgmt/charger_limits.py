@@ -27,6 +27,7 @@ from harmone.ocpp.events import ChargingProfile, ProfilePurpose
 __all__ = [
     "HARMONE",
     "NOT_HARMONE",
+    "amps",
     "applied",
     "cpms_amps",
     "own_stack_level",
