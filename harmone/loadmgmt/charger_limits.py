@@ -17,16 +17,24 @@ level), which 1.6 would have it replace (docs/load-management.md, "The CPMS's pr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime
+from typing import Any, cast
 
 from harmone.loadmgmt.config import ChargerSettings
-from harmone.loadmgmt.stacking import ChargerProfiles, ConnectorLimit, Transaction, connector_limit
+from harmone.loadmgmt.stacking import (
+    ChargerProfiles,
+    ConnectorLimit,
+    Transaction,
+    connector_amps,
+    connector_limit,
+)
 from harmone.ocpp.events import ChargingProfile, ProfilePurpose
 
 __all__ = [
     "HARMONE",
     "NOT_HARMONE",
+    "NextChanges",
     "amps",
     "applied",
     "cpms_amps",
@@ -48,9 +56,12 @@ def applied(
     settings: ChargerSettings,
     *,
     cpms_only: bool = False,
+    until: bool = False,
 ) -> ConnectorLimit:
-    """The resolver's answer for one connector (see `stacking.connector_limit`)."""
-    return connector_limit(
+    """The resolver's answer for one connector (see `stacking.connector_limit`); its `until`
+    only if asked for (finding it walks the schedules' edges)."""
+    ask = connector_limit if until else connector_amps
+    return ask(
         profiles,
         connector_id,
         at,
@@ -94,3 +105,41 @@ def own_stack_level(current: int, cpms_profiles: Iterable[ChargingProfile]) -> i
     levels = [p.stack_level for p in cpms_profiles if p.purpose in _LEVELLED]
     top = max(levels, default=-1)
     return current if top < current else top + 1
+
+
+class NextChanges:
+    """The next instant at which what a charger applies, or what the CPMS's profiles allow,
+    changes on its own (a schedule's period, a validity's end), per connector. Finding it walks
+    schedule edges, so an answer is kept while nothing it depends on changes (the profiles are
+    immutable values: a change is a new object) and the instant asked about has not reached it.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[Hashable, tuple[Any, ...]] = {}
+
+    def next(
+        self,
+        key: Hashable,
+        profiles: ChargerProfiles,
+        connector_id: int,
+        transaction: Transaction | None,
+        settings: ChargerSettings,
+        now: datetime,
+    ) -> datetime | None:
+        kept = self._kept.get(key)
+        if kept is not None:
+            k_profiles, k_tx, k_settings, since, until = kept
+            if (
+                k_profiles is profiles
+                and (k_tx, k_settings) == (transaction, settings)
+                and since <= now
+                and (until is None or now < until)
+            ):
+                return cast("datetime | None", until)
+        ends = [
+            applied(profiles, connector_id, now, transaction, settings, cpms_only=c, until=True)
+            for c in (True, False)
+        ]
+        found = min((e.until for e in ends if e.until is not None), default=None)
+        self._kept[key] = (profiles, transaction, settings, now, found)
+        return found

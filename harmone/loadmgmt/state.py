@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from harmone.loadmgmt.charger_limits import (
     HARMONE,
+    NextChanges,
     amps,
     applied,
     cpms_amps,
@@ -72,6 +73,7 @@ class SiteLoadState:
         #: The latest instant the state was told about (what `demands` reads profiles at when
         #: it is not given one).
         self.latest: datetime | None = None
+        self._untils = NextChanges()
 
     # -- chargers and events ---------------------------------------------------------------------
     def charger(self, charger_id: str, version: OcppVersion) -> ChargerLoad:
@@ -457,10 +459,9 @@ class SiteLoadState:
                 settings = config.settings_for(cid)
                 for conn in ch.txs:
                     tx = ch.transaction(conn)
-                    for cpms_only in (True, False):
-                        limit = applied(ch.profiles, conn, now, tx, settings, cpms_only=cpms_only)
-                        if limit.until is not None:
-                            ends.append(limit.until)
+                    until = self._untils.next((cid, conn), ch.profiles, conn, tx, settings, now)
+                    if until is not None:
+                        ends.append(until)
         return min(ends) if ends else None
 
     # -- what follows from the state ---------------------------------------------------------------
