@@ -8,6 +8,13 @@ car draws min(car max, limit) — nothing below the charger's min current — or
 its max whatever the limit. Readings go to HARMON-E as MeterReading events every
 `meter_interval`, as a charger's MeterValues would.
 
+With `stacking`, the charger keeps every profile it accepted, HARMON-E's and the CPMS's
+(`SiteSim.cpms_set` / `cpms_clear`), and its limit is what OCPP's stacking rules give, read by
+the straightforward reference of tests/test_stacking.py (not by the resolver under test); while
+a change is applying, the higher of before and after holds. A CPMS's profile may raise a
+charger above what HARMON-E gave it until HARMON-E has placed its own above again: for
+`reaction` seconds after one, only what the charger had before counts against its nodes.
+
 `SiteSim.violations` collects every instant at which, under a node and on a phase, the building
 load plus the sum over chargers of max(limit the charger applies, its draw) exceeded what the node
 allows. A lowered node limit and a higher building load are events HARMON-E can only react to:
@@ -24,19 +31,28 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from test_stacking import RefCharger, ref_limit
+
 from harmone.clock import ManualClock
 from harmone.loadmgmt.config import SiteLoadConfig, parse_config
 from harmone.loadmgmt.controller import SiteController
 from harmone.loadmgmt.model import AllocationOptions, Measurement
+from harmone.loadmgmt.stacking import Transaction
 from harmone.loadmgmt.state import SiteLoadState, Timing
 from harmone.ocpp.events import (
     BootAnswered,
+    ChargingProfile,
     ConnectorStatusChanged,
     Event,
     MeterReading,
+    ProfilePurpose,
+    ProfileRequested,
+    ProfilesCleared,
+    ProfileSet,
     Sample,
     TransactionEnded,
     TransactionStarted,
+    parse_charging_profile,
 )
 from harmone.ocpp.versions import OcppVersion
 
@@ -66,10 +82,61 @@ class ModelCharger:
     #: (time, limit) of every change of the limit it applies
     applied: list[tuple[float, float]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Apply profiles by OCPP's stacking rules (see the module docstring).
+    stacking: bool = False
+    clock: Any = None
+    holdings: RefCharger | None = None
+    #: [until (None: not answered yet), what it held before a change still applying]
+    fading: list[list[Any]] = field(default_factory=list)
+    tx_started: Any = None
+    #: Until when a CPMS's profile may hold it above what HARMON-E gave it, and its load per
+    #: grid phase before (see `SiteSim.check`).
+    cpms_until: float | None = None
+    cpms_pre: list[float] = field(default_factory=list)
+    _memo: tuple[Any, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.holdings = RefCharger(self.version)
+
+    def hold(self, change: Any) -> list[Any]:
+        """Apply `change` to what it holds; until answered (and applied), the old holds too."""
+        assert self.holdings is not None
+        old = RefCharger(self.version)
+        old.store = list(self.holdings.store)
+        change(self.holdings)
+        entry: list[Any] = [None, old]
+        self.fading.append(entry)
+        self._memo = None
+        return entry
+
+    def end(self, tx_id: str) -> None:
+        for ref in (self.holdings, *(old for _, old in self.fading)):
+            assert ref is not None
+            ref.end(1, tx_id)
+        self._memo = None
+
+    def _stacked(self) -> float:
+        t = self.clock.monotonic()
+        key = (t, len(self.fading), self.tx_id)
+        if self._memo is not None and self._memo[0] == key:
+            return self._memo[1]
+        self.fading = [e for e in self.fading if e[0] is None or e[0] > t]
+        now = self.clock.now()
+        tx = None if self.tx_id is None else Transaction(self.tx_id, self.tx_started)
+        values = []
+        for ref in (self.holdings, *(old for _, old in self.fading)):
+            amps, station = ref_limit(ref, 1, now, tx, len(self.rotation), 230.0, None)
+            known = [v for v in (amps, station) if v is not None]
+            values.append(min([*known, self.max_current]))
+        value = max(values)
+        self._memo = ((t, len(self.fading), self.tx_id), value)
+        return value
 
     @property
     def limit(self) -> float:
         """The limit the charger applies now."""
+        if self.stacking:
+            return self._stacked()
         value = self.tx_limit if self.tx_id is not None and self.tx_limit is not None else None
         if value is None:
             value = self.default
@@ -118,6 +185,8 @@ class SiteSim:
         self.chargers = {c.cid: c for c in chargers}
         self.timing, self.options = timing, options
         self.clock = clock or ManualClock()
+        for c in chargers:
+            c.clock = self.clock
         self.state = SiteLoadState()
         self.ctl = SiteController(
             "SIM", self.config, self.state, self._send, self.clock, options, timing
@@ -170,6 +239,18 @@ class SiteSim:
             if c.rejects or (purpose == "TxProfile" and str(tx) != c.tx_id):
                 await self.clock.sleep(c.answer_delay)
                 return {"status": "Rejected"}
+            if c.stacking:
+                v16 = "csChargingProfiles" in payload
+                conn = payload["connectorId"] if v16 else payload["evseId"]
+                profile = parse_charging_profile(prof, v16)
+                if purpose == "TxDefaultProfile":
+                    c.default = limit
+                now = self.clock.now()
+                entry = c.hold(lambda ref: ref.set(conn, profile, now, "harmone"))
+                self._changed(c)
+                await self.clock.sleep(c.answer_delay)
+                self._applying(c, entry)
+                return {"status": "Accepted"}
             lower = limit < (c.limit if purpose == "TxProfile" else (c.default or math.inf))
             if not lower:
                 self._set(c, purpose, limit)  # the worst case: an increase applies at once
@@ -182,6 +263,74 @@ class SiteSim:
         await self.clock.sleep(c.apply_delay)
         if purpose == "TxDefaultProfile" or str(tx) == c.tx_id:
             self._set(c, purpose, limit)
+
+    def _changed(self, c: ModelCharger) -> None:
+        c.applied.append((self.clock.monotonic(), c.limit))
+        self.check()
+
+    def _applying(self, c: ModelCharger, entry: list[Any]) -> None:
+        """Answered: what it held before counts `apply_delay` more."""
+        entry[0] = self.clock.monotonic() + c.apply_delay
+        c._memo = None
+
+        async def applied() -> None:
+            await self.clock.sleep(c.apply_delay)
+            self._changed(c)
+
+        self._tasks.append(asyncio.get_running_loop().create_task(applied()))
+
+    # -- the CPMS's side: its profiles pass through the relay ----------------------------------
+    def spawn(self, call: Any) -> None:
+        """Run a CPMS call alongside (it takes the charger's answer delay)."""
+        self._tasks.append(asyncio.get_running_loop().create_task(call))
+
+    def _cpms_window(self, c: ModelCharger) -> None:
+        t = self.clock.monotonic()
+        if c.cpms_until is None or t >= c.cpms_until:
+            limit, draw = c.grid(c.limit), c.grid(c.draw())
+            c.cpms_pre = [max(a, b) for a, b in zip(limit, draw, strict=True)]
+        c.cpms_until = t + self.reaction
+
+    async def cpms_set(self, cid: str, conn: int, profile: ChargingProfile) -> None:
+        """The CPMS sends SetChargingProfile: HARMON-E sees it on its way; the charger applies
+        it if it answers calls at all and accepts it (OCPP's rules for where a purpose may be)."""
+        c = self.chargers[cid]
+        self._cpms_window(c)
+        self.feed(cid, ProfileRequested(conn, profile, "cpms"))
+        if c.answer_delay is None or c.rejects:
+            return
+        async with c.lock:
+            purpose = profile.purpose
+            refused = (
+                (purpose is ProfilePurpose.TX and (conn == 0 or c.tx_id is None))
+                or (purpose is ProfilePurpose.TX and profile.transaction_id not in (None, c.tx_id))
+                or (purpose is ProfilePurpose.STATION_MAX and conn != 0)
+            )
+            if refused:
+                await self.clock.sleep(c.answer_delay)
+                return
+            now = self.clock.now()
+            entry = c.hold(lambda ref: ref.set(conn, profile, now, "cpms"))
+            self._cpms_window(c)
+            self._changed(c)
+            await self.clock.sleep(c.answer_delay)
+            self._applying(c, entry)
+            self.feed(cid, ProfileSet(conn, profile, "cpms"))
+
+    async def cpms_clear(self, cid: str, criteria: dict[str, Any]) -> None:
+        """The CPMS sends ClearChargingProfile (criteria as in `ProfilesCleared`)."""
+        c = self.chargers[cid]
+        if c.answer_delay is None or c.rejects or c.holdings is None:
+            return
+        async with c.lock:
+            before = len(c.holdings.store)
+            self._cpms_window(c)
+            entry = c.hold(lambda ref: ref.clear(**criteria))
+            self._changed(c)
+            await self.clock.sleep(c.answer_delay)
+            self._applying(c, entry)
+            if len(c.holdings.store) != before:  # else "Unknown": nothing changed, no event
+                self.feed(cid, ProfilesCleared(**criteria, set_by="cpms"))
 
     def _set(self, c: ModelCharger, purpose: str, limit: float) -> None:
         if purpose == "TxDefaultProfile":
@@ -213,8 +362,11 @@ class SiteSim:
         self._tasks.append(asyncio.create_task(self._meters()))
         for _ in range(100):
             await self._pass(0.1)
-            if all(c.default is not None for c in self.chargers.values()):
+            if all(c.default is not None and not c.fading for c in self.chargers.values()):
                 break
+        for c in self.chargers.values():
+            if c.stacking:  # from here on: what it applied while booting is no news
+                c.applied = [(self.clock.monotonic(), c.limit)]
         self.history.clear()
         self.checking = True
         self.check()
@@ -254,6 +406,7 @@ class SiteSim:
     def arrive(self, cid: str, car: float, tx_id: str) -> None:
         c = self.chargers[cid]
         c.car, c.tx_id, c.tx_limit = car, tx_id, None
+        c.tx_started, c._memo = self.clock.now(), None
         self.check()
         self.feed(cid, ConnectorStatusChanged(1, "Charging"), TransactionStarted(1, tx_id))
 
@@ -262,6 +415,8 @@ class SiteSim:
         if c.tx_id is None:
             return
         tx, c.car, c.tx_id, c.tx_limit = c.tx_id, None, None, None
+        if c.stacking:
+            c.end(tx)
         self.feed(cid, TransactionEnded(tx, 1), ConnectorStatusChanged(1, "Available"))
 
     def set_dynamic(self, node: str, limit: float | None) -> None:
@@ -330,6 +485,11 @@ class SiteSim:
                 for c in below:
                     limit_here = c.grid(c.limit)[p]
                     term = max(limit_here, c.grid(c.draw())[p])
+                    if c.cpms_until is not None and t < c.cpms_until:
+                        # A CPMS's profile may hold it above what HARMON-E gave it until HARMON-E
+                        # has placed its own above again: only what it had before counts.
+                        limit_here = min(limit_here, c.cpms_pre[p])
+                        term = min(term, c.cpms_pre[p])
                     since = self._out_of_control(c)
                     if since is None:
                         # a car not yet seen disobeying is counted at its limit until it is

@@ -123,9 +123,9 @@ class SiteController:
         while True:
             wake = asyncio.ensure_future(self._wake.wait())
             wait = self.timing.tick
-            change = self.state.next_change()
+            change = self.state.next_change(self.config, self._clock.now())
             if change is not None:
-                # an increase may be waiting for an apply wait to end: plan again right then
+                # an apply wait ends or a profile's schedule moves: plan again right then
                 until = (change - self._clock.now()).total_seconds() + self.timing.debounce
                 wait = max(0.0, min(wait, until))
             try:
@@ -163,7 +163,7 @@ class SiteController:
         try:
             allocation = allocate(
                 tree,
-                self.state.demands(self.config),
+                self.state.demands(self.config, now),
                 list(self.state.measurements.values()),
                 now,
                 self.config.policy,

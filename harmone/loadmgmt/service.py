@@ -470,7 +470,8 @@ def _status(
             )
         ):
             kinds.insert(0, "policy")
-        cap = state.cpms_limit(g.charger_id, g.connector_id)
+        settings = config.settings_for(g.charger_id)
+        cap = state.cpms_limit(g.charger_id, g.connector_id, now, settings)
         if cap is not None and g.charging and g.need >= cap - 0.05:
             kinds.append("capped_by_cpms")
         if tx is not None and tx.car_estimate is not None:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from harmone.loadmgmt.stacking import ChargerProfiles, InstalledProfile
 from harmone.loadmgmt.state import ChargerLoad, ConnectorLoad, SiteLoadState
 from harmone.loadmgmt.traffic import CpmsCap
+from harmone.ocpp.events import (
+    ChargingProfile,
+    ChargingSchedule,
+    ProfileKind,
+    ProfilePurpose,
+    SchedulePeriod,
+)
 from harmone.ocpp.versions import OcppVersion
 
 __all__ = ["restore", "snapshot"]
@@ -37,6 +45,7 @@ def snapshot(state: SiteLoadState) -> dict[str, Any]:
             "flagged": s.flagged,
             "flagged_at": _iso(s.flagged_at),
             "caps": {str(k): [c.purpose, c.stack_level, c.amps] for k, c in sorted(s.caps.items())},
+            "profiles": [_installed(p) for p in s.profiles.profiles],
             "transactions": txs,
         }
     return {
@@ -58,6 +67,9 @@ def restore(data: dict[str, Any]) -> SiteLoadState:
         ch.caps = {
             int(k): CpmsCap(int(k), v[0], int(v[1]), v[2]) for k, v in c.get("caps", {}).items()
         }
+        ch.profiles = ChargerProfiles(
+            ch.version, tuple(_read_installed(p) for p in c.get("profiles", ()))
+        )
         for conn, t in c.get("transactions", {}).items():
             since = _dt(t["charging_since"])
             assert since is not None
@@ -82,3 +94,57 @@ def _iso(value: datetime | None) -> str | None:
 
 def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
+
+
+def _installed(p: InstalledProfile) -> dict[str, Any]:
+    """A profile the charger holds, so that the CPMS's limits survive a restart."""
+    prof = p.profile
+    return {
+        "connector_id": p.connector_id,
+        "installed_at": p.installed_at.isoformat(),
+        "set_by": p.set_by,
+        "id": prof.id,
+        "stack_level": prof.stack_level,
+        "purpose": prof.purpose.value,
+        "kind": prof.kind.value,
+        "recurrency": prof.recurrency,
+        "valid_from": _iso(prof.valid_from),
+        "valid_to": _iso(prof.valid_to),
+        "transaction_id": prof.transaction_id,
+        "schedules": [
+            {
+                "unit": s.unit,
+                "duration": s.duration,
+                "start": _iso(s.start),
+                "min_rate": s.min_rate,
+                "periods": [[q.start, q.limit, q.number_phases, q.phase_to_use] for q in s.periods],
+            }
+            for s in prof.schedules
+        ],
+    }
+
+
+def _read_installed(d: dict[str, Any]) -> InstalledProfile:
+    profile = ChargingProfile(
+        id=int(d["id"]),
+        stack_level=int(d["stack_level"]),
+        purpose=ProfilePurpose(d["purpose"]),
+        kind=ProfileKind(d["kind"]),
+        schedules=tuple(
+            ChargingSchedule(
+                unit=s["unit"],
+                periods=tuple(SchedulePeriod(*q) for q in s["periods"]),
+                duration=s.get("duration"),
+                start=_dt(s.get("start")),
+                min_rate=s.get("min_rate"),
+            )
+            for s in d["schedules"]
+        ),
+        recurrency=d.get("recurrency"),
+        valid_from=_dt(d.get("valid_from")),
+        valid_to=_dt(d.get("valid_to")),
+        transaction_id=d.get("transaction_id"),
+    )
+    installed_at = _dt(d["installed_at"])
+    assert installed_at is not None
+    return InstalledProfile(int(d["connector_id"]), profile, installed_at, str(d["set_by"]))

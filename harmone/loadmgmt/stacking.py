@@ -39,6 +39,7 @@ __all__ = [
     "ConnectorLimit",
     "InstalledProfile",
     "Transaction",
+    "connector_amps",
     "connector_limit",
 ]
 
@@ -325,16 +326,45 @@ def connector_limit(
     `set_by` restricts which installers' profiles count (None: all of them), to ask what the
     charger would apply from the CPMS's profiles alone.
     """
+    purposes = _checked(profiles, connector_id, at, transaction, phases, voltage, set_by)
+    amps, station = purposes.answer(at, phases, voltage)
+    until = _next_change(purposes, at, (amps, station), phases, voltage)
+    return ConnectorLimit(amps, station, until)
+
+
+def connector_amps(
+    profiles: ChargerProfiles,
+    connector_id: int,
+    at: datetime,
+    transaction: Transaction | None,
+    *,
+    phases: int,
+    voltage: float,
+    set_by: Container[str] | None = None,
+) -> ConnectorLimit:
+    """`connector_limit` without looking for `until` (left None): the cheap question, asked
+    for every connector on every round."""
+    purposes = _checked(profiles, connector_id, at, transaction, phases, voltage, set_by)
+    amps, station = purposes.answer(at, phases, voltage)
+    return ConnectorLimit(amps, station, None)
+
+
+def _checked(
+    profiles: ChargerProfiles,
+    connector_id: int,
+    at: datetime,
+    transaction: Transaction | None,
+    phases: int,
+    voltage: float,
+    set_by: Container[str] | None,
+) -> _Purposes:
     if connector_id < 1:
         raise ValueError(f"connector_limit is per connector (>= 1), not {connector_id}")
     if phases < 1 or not voltage > 0:
         raise ValueError(f"phases {phases} and voltage {voltage} must be positive")
     if at.tzinfo is None:
         raise ValueError("`at` must be an aware datetime")
-    purposes = _purposes(profiles, connector_id, transaction, set_by)
-    amps, station = purposes.answer(at, phases, voltage)
-    until = _next_change(purposes, at, (amps, station), phases, voltage)
-    return ConnectorLimit(amps, station, until)
+    return _purposes(profiles, connector_id, transaction, set_by)
 
 
 def _next_change(

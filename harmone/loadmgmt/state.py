@@ -16,13 +16,23 @@ a node would then exceed its limit (docs/load-management.md, "Enforcement").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from harmone.loadmgmt.charger_limits import (
+    HARMONE,
+    NextChanges,
+    amps,
+    applied,
+    cpms_amps,
+    own_stack_level,
+    with_requested,
+)
 from harmone.loadmgmt.config import ChargerSettings, SiteLoadConfig, build_tree
+from harmone.loadmgmt.loads import ChargerLoad, ConnectorLoad
 from harmone.loadmgmt.model import AllocationOptions, Demand, Measurement, Node
+from harmone.loadmgmt.stacking import ChargerProfiles
 from harmone.loadmgmt.timing import Timing
-from harmone.loadmgmt.traffic import CpmsCap, cpms_cap, current_per_phase, energy_register
+from harmone.loadmgmt.traffic import cpms_cap, current_per_phase, energy_register
 from harmone.ocpp.events import (
     BootAnswered,
     ChargingNeeds,
@@ -41,7 +51,6 @@ from harmone.ocpp.versions import OcppVersion
 __all__ = [
     "NO_ANSWER",
     "OVERDRAW",
-    "AcceptedProfile",
     "ChargerLoad",
     "ConnectorLoad",
     "SiteLoadState",
@@ -54,80 +63,6 @@ _ENDED_STATUSES = {"Available", "Unavailable", "Faulted"}
 _EPS = 0.05  # A: limits are sent with one decimal
 
 
-@dataclass(frozen=True, slots=True)
-class AcceptedProfile:
-    """A charging profile the charger accepted, and from whom (the stacking resolver's input)."""
-
-    connector_id: int
-    profile: ChargingProfile
-    at: datetime
-    set_by: str
-
-
-@dataclass(slots=True)
-class ConnectorLoad:
-    """A running transaction on one connector."""
-
-    transaction_id: str
-    charging_since: datetime
-    measured: tuple[float, ...] | None = None
-    measured_at: datetime | None = None
-    energy_start_wh: float | None = None
-    energy_wh: float | None = None
-    #: What the car announced it takes at most (ISO 15118).
-    car_max: float | None = None
-    #: What the car is seen to take: its settled draw plus a margin (give-back).
-    car_estimate: float | None = None
-    below_since: datetime | None = None
-    #: The TxProfile limit the charger accepted last (None: none yet: its TxDefault holds).
-    limit: float | None = None
-    limit_since: datetime | None = None
-    #: A limit on its way (sent, not answered yet).
-    sending: float | None = None
-    #: After an accepted decrease: the higher limit that still counts until `previous_until`.
-    previous: float | None = None
-    previous_until: datetime | None = None
-    #: The lower limit of an accepted decrease, kept while the car was drawing more than it
-    #: when it was accepted: a reading at or under it then proves the charger applied the
-    #: decrease. (Not the limit in force now: an increase accepted since, before the decrease
-    #: was seen applied, proves nothing about the higher limit still counted.)
-    proof_below: float | None = None
-    over_since: datetime | None = None
-    #: Send the limit again even if unchanged (the charger reconnected, the CPMS cleared).
-    refresh: bool = False
-    last_increase: datetime | None = None
-    last_change: datetime | None = None
-
-
-@dataclass(slots=True)
-class ChargerLoad:
-    version: OcppVersion
-    connected: bool = True
-    booted: bool = False
-    connectors: set[int] = field(default_factory=set)
-    txs: dict[int, ConnectorLoad] = field(default_factory=dict)
-    #: The CPMS's limits per connector (0: the whole charger), from its SetChargingProfile.
-    caps: dict[int, CpmsCap] = field(default_factory=dict)
-    #: Every profile the charger accepted, by (connector, purpose, stack level).
-    accepted: dict[tuple[int, str, int], AcceptedProfile] = field(default_factory=dict)
-    stack_level: int = 0
-    #: TxDefaultProfile limit accepted per connector; missing: unknown.
-    defaults: dict[int, float] = field(default_factory=dict)
-    #: Connectors whose TxDefaultProfile was accepted since the charger (re)connected.
-    defaults_fresh: set[int] = field(default_factory=set)
-    flagged: str | None = None
-    flagged_at: datetime | None = None
-    #: The call in flight was sent then (None: nothing in flight).
-    call_since: datetime | None = None
-    last_failure: datetime | None = None
-
-    def cap(self, connector_id: int) -> float | None:
-        caps = [
-            c.amps for k, c in self.caps.items() if k in (0, connector_id) and c.amps is not None
-        ]
-        return min(caps) if caps else None
-
-
 class SiteLoadState:
     """Everything load management knows about one site (see the module docstring)."""
 
@@ -135,6 +70,10 @@ class SiteLoadState:
         self.chargers: dict[str, ChargerLoad] = {}
         self.measurements: dict[str, Measurement] = {}
         self.dynamic_limits: dict[str, float] = {}
+        #: The latest instant the state was told about (what `demands` reads profiles at when
+        #: it is not given one).
+        self.latest: datetime | None = None
+        self._untils = NextChanges()
 
     # -- chargers and events ---------------------------------------------------------------------
     def charger(self, charger_id: str, version: OcppVersion) -> ChargerLoad:
@@ -143,7 +82,8 @@ class SiteLoadState:
             state = self.chargers[charger_id] = ChargerLoad(version)
         elif state.version is not version:
             # Another protocol: nothing it accepted under the old one can be assumed.
-            state.version, state.accepted, state.caps = version, {}, {}
+            state.version, state.caps = version, {}
+            state.profiles, state.watched = ChargerProfiles(version), False
             state.defaults, state.defaults_fresh = {}, set()
         return state
 
@@ -183,6 +123,7 @@ class SiteLoadState:
         state = self.chargers.get(charger_id)
         if state is None:
             return False
+        self.latest = now
         if isinstance(event, ConnectorStatusChanged):
             if event.connector_id > 0:
                 state.connectors.add(event.connector_id)
@@ -213,27 +154,54 @@ class SiteLoadState:
         if isinstance(event, ProfileRequested) and event.set_by == "cpms":
             cap = cpms_cap(event.connector_id, event.profile, settings.phases, settings.voltage)
             state.caps[cap.connector_id] = cap
-            if (
-                cap.purpose in ("TxProfile", "TxDefaultProfile")
-                and cap.stack_level >= state.stack_level
-            ):
-                state.stack_level = own_stack_level(cap.stack_level)
+            level = own_stack_level(state.stack_level, (event.profile,))
+            if level != state.stack_level:
+                state.stack_level = level
                 self._refresh(state)
+            # The charger may apply it as soon as it has it, before its answer is seen: what it
+            # would raise counts until the answer is overdue (once accepted, it counts anyway).
+            after = with_requested(state.profiles, event.connector_id, event.profile, now)
+            self._changed(state, after, settings, now, timing.call_timeout, keep=False)
             return True
         if isinstance(event, ProfileSet):
-            self._accepted(state, event.connector_id, event.profile, now, event.set_by)
-            return False
+            after = state.profiles.apply(event, now)
+            self._changed(state, after, settings, now, timing.apply_bound)
+            return event.set_by != HARMONE
         if isinstance(event, ProfilesCleared) and event.set_by == "cpms":
             target = event.connector_id
             for k in [k for k in state.caps if not target or k == target]:
                 del state.caps[k]
-            for key, p in list(state.accepted.items()):
-                if _cleared(event, p):
-                    del state.accepted[key]
+            after = state.profiles.apply(event, now)
+            self._changed(state, after, settings, now, timing.apply_bound)
             # The clear may have removed HARMON-E's own profiles too: send them again.
             self._refresh(state)
             return True
         return False
+
+    def _changed(
+        self,
+        state: ChargerLoad,
+        after: ChargerProfiles,
+        settings: ChargerSettings,
+        now: datetime,
+        wait: float,
+        keep: bool = True,
+    ) -> None:
+        """The charger's profiles become `after` (`keep` False: may become). Where that moves
+        what a running car may draw, the higher of before and after counts for `wait` more
+        seconds: a lower limit is applied only some time after it is accepted, a higher one
+        may be applied the moment the charger has it."""
+        for conn, tx in state.txs.items():
+            before = self.applied_limit(state, conn, settings, now)
+            then = self.applied_limit(state, conn, settings, now, after)
+            if before is None or then is None or abs(before - then) <= _EPS:
+                continue
+            tx.previous = max(before, then, tx.previous or 0.0)
+            until = now + timedelta(seconds=wait)
+            tx.previous_until = max(until, tx.previous_until or until)
+            tx.proof_below = None
+        if keep:
+            state.profiles = after
 
     def _reading(
         self,
@@ -285,24 +253,13 @@ class SiteLoadState:
         for conn, tx in list(state.txs.items()):
             if tx.transaction_id == transaction_id or connector_id == conn:
                 del state.txs[conn]
-                for key in [k for k in state.accepted if k[0] == conn and k[1] == "TxProfile"]:
-                    del state.accepted[key]
+                state.profiles = state.profiles.transaction_ended(conn, tx.transaction_id)
 
     @staticmethod
     def _refresh(state: ChargerLoad) -> None:
         state.defaults_fresh = set()
         for tx in state.txs.values():
             tx.refresh = True
-
-    @staticmethod
-    def _accepted(
-        state: ChargerLoad, conn: int, profile: ChargingProfile, now: datetime, set_by: str
-    ) -> None:
-        for key, p in list(state.accepted.items()):
-            if p.profile.id == profile.id and p.connector_id == conn:
-                del state.accepted[key]
-        key = (conn, profile.purpose.value, profile.stack_level)
-        state.accepted[key] = AcceptedProfile(conn, profile, now, set_by)
 
     def measurement(self, m: Measurement) -> None:
         self.measurements[m.node_id] = m
@@ -336,10 +293,17 @@ class SiteLoadState:
         """The charger accepted a TxProfile (`transaction_id` set) or TxDefaultProfile."""
         state = self.chargers[charger_id]
         state.call_since = None
+        self.latest = now
         if state.flagged == NO_ANSWER or (state.flagged or "").startswith("rejected"):
             state.flagged = state.flagged_at = None
+        # What the charger applied until now (a CPMS's profile may have led): a decrease from
+        # there applies only some time after this answer too.
+        before = self.applied_limit(state, conn, settings, now)
         if profile is not None:
-            self._accepted(state, conn, profile, now, "harmone")
+            after = state.profiles.set(conn, profile, now, HARMONE)
+            if transaction_id is None:
+                self._changed(state, after, settings, now, timing.apply_bound)
+            state.profiles, state.watched = after, True
         if transaction_id is None:
             state.defaults[conn] = limit
             state.defaults_fresh.add(conn)
@@ -350,6 +314,7 @@ class SiteLoadState:
         tx.sending = None
         tx.refresh = False
         old = min(self.tx_limit(state, conn, tx), settings.max_current)
+        old = max(old, before or 0.0)
         if limit < old - _EPS:
             tx.previous = max(old, tx.previous or 0.0)
             tx.previous_until = now + timedelta(seconds=timing.apply_bound)
@@ -477,23 +442,61 @@ class SiteLoadState:
             return None
         return max(tx.measured)
 
-    def next_change(self) -> datetime | None:
-        """The earliest instant time alone changes an exposure (an apply wait ends)."""
+    def next_change(
+        self, config: SiteLoadConfig | None = None, now: datetime | None = None
+    ) -> datetime | None:
+        """The earliest instant time alone changes an exposure (an apply wait ends) or, given
+        `config` and `now`, what a charger applies from its profiles or what the CPMS's allow a
+        running car (a schedule's next period, a validity's end): plan again right then."""
         ends = [
             tx.previous_until
             for ch in self.chargers.values()
             for tx in ch.txs.values()
             if tx.previous_until is not None
         ]
+        if config is not None and now is not None:
+            for cid, ch in self.chargers.items():
+                settings = config.settings_for(cid)
+                for conn in ch.txs:
+                    tx = ch.transaction(conn)
+                    until = self._untils.next((cid, conn), ch.profiles, conn, tx, settings, now)
+                    if until is not None:
+                        ends.append(until)
         return min(ends) if ends else None
 
     # -- what follows from the state ---------------------------------------------------------------
-    def cpms_limit(self, charger_id: str, connector_id: int) -> float | None:
-        """What the CPMS's own profiles allow on this connector now (None: no limit).
-
-        The one place that reads the CPMS's profiles; the stacking resolver replaces it."""
+    def cpms_limit(
+        self,
+        charger_id: str,
+        connector_id: int,
+        now: datetime | None = None,
+        settings: ChargerSettings | None = None,
+    ) -> float | None:
+        """What the CPMS's own profiles allow on this connector at `now` (None: no limit), read
+        by the stacking resolver the way the charger reads them, with the connector's running
+        transaction bound (`charger_limits.cpms_amps`). `now` None: the latest instant known."""
         state = self.chargers.get(charger_id)
-        return None if state is None else state.cap(connector_id)
+        at = now or self.latest
+        if state is None or at is None:
+            return None
+        tx = state.transaction(connector_id)
+        return cpms_amps(state.profiles, connector_id, at, tx, settings or ChargerSettings())
+
+    def applied_limit(
+        self,
+        state: ChargerLoad,
+        conn: int,
+        settings: ChargerSettings,
+        now: datetime,
+        profiles: ChargerProfiles | None = None,
+    ) -> float | None:
+        """The limit the charger applies to `conn` from all it accepted (inf: none), capped at
+        the charger's max; None while HARMON-E does not know all the charger holds."""
+        if not state.watched:
+            return None
+        held = state.profiles if profiles is None else profiles
+        limit = amps(applied(held, conn, now, state.transaction(conn), settings))
+        return settings.max_current if limit is None else min(limit, settings.max_current)
 
     @staticmethod
     def tx_limit(state: ChargerLoad, conn: int, tx: ConnectorLoad | None) -> float:
@@ -518,10 +521,15 @@ class SiteLoadState:
         draw = self._fresh_draw(tx, options, now) if tx is not None else None
         if state.flagged or (tx is not None and tx.over_since is not None):
             return max(worst, draw or 0.0)
-        amps = min(self.tx_limit(state, conn, tx), worst)
+        limit = min(self.tx_limit(state, conn, tx), worst)
+        # What the charger applies from everything it holds may be more than HARMON-E's own
+        # profile says (a CPMS's profile leading, a clear), never counted less than that.
+        applied_now = self.applied_limit(state, conn, settings, now)
+        if applied_now is not None:
+            limit = max(limit, applied_now)
         if tx is not None:
-            amps = max(amps, tx.sending or 0.0, tx.previous or 0.0, draw or 0.0)
-        return amps
+            limit = max(limit, tx.sending or 0.0, tx.previous or 0.0, draw or 0.0)
+        return limit
 
     def ignoring(self, config: SiteLoadConfig) -> frozenset[str]:
         """Chargers whose draw is reserved instead of granted: flagged, over their limit now, or
@@ -545,13 +553,18 @@ class SiteLoadState:
         }
         return build_tree(config, chargers, self.ignoring(config), self.dynamic_limits)
 
-    def demands(self, config: SiteLoadConfig) -> list[Demand]:
-        """The allocator's view of every running transaction (the one place it is built)."""
+    def demands(self, config: SiteLoadConfig, now: datetime | None = None) -> list[Demand]:
+        """The allocator's view of every running transaction (the one place it is built), with
+        the CPMS's limits at `now` (None: the latest instant known)."""
         out = []
+        at = now or self.latest
         for cid, state in self.chargers.items():
             settings = config.settings_for(cid)
             for conn, tx in state.txs.items():
-                caps = [tx.car_max, tx.car_estimate, self.cpms_limit(cid, conn)]
+                cpms = None
+                if at is not None:
+                    cpms = cpms_amps(state.profiles, conn, at, state.transaction(conn), settings)
+                caps = [tx.car_max, tx.car_estimate, cpms]
                 known = [c for c in caps if c is not None]
                 measured = tx.measured
                 if measured is not None and len(measured) != settings.phases:
@@ -569,20 +582,3 @@ class SiteLoadState:
                     )
                 )
         return out
-
-
-def own_stack_level(cpms_level: int) -> int:
-    """The stack level of HARMON-E's own profiles above a CPMS Tx(Default)Profile's level.
-
-    The one place the level is chosen; the stacking resolver may choose differently."""
-    return cpms_level + 1
-
-
-def _cleared(event: ProfilesCleared, p: AcceptedProfile) -> bool:
-    if event.profile_id is not None:
-        return p.profile.id == event.profile_id
-    return (
-        (event.connector_id is None or p.connector_id == event.connector_id)
-        and (event.purpose is None or p.profile.purpose is event.purpose)
-        and (event.stack_level is None or p.profile.stack_level == event.stack_level)
-    )

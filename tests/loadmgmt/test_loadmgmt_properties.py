@@ -1,19 +1,24 @@
 """Safety of enforcement under random event sequences (hypothesis), on a manual clock.
 
 Random sequences of cars arriving and leaving, chargers that answer late, never, reject or
-disobey, CPMS profiles, a sub-meter that stops, building load and dynamic limits are played
-through the real `SiteLoadState` + `make_plan` + `SiteController` against model chargers that
-apply a lower limit only up to `apply_bound` after accepting it (tests/loadsim.py). At every
-instant the building load plus the sum of max(limit the charger applies, its draw) stays within
-every node's limit on every phase (after a reaction window for events that lower what a node
-allows), and no TxProfile limit lies strictly between 0 and a charger's min current.
+disobey, CPMS profiles of every kind (TxDefault on the connector or the whole station, TxProfile
+for the running, no or an ended transaction, ChargePointMax; Absolute, Relative and Recurring;
+A and W; several periods, durations, validity; stack levels 0-3) and ClearChargingProfile with
+random criteria, a sub-meter that stops, building load and dynamic limits are played through the
+real `SiteLoadState` + `make_plan` + `SiteController` against model chargers that keep every
+profile they accept and apply what OCPP's stacking rules give (read by the reference of
+tests/test_stacking.py), a lower limit only up to `apply_bound` after accepting it
+(tests/loadsim.py). At every instant the building load plus the sum of max(limit the charger
+applies, its draw) stays within every node's limit on every phase (after a reaction window for
+events that lower what a node allows or let a CPMS's profile lead), and no TxProfile limit lies
+strictly between 0 and a charger's min current.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -22,7 +27,7 @@ from loadsim import ModelCharger, SiteSim
 
 from harmone.loadmgmt.model import AllocationOptions
 from harmone.loadmgmt.state import Timing
-from harmone.ocpp.events import ProfileRequested, parse_charging_profile
+from harmone.ocpp.events import ChargingProfile, ProfilePurpose, parse_charging_profile
 from harmone.ocpp.versions import OcppVersion
 
 TIMING = Timing(
@@ -71,6 +76,7 @@ def _chargers(delays: list[float], applies: list[float]) -> list[ModelCharger]:
                 version=OcppVersion.V16 if i % 2 == 0 else OcppVersion.V201,
                 answer_delay=delays[i],
                 apply_delay=applies[i],
+                stacking=True,
             )
         )
     return out
@@ -96,25 +102,102 @@ _step = st.one_of(
     st.tuples(st.just("slow"), _charger, st.sampled_from((0.6, 1.5, 3.0))),
     st.tuples(st.just("reject"), _charger),
     st.tuples(st.just("disobey"), _charger),
-    st.tuples(st.just("cpms"), _charger, st.sampled_from((8.0, 12.0))),
+    st.tuples(st.just("cpms"), _charger, st.fixed_dictionaries({
+        "purpose": st.sampled_from(("TxDefaultProfile", "TxProfile", "ChargePointMaxProfile")),
+        "on_station": st.booleans(),
+        "level": st.integers(0, 3),
+        "kind": st.sampled_from(("Absolute", "Relative", "Recurring")),
+        "periods": st.lists(
+            st.tuples(st.sampled_from((0, 2, 5, 10, 20)), st.sampled_from((0, 1, 2, 3, 5))),
+            min_size=1, max_size=3, unique_by=lambda p: p[0],
+        ),
+        "unit": st.sampled_from(("A", "A", "W")),
+        "offset": st.sampled_from((-5, 0, 3, 8)),
+        "duration": st.sampled_from((None, None, 6, 30)),
+        "valid_from": st.sampled_from((None, None, 2, -3)),
+        "valid_to": st.sampled_from((None, None, 10, 40)),
+        "tx": st.sampled_from(("running", "running", "none", "ended")),
+        "id": st.integers(1, 4),
+    })),
+    st.tuples(st.just("cpms"), _charger, st.fixed_dictionaries({
+        "purpose": st.just("TxProfile"), "on_station": st.just(False),
+        "level": st.integers(0, 3), "kind": st.just("Relative"),
+        "periods": st.just([(0, 4)]), "unit": st.just("A"), "offset": st.just(0),
+        "duration": st.just(None), "valid_from": st.just(None), "valid_to": st.just(None),
+        "tx": st.just("running"), "id": st.integers(1, 4),
+    })),
+    st.tuples(st.just("clear"), _charger, st.fixed_dictionaries({
+        "profile_id": st.sampled_from((None, None, 1, 2, 7_700_012)),
+        "connector_id": st.sampled_from((None, 0, 1)),
+        "purpose": st.sampled_from(
+            (None, ProfilePurpose.TX_DEFAULT, ProfilePurpose.TX, ProfilePurpose.STATION_MAX)
+        ),
+        "stack_level": st.sampled_from((None, 0, 1, 2, 3)),
+    })),
 )  # fmt: skip
+#: A CPMS's TxProfile for the running transaction at 32 A, stack level 0 (see the @example).
+_RAISE = {
+    "purpose": "TxProfile", "on_station": False, "level": 0, "kind": "Relative",
+    "periods": [(0, 4)], "unit": "A", "offset": 0, "duration": None, "valid_from": None,
+    "valid_to": None, "tx": "running", "id": 1,
+}  # fmt: skip
 _plan = st.lists(
     st.tuples(st.sampled_from((0.05, 0.3, 1.0, 2.5, 6.0)), _step), min_size=3, max_size=25
 )
 
 
-def _cpms_profile(amps: float, tx: str | None) -> Any:
-    raw = {
-        "chargingProfileId": 1,
-        "stackLevel": 0,
-        "chargingProfilePurpose": "TxDefaultProfile",
-        "chargingProfileKind": "Relative",
-        "chargingSchedule": {
-            "chargingRateUnit": "A",
-            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": amps}],
-        },
+#: Limits per period, by unit (index drawn): A per phase, W in total.
+_LIMITS = {
+    "A": (0.0, 6.0, 10.0, 16.0, 32.0, 8.0),
+    "W": (0.0, 1380.0, 4140.0, 7360.0, 11040.0, 22080.0),
+}
+
+
+def _cpms_profile(
+    spec: dict[str, Any], version: OcppVersion, tx: str | None, now: datetime
+) -> tuple[int, ChargingProfile]:
+    """The CPMS's SetChargingProfile as the charger receives it: (connector, profile), built as
+    the wire payload of `version` and read by the same parser the relay uses."""
+    v16 = version is OcppVersion.V16
+    purpose = spec["purpose"]
+    if purpose == "ChargePointMaxProfile" and not v16:
+        purpose = "ChargingStationMaxProfile"
+    station = purpose != "TxProfile" and (spec["on_station"] or "Max" in purpose)
+    iso = lambda seconds: (now + timedelta(seconds=seconds)).isoformat()  # noqa: E731
+    schedule: dict[str, Any] = {
+        "chargingRateUnit": spec["unit"],
+        "chargingSchedulePeriod": [
+            {"startPeriod": start, "limit": _LIMITS[spec["unit"]][k]}
+            for start, k in sorted(spec["periods"])
+        ],
     }
-    return parse_charging_profile(raw, True)
+    if spec["duration"] is not None:
+        schedule["duration"] = spec["duration"]
+    if spec["kind"] == "Absolute":
+        schedule["startSchedule"] = iso(spec["offset"])
+    elif spec["kind"] == "Recurring":
+        schedule["startSchedule"] = iso(spec["offset"] - 86_400)
+    raw: dict[str, Any] = {
+        "stackLevel": spec["level"],
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": spec["kind"],
+    }
+    if spec["kind"] == "Recurring":
+        raw["recurrencyKind"] = "Daily"
+    for key in ("valid_from", "valid_to"):
+        if spec[key] is not None:
+            raw["validFrom" if key == "valid_from" else "validTo"] = iso(spec[key])
+    tx_id = {"running": tx, "none": None, "ended": "999"}[spec["tx"]]
+    if purpose == "TxProfile" and (tx_id is not None or not v16):
+        tx_id = tx_id or tx or "999"
+        raw["transactionId"] = int(tx_id) if v16 else tx_id
+    if v16:
+        raw["chargingProfileId"] = spec["id"]
+        raw["chargingSchedule"] = schedule
+    else:
+        raw["id"] = spec["id"]
+        raw["chargingSchedule"] = [{"id": spec["id"], **schedule}]
+    return (0 if station else 1), parse_charging_profile(raw, v16)
 
 
 async def _play(
@@ -155,7 +238,10 @@ async def _play(
             elif kind == "disobey" and c is not None:
                 c.disobeys = True
             elif kind == "cpms" and c is not None:
-                sim.feed(c.cid, ProfileRequested(1, _cpms_profile(args[1], c.tx_id), "cpms"))
+                conn, profile = _cpms_profile(args[1], c.version, c.tx_id, sim.clock.now())
+                sim.spawn(sim.cpms_set(c.cid, conn, profile))
+            elif kind == "clear" and c is not None:
+                sim.spawn(sim.cpms_clear(c.cid, args[1]))
             await sim.run(dt)
         await sim.run(15.0)
     finally:
@@ -172,6 +258,16 @@ def _examples(fast: int) -> int:
     _plan,
     st.lists(st.sampled_from((0.01, 0.1, 0.4)), min_size=6, max_size=6),
     st.lists(st.sampled_from((0.0, 0.5, 1.0)), min_size=6, max_size=6),
+)
+# A CPMS's TxProfile at HARMON-E's own stack level (1.6: it replaces HARMON-E's) lets H1 take
+# its 16 A in a hall with 14 A to spare: HARMON-E must place its own profile above it again.
+@example(
+    plan=[
+        (0.3, ("arrive", "H1", 16.0)),
+        (6.0, ("cpms", "H1", _RAISE)),
+    ],
+    delays=[0.01] * 6,
+    applies=[0.5] * 6,
 )
 def test_no_node_is_ever_overloaded_while_limits_change(
     plan: list[tuple[float, tuple[Any, ...]]], delays: list[float], applies: list[float]
