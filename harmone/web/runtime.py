@@ -19,6 +19,8 @@ from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.registry import RelayRegistry
 from harmone.services.accounts import Accounts
 from harmone.services.chargers import ChargerService
+from harmone.services.gateways import GatewayService
+from harmone.services.live_links import ChangeWatcher
 from harmone.services.sites import SiteService
 from harmone.store import Store
 
@@ -45,12 +47,16 @@ class Runtime:
     sites: SiteService = field(init=False)
     #: Chargers' settings and passwords, and what their changes do to the connection.
     chargers: ChargerService = field(init=False)
+    #: Gateway sites' boxes: pairing, their links, their health (issue 12).
+    gateways: GatewayService = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store)
         # The registry keeps a cache of sites and chargers for handshakes: it hears of every
-        # change. Another party to tell (a gateway, another node) is one more watcher here.
-        watchers = [self.hub]
+        # change. Another party to tell (a gateway, another node) is one more watcher here:
+        # the gateways service pushes a changed gateway site's configuration to its box.
+        self.gateways = GatewayService(self.store)
+        watchers: list[ChangeWatcher] = [self.hub, self.gateways]
         self.sites = SiteService(
             self.store,
             self.hub,
