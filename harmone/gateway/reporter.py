@@ -1,0 +1,73 @@
+"""What the box tells its cloud: every charger's state and every connection attempt, put in
+the durable outbox (`harmone.store.box`) from what the relay persisted.
+
+It reads the box's own database (the relay's state writer keeps it within a fraction of a
+second), so the outbox is filled the same way whether the link is up or not, and a box
+restart loses nothing: the attempt cursor and the last state digest per charger are stored
+with the rows they produced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from harmone.domain import Charger, ChargerIdentity
+from harmone.gateway.protocol import digest
+from harmone.store.store import Store
+
+__all__ = ["Reporter", "charger_body"]
+
+log = logging.getLogger(__name__)
+
+
+def charger_body(c: Charger) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "connected": c.connected,
+        "upstream_connected": c.upstream_connected,
+        "ocpp_version": c.ocpp_version,
+        "last_seen": c.last_seen.isoformat() if c.last_seen else None,
+        "identity": {k: getattr(c.identity, k) for k in ChargerIdentity.model_fields},
+        "connectors": [
+            {
+                "id": k.id,
+                "status": k.status,
+                "updated_at": k.updated_at.isoformat() if k.updated_at else None,
+            }
+            for k in c.connectors
+        ],
+    }
+
+
+class Reporter:
+    def __init__(
+        self, store: Store, site_uid: str, wake: Callable[[], None], interval: float = 0.5
+    ) -> None:
+        self._store = store
+        self._site_uid = site_uid
+        self._wake = wake
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.once()
+            except Exception:  # a database hiccup: the next round picks it up
+                log.exception("site=%s gateway reporter round failed", self._site_uid)
+            await asyncio.sleep(self.interval)
+
+    async def once(self) -> int:
+        """Put what changed since the last round in the outbox; how many events."""
+        added = await self._store.box.enqueue_attempts(self._site_uid)
+        chargers = await self._store.chargers.of_site(self._site_uid)
+        states = {}
+        for c in chargers:
+            body = charger_body(c)
+            states[c.id] = (digest(body), body)
+        added += await self._store.box.enqueue_charger_states(self._site_uid, states)
+        if added:
+            self._wake()
+        return added
