@@ -38,8 +38,9 @@ shares each site's grid connection between the cars that charge.
 
 Start here: `harmone init` creates the database and the first admin user, `harmone serve`
 runs the web console, the REST API and the OCPP endpoint, `harmone token create` gives an API
-token, `harmone gateway` runs a gateway site's box. `harmone simulate` and `harmone simulate-cpms` run simulated chargers and a CPMS for a
-demo or a test without hardware.
+token, `harmone gateway` runs a gateway site's box. `harmone simulate` and
+`harmone simulate-cpms` run simulated chargers and a CPMS for a demo or a test without
+hardware.
 """
 
 
