@@ -58,6 +58,10 @@ def _refusal(exc: InvalidStatus) -> str:
         return str(exc)
 
 
+class _Refused(AuthError):
+    """The cloud refused this box's credential (the message says why)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Paired:
     gateway_id: str
@@ -76,12 +80,15 @@ async def pair(cloud_url: str, code: str, ssl_context: ssl.SSLContext | None) ->
             ssl=ssl_context if url.startswith("wss:") else None,
             open_timeout=15,
             max_size=16 << 20,
+            proxy=None,  # see BoxLink.run
         ) as ws:
             message = decode(await asyncio.wait_for(ws.recv(), 15))
     except InvalidStatus as exc:
         raise AuthError(f"the cloud refused the pairing: {_refusal(exc)}") from None
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise ConfigError(f"cannot reach the cloud at {cloud_url}: {exc}") from None
+    if message.get("type") == "refused":
+        raise AuthError(f"the cloud refused the pairing: {message.get('detail')}")
     if message.get("type") != "paired":
         raise AuthError("the cloud did not pair this box")
     return Paired(
@@ -136,11 +143,13 @@ class BoxLink:
                     ping_interval=5,
                     ping_timeout=10,
                     max_size=16 << 20,
+                    # Direct: a proxy from the environment is not used (not supported yet).
+                    proxy=None,
                 ) as ws:
                     delay = 0.2
                     await self._session(ws)
-            except InvalidStatus as exc:
-                self.last_error = _refusal(exc)
+            except (InvalidStatus, _Refused) as exc:
+                self.last_error = _refusal(exc) if isinstance(exc, InvalidStatus) else str(exc)
                 if "revoked" in self.last_error:
                     await self._revoked()
                     return
@@ -187,6 +196,8 @@ class BoxLink:
             )
         )
         welcome = decode(await asyncio.wait_for(ws.recv(), 30))
+        if welcome.get("type") == "refused":
+            raise _Refused(str(welcome.get("detail")))
         if welcome.get("type") != "welcome":
             raise ValueError("the cloud did not welcome this box")
         self._acked = max(int(welcome.get("acked") or 0), 0)

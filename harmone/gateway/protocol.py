@@ -13,7 +13,9 @@ Two reusable pieces (issue 13 can carry them between nodes unchanged):
 
 Messages, box -> cloud: `hello` (software_version, config_version, fingerprint, started_at,
 now, backlog), `events` (events, backlog), `applied` (version), `status` (backlog, now).
-Cloud -> box: `welcome` (acked, now), `config` (version, snapshot), `ack` (seq).
+Cloud -> box: `welcome` (acked, now), `config` (version, snapshot), `ack` (seq), and, to
+a box it will not serve, `refused` (detail) before closing; to a pairing box, `paired`
+(gateway_id, credential, site_uid, snapshot).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["LINK_PATH", "PAIR_PATH", "REVOKED_CLOSE", "decode", "digest", "encode"]
+__all__ = ["LINK_PATH", "REFUSED_CLOSE", "REVOKED_CLOSE", "decode", "digest", "encode"]
 
-#: Where the box opens its link (WebSocket) and exchanges its pairing code (HTTP POST).
+#: Where the box opens its link (WebSocket), and exchanges its pairing code too.
 LINK_PATH = "/api/v1/gateway/link"
-PAIR_PATH = "/api/v1/gateway/pair"
 #: Close code of a link whose box was revoked (4000-4999: private use, RFC 6455).
 REVOKED_CLOSE = 4403
+#: Close code after a `refused` message (a bad pairing code or credential).
+REFUSED_CLOSE = 4401
 
 
 def encode(kind: str, **fields: Any) -> str:

@@ -11,6 +11,7 @@ change the current it reports when `obey_profiles` is set.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import base64
 import contextlib
 import functools
@@ -529,6 +530,7 @@ class SimulatedCharger:
         serial_number: str | None = None,
         clock: Clock | None = None,
         logger_context: Mapping[str, object] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if version not in ("1.6", "2.0.1"):
             raise SimulatorError(f"unsupported OCPP version {version!r}")
@@ -557,6 +559,8 @@ class SimulatedCharger:
         self.call_timeout = call_timeout
         self.close_timeout = close_timeout
         self.serial_number = (serial_number or f"SIM-{charge_point_id}")[:25]
+        #: For wss://: the certificates to trust (e.g. a gateway box's self-signed one).
+        self.ssl_context = ssl_context
         self.clock: Clock = clock or SystemClock()
         prefix = _context_prefix(charge_point_id, logger_context)
         self._log = _ContextLog(log, {"prefix": prefix})
@@ -627,6 +631,7 @@ class SimulatedCharger:
             # must never see simulator traffic.
             compression=None,
             proxy=None,
+            **({"ssl": self.ssl_context} if self.ssl_context is not None else {}),
         )
         self._ws = ws
         self.subprotocol = ws.subprotocol

@@ -3,7 +3,8 @@ boxes' link (a WebSocket at `LINK_PATH`, opened by the box, never by the cloud).
 
 Rules and effects live in `GatewayService`; this maps requests to it. A box pairs over the
 link itself (`Authorization: Pairing CODE`): the cloud answers with the box's credential and
-closes; the box then opens its link with `Authorization: Bearer CREDENTIAL`.
+closes; the box then opens its link with `Authorization: Bearer CREDENTIAL`. A refused code or
+credential gets a `refused` message saying why, then close code 4401.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import logging
 from datetime import datetime
 
 from fastapi import APIRouter, Request, WebSocket
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from harmone.errors import AuthError
-from harmone.gateway.protocol import LINK_PATH, encode
+from harmone.gateway.protocol import LINK_PATH, REFUSED_CLOSE, encode
 from harmone.web.api.auth import UserDep, WriterDep
 from harmone.web.runtime import RuntimeDep, get_runtime
 
@@ -107,10 +107,19 @@ async def revoke_gateway(uid: str, rt: RuntimeDep, _: WriterDep) -> dict[str, li
     return {"revoked": await rt.gateways.revoke(uid)}
 
 
-@router.websocket(LINK_PATH)
+def _authorization(websocket: WebSocket) -> str:
+    # uvicorn's sans-I/O WebSocket protocol hands header names over as the client spelled
+    # them (ASGI says lower-case), so Starlette's case-sensitive lookup would miss them.
+    for name, value in websocket.scope.get("headers", ()):
+        if name.lower() == b"authorization":
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+@router.websocket(LINK_PATH.removeprefix("/api/v1"))
 async def gateway_link(websocket: WebSocket) -> None:
     rt = get_runtime(websocket)  # type: ignore[arg-type]
-    header = websocket.headers.get("authorization", "")
+    header = _authorization(websocket)
     scheme, _, value = header.partition(" ")
     try:
         if scheme.lower() == "pairing":
@@ -130,8 +139,12 @@ async def gateway_link(websocket: WebSocket) -> None:
             return
         gateway = await rt.gateways.authenticate(header)
     except AuthError as exc:
+        # Accepted, told why, closed: a WebSocket client sees a reason it can show (an HTTP
+        # refusal's body is not something every client surfaces).
         log.warning("gateway link refused: %s", exc)
-        await websocket.send_denial_response(JSONResponse({"detail": str(exc)}, 401))
+        await websocket.accept()
+        await websocket.send_text(encode("refused", detail=str(exc)))
+        await websocket.close(REFUSED_CLOSE, "refused")
         return
     await websocket.accept()
     await rt.gateways.serve_link(gateway, websocket)

@@ -1,0 +1,321 @@
+"""Gateway sites end to end: a cloud HARMON-E and a box on 127.0.0.1, the WAN between them
+(and in front of the CPMS) a TCP proxy the test cuts and restores, chargers simulated with
+the `ocpp` package (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gateway_support import TcpProxy, box, box_config, cloud, free_port, proxy_to, trust
+from support import PATIENCE
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from harmone.gateway.box import RunningBox
+from harmone.gateway.protocol import LINK_PATH
+from harmone.sim import SimulatedCharger, SimulatedCpms
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = PATIENCE) -> Any:
+    """Poll `check` until it returns something truthy (a guard against hanging only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not true after {timeout} s: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+async def gateway_site(api: httpx.AsyncClient, box_port: int, cpms_url: str | None) -> dict[str, Any]:
+    r = await api.post(
+        "/api/v1/sites",
+        json={
+            "name": "Depot",
+            "type": "gateway",
+            "gateway_host": f"127.0.0.1:{box_port}",
+            "cpms_url": cpms_url,
+        },
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+async def pairing_code(api: httpx.AsyncClient, uid: str) -> str:
+    r = await api.post(f"/api/v1/sites/{uid}/gateway/pairing-code")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    # The one line the console shows: the cloud's URL, the code, a database for the box.
+    assert body["command"] == (
+        f"harmone gateway --cloud {api.base_url}".rstrip("/") + f" --pair {body['code']} --db box.db"
+    )
+    return str(body["code"])
+
+
+def log_entries(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(e["at"], e["charge_point_id"], e["accepted"], e["reason"]) for e in entries]
+
+
+async def box_log(b: RunningBox) -> list[tuple[Any, ...]]:
+    await b.runtime.hub.flush_attempts()
+    return [
+        (a.at.isoformat().replace("+00:00", "Z"), a.charge_point_id, a.accepted, a.reason)
+        for a in await b.runtime.store.attempts.of_site(b.site_uid, limit=1000)
+    ]
+
+
+def _z(value: str) -> str:
+    return value.replace("+00:00", "Z")
+
+
+async def cloud_log(api: httpx.AsyncClient, uid: str) -> list[tuple[Any, ...]]:
+    r = await api.get(f"/api/v1/sites/{uid}/connection-log", params={"limit": 1000})
+    return [(_z(a), c, ok, why) for a, c, ok, why in log_entries(r.json())]
+
+
+def charger_view(chargers: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    return {
+        c["id"]: (
+            c["connected"],
+            c["ocpp_version"],
+            c["vendor"],
+            tuple((k["id"], k["status"]) for k in c["connectors"]),
+        )
+        for c in chargers
+    }
+
+
+async def box_chargers(b: RunningBox) -> dict[str, tuple[Any, ...]]:
+    chargers = await b.runtime.store.chargers.of_site(b.site_uid)
+    return {
+        c.id: (
+            c.connected,
+            c.ocpp_version,
+            c.identity.vendor,
+            tuple((k.id, k.status) for k in c.connectors),
+        )
+        for c in chargers
+    }
+
+
+async def cloud_chargers(api: httpx.AsyncClient, uid: str) -> dict[str, tuple[Any, ...]]:
+    return charger_view((await api.get(f"/api/v1/sites/{uid}/chargers")).json())
+
+
+async def test_a_gateway_site_runs_on_its_box_through_a_wan_outage(tmp_path: Path) -> None:
+    async with (
+        cloud(tmp_path) as (srv, api),
+        SimulatedCpms() as cpms,
+        proxy_to(int(cpms.url.rsplit(":", 1)[1])) as cpms_wan,
+        proxy_to(int(srv.url.rsplit(":", 1)[1])) as cloud_wan,
+    ):
+        box_port = free_port()
+        site = await gateway_site(api, box_port, f"ws://127.0.0.1:{cpms_wan.port}")
+        uid = site["uid"]
+        assert site["ocpp_url"] == f"wss://127.0.0.1:{box_port}/{uid}"
+        code = await pairing_code(api, uid)
+        cfg = box_config(tmp_path, f"http://127.0.0.1:{cloud_wan.port}", code)
+        async with box(cfg) as b:
+            # The installer follows the guide: the URL from the cloud's Control Hub.
+            sim = SimulatedCharger(site["ocpp_url"], "GW1", "1.6", ssl_context=trust(b))
+            await sim.connect()
+            await sim.boot()
+            await sim.status(1, "Available")
+            await eventually(
+                lambda: cloud_chargers(api, uid),
+            )
+            await eventually(
+                lambda: _is(cloud_chargers(api, uid), lambda v: v.get("GW1", (False,))[0])
+            )
+            health = (await api.get(f"/api/v1/sites/{uid}/gateway")).json()
+            assert health["online"] and not health["revoked"] and not health["chargers_stale"]
+            assert health["fingerprint"] == b.fingerprint
+            assert health["software_version"]
+            assert health["clock_offset_seconds"] is not None
+            assert abs(health["clock_offset_seconds"]) < 60
+            await eventually(
+                lambda: _is(
+                    api.get(f"/api/v1/sites/{uid}/gateway"),
+                    lambda r: r.json()["config_version_applied"] == r.json()["config_version"] >= 1,
+                )
+            )
+
+            # A configuration edit in the cloud is in force on the box within 5 s.
+            started = time.monotonic()
+            r = await api.patch(f"/api/v1/sites/{uid}", json={"name": "Depot North"})
+            assert r.status_code == 200
+            await eventually(
+                lambda: _is(b.runtime.sites.get(uid), lambda s: s.name == "Depot North"), 5.0
+            )
+            took = time.monotonic() - started
+            assert took < 5.0
+            print(f"cloud edit in force on the box after {took:.2f} s")
+
+            # WAN down: the cloud loses the box, the charger keeps working locally.
+            cloud_wan.cut()
+            cpms_wan.cut()
+            await eventually(
+                lambda: _is(
+                    api.get(f"/api/v1/sites/{uid}/gateway"), lambda r: not r.json()["online"]
+                )
+            )
+            health = (await api.get(f"/api/v1/sites/{uid}/gateway")).json()
+            assert health["chargers_stale"] and health["last_contact"] is not None
+            await sim.heartbeat()
+            await sim.status(1, "Preparing")
+            tx = await sim.start_transaction(1, "TAG-OFFLINE")
+            assert isinstance(tx, int)
+            await sim.meter_values(1, 1000.0, [16.0, 16.0, 16.0])
+            await sim.status(1, "Charging")
+            late = SimulatedCharger(site["ocpp_url"], "GW2", "1.6", ssl_context=trust(b))
+            await late.connect()
+            await late.boot()
+            await eventually(lambda: _is(box_chargers(b), lambda v: "GW2" in v and v["GW2"][0]))
+            assert b.link.state == "offline"
+            assert await b.runtime.store.box.backlog() > 0
+
+            # WAN back: the cloud catches up exactly, the CPMS gets the journal once.
+            cloud_wan.restore()
+            cpms_wan.restore()
+            await eventually(
+                lambda: _is(api.get(f"/api/v1/sites/{uid}/gateway"), lambda r: r.json()["online"])
+            )
+
+            async def same_view() -> bool:
+                return await cloud_log(api, uid) == await box_log(b) and await cloud_chargers(
+                    api, uid
+                ) == await box_chargers(b)
+
+            await eventually(same_view)
+            entries = await cloud_log(api, uid)
+            assert len(entries) == len(set(entries)) >= 3  # GW1, GW2, no duplicates
+            assert [e[1] for e in entries].count("GW2") == 1
+            view = await cloud_chargers(api, uid)
+            assert view["GW1"][0] and view["GW2"][0]
+            assert view["GW1"][3] == ((1, "Charging"),)
+            await cpms.wait_for("GW1", lambda a, p: a == "MeterValues", PATIENCE)
+            assert [a for a, _ in cpms.calls["GW1"]].count("StartTransaction") == 1
+            await eventually(lambda: _is(b.runtime.store.box.backlog(), lambda n: n == 0))
+            await late.close()
+            await sim.close()
+
+
+async def _is(value: Awaitable[Any], test: Callable[[Any], bool]) -> bool:
+    return bool(test(await value))
+
+
+async def test_a_restarted_box_serves_its_chargers_from_the_cached_configuration_without_wan(
+    tmp_path: Path,
+) -> None:
+    async with cloud(tmp_path) as (srv, api), proxy_to(int(srv.url.rsplit(":", 1)[1])) as wan:
+        box_port = free_port()
+        site = await gateway_site(api, box_port, None)
+        uid = site["uid"]
+        r = await api.put(f"/api/v1/sites/{uid}/chargers/CP-LOCKED/password",
+                          json={"password": "0123456789abcdef"})
+        assert r.status_code == 200
+        assert (await api.patch(f"/api/v1/sites/{uid}", json={"charger_auth": True})).status_code == 200
+        code = await pairing_code(api, uid)
+        async with box(box_config(tmp_path, f"http://127.0.0.1:{wan.port}", code)) as b:
+            await eventually(
+                lambda: _is(
+                    api.get(f"/api/v1/sites/{uid}/gateway"),
+                    lambda r: r.json()["config_version_applied"] >= 1,
+                )
+            )
+        wan.cut()
+        async with box(box_config(tmp_path)) as b:  # no code: as paired, from the cache
+            assert b.link.state in ("connecting", "offline")
+            sim = SimulatedCharger(
+                site["ocpp_url"],
+                "CP-LOCKED",
+                "1.6",
+                ssl_context=trust(b),
+                basic_auth=("CP-LOCKED", "0123456789abcdef"),
+            )
+            await sim.connect()
+            boot = await sim.boot()
+            assert boot.status == "Accepted"  # answered by the box itself (no CPMS)
+            await sim.heartbeat()
+            # the cached password hash guards the site: a wrong password is refused
+            intruder = SimulatedCharger(
+                site["ocpp_url"],
+                "CP-LOCKED",
+                "1.6",
+                ssl_context=trust(b),
+                basic_auth=("CP-LOCKED", "wrong-password-0000"),
+            )
+            with pytest.raises(InvalidStatus) as refused:
+                await intruder.connect()
+            assert refused.value.response.status_code == 401
+            await sim.close()
+            assert b.link.state == "offline"
+
+
+async def test_a_revoked_box_is_refused(tmp_path: Path) -> None:
+    async with cloud(tmp_path) as (srv, api):
+        site = await gateway_site(api, free_port(), None)
+        uid = site["uid"]
+        code = await pairing_code(api, uid)
+        async with box(box_config(tmp_path, srv.url, code)) as b:
+            await eventually(
+                lambda: _is(api.get(f"/api/v1/sites/{uid}/gateway"), lambda r: r.json()["online"])
+            )
+            r = await api.delete(f"/api/v1/sites/{uid}/gateway")
+            assert r.status_code == 200 and len(r.json()["revoked"]) == 1
+            await eventually(lambda: _is(_const(b.link.state), lambda s: s == "revoked"))
+            health = (await api.get(f"/api/v1/sites/{uid}/gateway")).json()
+            assert health["revoked"] and not health["online"]
+            ident = await b.runtime.store.box.identity()
+            assert ident is not None and ident.revoked
+            credential = ident.credential
+        # Its credential no longer opens a link.
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(
+                srv.url.replace("http", "ws") + LINK_PATH,
+                additional_headers={"Authorization": f"Bearer {credential}"},
+            ):
+                pass
+        assert refused.value.response.status_code == 401
+        assert b"revoked" in refused.value.response.body
+
+
+async def _const(value: Any) -> Any:
+    return value
+
+
+async def test_a_bad_or_used_pairing_code_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    async with cloud(tmp_path) as (srv, api):
+        site = await gateway_site(api, free_port(), None)
+        code = await pairing_code(api, site["uid"])
+        cmd = [sys.executable, "-m", "harmone", "gateway", "--cloud", srv.url, "--pair"]
+        db = f"sqlite:///{tmp_path / 'bad.db'}"
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, "WRONG-CODE-0000-0000", "--db", db,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), PATIENCE)
+        assert proc.returncode == 2
+        assert "pairing code unknown, already used or expired" in err.decode(), err.decode()
+        # A good code pairs once; used again it is refused.
+        async with box(box_config(tmp_path, srv.url, code)):
+            pass
+        with pytest.raises(Exception, match="already used"):
+            async with box(box_config(tmp_path / "second", srv.url, code)):
+                pass
+        # Only a gateway site gets a code.
+        other = await api.post("/api/v1/sites", json={"name": "Cloudy", "type": "cloud"})
+        r = await api.post(f"/api/v1/sites/{other.json()['uid']}/gateway/pairing-code")
+        assert r.status_code == 409 and "gateway" in r.json()["detail"]
+        assert json.loads((await api.get(f"/api/v1/sites/{other.json()['uid']}/gateway")).text)[
+            "paired"
+        ] is False
