@@ -17,10 +17,10 @@ import pytest
 from gateway_support import TcpProxy, box, box_config, cloud, free_port, proxy_to, trust
 from support import PATIENCE
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harmone.gateway.box import RunningBox
-from harmone.gateway.protocol import LINK_PATH
+from harmone.gateway.protocol import LINK_PATH, REFUSED_CLOSE
 from harmone.sim import SimulatedCharger, SimulatedCpms
 
 
@@ -278,15 +278,17 @@ async def test_a_revoked_box_is_refused(tmp_path: Path) -> None:
             ident = await b.runtime.store.box.identity()
             assert ident is not None and ident.revoked
             credential = ident.credential
-        # Its credential no longer opens a link.
-        with pytest.raises(InvalidStatus) as refused:
-            async with connect(
-                srv.url.replace("http", "ws") + LINK_PATH,
-                additional_headers={"Authorization": f"Bearer {credential}"},
-            ):
-                pass
-        assert refused.value.response.status_code == 401
-        assert b"revoked" in refused.value.response.body
+        # Its credential no longer opens a link: told why, then closed.
+        async with connect(
+            srv.url.replace("http", "ws") + LINK_PATH,
+            additional_headers={"Authorization": f"Bearer {credential}"},
+            proxy=None,
+        ) as ws:
+            refused = json.loads(await asyncio.wait_for(ws.recv(), PATIENCE))
+            assert refused["type"] == "refused" and "revoked" in refused["detail"]
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), PATIENCE)
+            assert ws.close_code == REFUSED_CLOSE
 
 
 async def _const(value: Any) -> Any:

@@ -182,9 +182,10 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             backoff_max=cfg.link_backoff_max,
         )
         reporter = Reporter(store, site_uid, link.wake.set, cfg.report_interval)
-        tasks = [asyncio.create_task(reporter.run(), name="gateway reporter")]
+        reporting = asyncio.create_task(reporter.run(), name="gateway reporter")
+        linking: asyncio.Task[None] | None = None
         if not ident.revoked:
-            tasks.append(asyncio.create_task(link.run(), name="gateway link"))
+            linking = asyncio.create_task(link.run(), name="gateway link")
         else:
             link.state = "revoked"
         log.info(
@@ -197,9 +198,10 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
         try:
             yield RunningBox(server, link, reporter, site_uid, print_, cert)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            reporter.stop()
+            if linking is not None:
+                await link.stop(linking, cfg.shutdown_grace)
+            await asyncio.gather(reporting, return_exceptions=True)
 
 
 def run_box(cfg: BoxConfig) -> int:

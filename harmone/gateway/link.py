@@ -130,10 +130,12 @@ class BoxLink:
         self.wake = asyncio.Event()
         self._acked = 0
         self._ack_event = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._ws: ClientConnection | None = None
 
     async def run(self) -> None:
         delay = 0.2
-        while True:
+        while not self._stopping.is_set():
             try:
                 async with connect(
                     self._url,
@@ -147,7 +149,13 @@ class BoxLink:
                     proxy=None,
                 ) as ws:
                     delay = 0.2
+                    self._ws = ws
                     await self._session(ws)
+                if ws.close_code == REVOKED_CLOSE:
+                    self.last_error = "revoked in the cloud console"
+                    await self._revoked()
+                    return
+                self.last_error = f"link closed ({ws.close_code})"
             except (InvalidStatus, _Refused) as exc:
                 self.last_error = _refusal(exc) if isinstance(exc, InvalidStatus) else str(exc)
                 if "revoked" in self.last_error:
@@ -162,18 +170,39 @@ class BoxLink:
                 self.last_error = f"link closed: {exc}"
             except (OSError, TimeoutError, WebSocketException, ValueError, KeyError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
+            finally:
+                self._ws = None
+            if self._stopping.is_set():
+                return
             if self.state != "offline":
                 log.warning(
                     "gateway link down (%s): serving from the cached configuration", self.last_error
                 )
             self.state = "offline"
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
             delay = min(self.backoff_max, delay * 2)
+
+    async def stop(self, task: asyncio.Task[None], grace: float = 5.0) -> None:
+        """Close the link and let `task` (running `run`) finish what it is writing; it is
+        cancelled only if it does not finish within `grace` (never mid-transaction)."""
+        self._stopping.set()
+        self.wake.set()
+        self._ack_event.set()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(1001, "box shutting down")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), grace)
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def _revoked(self) -> None:
         self.state = "revoked"
         await self._repo.set_revoked()
-        log.error(
+        log.warning(
             "this box was revoked in the cloud console: it keeps serving its chargers from the "
             "cached configuration; pair it again (harmone gateway --pair CODE) to reconnect"
         )
@@ -205,7 +234,8 @@ class BoxLink:
         self.state = "online"
         self.last_contact = utcnow()
         log.info("gateway link up; the cloud has applied events up to %d", self._acked)
-        sender = asyncio.create_task(self._send_loop(ws), name="gateway outbox sender")
+        done = asyncio.Event()
+        sender = asyncio.create_task(self._send_loop(ws, done), name="gateway outbox sender")
         try:
             async for raw in ws:
                 self.last_contact = utcnow()
@@ -223,14 +253,17 @@ class BoxLink:
                     await ws.send(encode("applied", version=version))
                     log.info("configuration version %d from the cloud in force", version)
         finally:
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            if sender.done() and not sender.cancelled() and sender.exception() is not None:
-                log.warning("gateway outbox sender failed: %s", sender.exception())
+            # The sender stops by itself (it may be inside a transaction: no cancelling).
+            done.set()
+            self.wake.set()
+            self._ack_event.set()
+            results = await asyncio.gather(sender, return_exceptions=True)
+            if isinstance(results[0], Exception) and not isinstance(results[0], ConnectionClosed):
+                log.warning("gateway outbox sender failed: %s", results[0])
 
-    async def _send_loop(self, ws: ClientConnection) -> None:
+    async def _send_loop(self, ws: ClientConnection, done: asyncio.Event) -> None:
         sent = self._acked
-        while True:
+        while not done.is_set():
             events = await self._repo.pending(sent)
             if events:
                 self._ack_event.clear()
@@ -244,14 +277,14 @@ class BoxLink:
                 sent = events[-1].seq
                 # One batch in flight: the next is sent once this one is acknowledged, so a
                 # lost link costs at most one batch to resend.
-                while self._acked < sent:
+                while self._acked < sent and not done.is_set():
                     await asyncio.wait_for(self._ack_event.wait(), 60)
                     self._ack_event.clear()
                 continue
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.status_interval)
-            if not self.wake.is_set():
+            if not self.wake.is_set() and not done.is_set():
                 await ws.send(
                     encode("status", backlog=await self._repo.backlog(), now=utcnow().isoformat())
                 )

@@ -10,6 +10,7 @@ with the rows they produced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -50,14 +51,21 @@ class Reporter:
         self._site_uid = site_uid
         self._wake = wake
         self.interval = interval
+        self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        while True:
+        """Report every `interval` until `stop()` (which waits for the round in progress: it
+        is never cancelled inside a transaction)."""
+        while not self._stopping.is_set():
             try:
                 await self.once()
             except Exception:  # a database hiccup: the next round picks it up
                 log.exception("site=%s gateway reporter round failed", self._site_uid)
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     async def once(self) -> int:
         """Put what changed since the last round in the outbox; how many events."""
