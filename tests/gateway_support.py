@@ -11,13 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from support import harmone_server
+from support import FAST_RELAY, harmone_server
 
 from harmone.gateway.box import BoxConfig, RunningBox, running_box
 from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
-
-from support import FAST_RELAY
 
 
 class TcpProxy:

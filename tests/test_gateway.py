@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import TcpProxy, box, box_config, cloud, free_port, proxy_to, trust
+from gateway_support import box, box_config, cloud, free_port, proxy_to, trust
 from support import PATIENCE
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -36,7 +36,9 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = PATIE
         await asyncio.sleep(0.05)
 
 
-async def gateway_site(api: httpx.AsyncClient, box_port: int, cpms_url: str | None) -> dict[str, Any]:
+async def gateway_site(
+    api: httpx.AsyncClient, box_port: int, cpms_url: str | None
+) -> dict[str, Any]:
     r = await api.post(
         "/api/v1/sites",
         json={
@@ -56,7 +58,8 @@ async def pairing_code(api: httpx.AsyncClient, uid: str) -> str:
     body = r.json()
     # The one line the console shows: the cloud's URL, the code, a database for the box.
     assert body["command"] == (
-        f"harmone gateway --cloud {api.base_url}".rstrip("/") + f" --pair {body['code']} --db box.db"
+        f"harmone gateway --cloud {api.base_url}".rstrip("/")
+        + f" --pair {body['code']} --db box.db"
     )
     return str(body["code"])
 
@@ -197,7 +200,7 @@ async def test_a_gateway_site_runs_on_its_box_through_a_wan_outage(tmp_path: Pat
 
             await eventually(same_view)
             entries = await cloud_log(api, uid)
-            assert len(entries) == len(set(entries)) >= 3  # GW1, GW2, no duplicates
+            assert len(entries) == len(set(entries)) == 2  # GW1, then GW2 offline: once each
             assert [e[1] for e in entries].count("GW2") == 1
             view = await cloud_chargers(api, uid)
             assert view["GW1"][0] and view["GW2"][0]
@@ -220,10 +223,14 @@ async def test_a_restarted_box_serves_its_chargers_from_the_cached_configuration
         box_port = free_port()
         site = await gateway_site(api, box_port, None)
         uid = site["uid"]
-        r = await api.put(f"/api/v1/sites/{uid}/chargers/CP-LOCKED/password",
-                          json={"password": "0123456789abcdef"})
+        r = await api.put(
+            f"/api/v1/sites/{uid}/chargers/CP-LOCKED/password",
+            json={"password": "0123456789abcdef"},
+        )
         assert r.status_code == 200
-        assert (await api.patch(f"/api/v1/sites/{uid}", json={"charger_auth": True})).status_code == 200
+        assert (
+            await api.patch(f"/api/v1/sites/{uid}", json={"charger_auth": True})
+        ).status_code == 200
         code = await pairing_code(api, uid)
         async with box(box_config(tmp_path, f"http://127.0.0.1:{wan.port}", code)) as b:
             await eventually(
@@ -302,10 +309,14 @@ async def test_a_bad_or_used_pairing_code_is_refused_with_a_clear_error(tmp_path
         cmd = [sys.executable, "-m", "harmone", "gateway", "--cloud", srv.url, "--pair"]
         db = f"sqlite:///{tmp_path / 'bad.db'}"
         proc = await asyncio.create_subprocess_exec(
-            *cmd, "WRONG-CODE-0000-0000", "--db", db,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *cmd,
+            "WRONG-CODE-0000-0000",
+            "--db",
+            db,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(proc.communicate(), PATIENCE)
+        _, err = await asyncio.wait_for(proc.communicate(), PATIENCE)
         assert proc.returncode == 2
         assert "pairing code unknown, already used or expired" in err.decode(), err.decode()
         # A good code pairs once; used again it is refused.
@@ -318,6 +329,9 @@ async def test_a_bad_or_used_pairing_code_is_refused_with_a_clear_error(tmp_path
         other = await api.post("/api/v1/sites", json={"name": "Cloudy", "type": "cloud"})
         r = await api.post(f"/api/v1/sites/{other.json()['uid']}/gateway/pairing-code")
         assert r.status_code == 409 and "gateway" in r.json()["detail"]
-        assert json.loads((await api.get(f"/api/v1/sites/{other.json()['uid']}/gateway")).text)[
-            "paired"
-        ] is False
+        assert (
+            json.loads((await api.get(f"/api/v1/sites/{other.json()['uid']}/gateway")).text)[
+                "paired"
+            ]
+            is False
+        )

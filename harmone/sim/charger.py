@@ -11,12 +11,12 @@ change the current it reports when `obey_profiles` is set.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import base64
 import contextlib
 import functools
 import json
 import logging
+import ssl
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping, Sequence
@@ -631,7 +631,7 @@ class SimulatedCharger:
             # must never see simulator traffic.
             compression=None,
             proxy=None,
-            **({"ssl": self.ssl_context} if self.ssl_context is not None else {}),
+            ssl=(self.ssl_context or True) if self.url.startswith("wss:") else None,
         )
         self._ws = ws
         self.subprotocol = ws.subprotocol
