@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -303,7 +304,7 @@ class GatewayRow(Base):
     software_version: Mapped[str | None] = mapped_column(String(64))
     fingerprint: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime | None]
-    clock_offset: Mapped[float | None]
+    clock_offset: Mapped[float | None] = mapped_column(Float)
     backlog: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: The configuration version sent last and the one the box says it applied.
     config_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
