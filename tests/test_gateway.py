@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from console_support import signed_in
 from gateway_support import box, box_config, cloud, free_port, proxy_to, trust
 from support import PATIENCE
 from websockets.asyncio.client import connect
@@ -335,3 +337,34 @@ async def test_a_bad_or_used_pairing_code_is_refused_with_a_clear_error(tmp_path
             ]
             is False
         )
+
+
+async def test_the_control_hub_pairs_shows_and_revokes_the_box(tmp_path: Path) -> None:
+    async with cloud(tmp_path) as (srv, api):
+        site = await gateway_site(api, free_port(), None)
+        uid = site["uid"]
+        async with await signed_in(srv, "ops@example.com", "operator") as browser:
+            page = await browser.get(f"/sites/{uid}/control-hub")
+            assert "No box is paired with this site yet." in page.text
+            page = await browser.post(f"/sites/{uid}/gateway/pairing-code")
+            assert page.status_code == 200, page.text
+            found = re.search(
+                r'value="harmone gateway --cloud (\S+) --pair (\S+) --db box.db"', page.text
+            )
+            assert found and found.group(1) == srv.url
+            async with box(box_config(tmp_path, found.group(1), found.group(2))) as b:
+                await eventually(
+                    lambda: _is(
+                        browser.get(f"/sites/{uid}/control-hub"),
+                        lambda r: '<dt>Link</dt><dd><span class="badge ok">Online' in r.text,
+                    )
+                )
+                page = await browser.get(f"/sites/{uid}/control-hub")
+                assert b.fingerprint in page.text
+                r = await browser.post(f"/sites/{uid}/gateway/revoke")
+                assert r.status_code == 303
+                assert r.headers["location"] == f"/sites/{uid}/control-hub?done=revoked"
+                await eventually(lambda: _is(_const(b.link.state), lambda s: s == "revoked"))
+                page = await browser.get(f"/sites/{uid}/control-hub?done=revoked")
+                assert "Gateway box revoked" in page.text
+                assert '<dt>Link</dt><dd><span class="badge bad">Revoked' in page.text
