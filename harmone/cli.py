@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tls-key", type=Path, metavar="FILE", help="the private key of --tls-cert")
     p.add_argument(
+        "--modbus-port",
+        type=_port,
+        default=None,
+        help="serve the dynamic cluster limits over Modbus TCP on this port (usually 502; "
+        "default: not served)",
+    )
+    p.add_argument(
         "--cloud-ca",
         type=Path,
         metavar="FILE",
@@ -329,6 +336,7 @@ def _run(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
                 cloud_ca=args.cloud_ca,
+                modbus_port=args.modbus_port,
             )
         )
     if args.command == "simulate":

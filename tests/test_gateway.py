@@ -5,6 +5,7 @@ the `ocpp` package (issue 12)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import sys
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from console_support import signed_in
 from gateway_support import box, box_config, cloud, free_port, proxy_to, trust
+from pymodbus.client import AsyncModbusTcpClient
 from support import PATIENCE
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -368,3 +370,54 @@ async def test_the_control_hub_pairs_shows_and_revokes_the_box(tmp_path: Path) -
                 page = await browser.get(f"/sites/{uid}/control-hub?done=revoked")
                 assert "Gateway box revoked" in page.text
                 assert '<dt>Link</dt><dd><span class="badge bad">Revoked' in page.text
+
+
+LOAD_CONFIG = {
+    "tree": {
+        "id": "grid",
+        "max_current": 63,
+        "children": [{"id": "hall", "max_current": 32}],
+    },
+}
+
+
+async def test_the_box_serves_dynamic_cluster_limits_over_modbus_tcp(tmp_path: Path) -> None:
+    async with cloud(tmp_path) as (srv, api):
+        site = await gateway_site(api, free_port(), None)
+        uid = site["uid"]
+        r = await api.put(f"/api/v1/sites/{uid}/load-management", json=LOAD_CONFIG)
+        assert r.status_code == 200, r.text
+        code = await pairing_code(api, uid)
+        port = free_port()
+        cfg = dataclasses.replace(box_config(tmp_path, srv.url, code), modbus_port=port)
+        async with box(cfg) as b:
+            lm = b.runtime.loadmgmt
+            assert lm.config(uid).tree.id == "grid"  # the tree came down from the cloud
+            client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=5)
+            assert await client.connect()
+            try:
+                read = await client.read_holding_registers(0, count=2)
+                assert not read.isError() and read.registers == [63, 32]
+                # an energy manager lowers the cluster "hall" to 20 A (function code 6)
+                written = await client.write_register(1, 20)
+                assert not written.isError()
+                assert lm.status(uid).dynamic_limits == {"hall": 20.0}
+                read = await client.read_holding_registers(0, count=2)
+                assert read.registers == [63, 20]
+                # above the configured limit: the configured one stays in force
+                await client.write_register(0, 100)
+                assert (await client.read_holding_registers(0, count=1)).registers == [63]
+                # 0 A suspends; 65535 removes the dynamic limit
+                await client.write_register(1, 0)
+                assert (await client.read_holding_registers(1, count=1)).registers == [0]
+                await client.write_register(1, 0xFFFF)
+                assert (await client.read_holding_registers(1, count=1)).registers == [32]
+                assert "hall" not in lm.status(uid).dynamic_limits
+                # a bad value and a register past the last cluster: Modbus exceptions
+                bad = await client.write_register(1, 20000)
+                assert bad.isError() and bad.exception_code == 3
+                missing = await client.write_register(2, 10)
+                assert missing.isError() and missing.exception_code == 2
+                assert (await client.read_holding_registers(1, count=1)).registers == [32]
+            finally:
+                client.close()

@@ -32,6 +32,7 @@ from harmone.errors import ConfigError
 from harmone.gateway.apply import apply_snapshot, site_uid_of
 from harmone.gateway.certs import ensure_certificate, fingerprint
 from harmone.gateway.link import BoxLink, pair
+from harmone.gateway.modbus import modbus_server
 from harmone.gateway.reporter import Reporter
 from harmone.store.store import Store
 from harmone.web.app import open_store
@@ -61,6 +62,8 @@ class BoxConfig:
     #: CA certificates (PEM) the cloud's https certificate must chain to; None: the system's.
     cloud_ca: Path | None = None
     relay: RelayConfig = field(default_factory=RelayConfig)
+    #: The Modbus TCP server for dynamic cluster limits (`modbus.py`); None: not served.
+    modbus_port: int | None = None
     shutdown_grace: float = 5.0
     report_interval: float = 0.5
     link_backoff_max: float = 10.0
@@ -181,6 +184,11 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             started_at=utcnow(),
             backoff_max=cfg.link_backoff_max,
         )
+        modbus = None
+        if cfg.modbus_port is not None:
+            modbus = modbus_server(rt.loadmgmt, site_uid, cfg.host, cfg.modbus_port)
+            await modbus.serve_forever(background=True)
+            log.info("Modbus TCP server for dynamic limits on %s:%d", cfg.host, cfg.modbus_port)
         reporter = Reporter(store, site_uid, link.wake.set, cfg.report_interval)
         reporting = asyncio.create_task(reporter.run(), name="gateway reporter")
         linking: asyncio.Task[None] | None = None
@@ -198,6 +206,8 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
         try:
             yield RunningBox(server, link, reporter, site_uid, print_, cert)
         finally:
+            if modbus is not None:
+                await modbus.shutdown()  # type: ignore[no-untyped-call]
             reporter.stop()
             if linking is not None:
                 await link.stop(linking, cfg.shutdown_grace)
