@@ -16,14 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
-from console_support import signed_in
+from console_support import ConsoleClient, signed_in
 from gateway_support import box, box_config, cloud, free_port, proxy_to, trust
 from pymodbus.client import AsyncModbusTcpClient
 from support import PATIENCE
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from harmone.gateway.box import RunningBox
+from harmone.gateway.box import INSTALLER_EMAIL, RunningBox
 from harmone.gateway.protocol import LINK_PATH, REFUSED_CLOSE
 from harmone.sim import SimulatedCharger, SimulatedCpms
 
@@ -421,3 +421,36 @@ async def test_the_box_serves_dynamic_cluster_limits_over_modbus_tcp(tmp_path: P
                 assert (await client.read_holding_registers(1, count=1)).registers == [32]
             finally:
                 client.close()
+
+
+async def test_the_box_page_shows_the_installer_its_url_chargers_and_link(tmp_path: Path) -> None:
+    async with cloud(tmp_path) as (srv, api), proxy_to(int(srv.url.rsplit(":", 1)[1])) as wan:
+        site = await gateway_site(api, free_port(), None)
+        uid = site["uid"]
+        code = await pairing_code(api, uid)
+        async with box(box_config(tmp_path, f"http://127.0.0.1:{wan.port}", code)) as b:
+            assert b.installer_password  # shown once, at pairing
+            sim = SimulatedCharger(site["ocpp_url"], "LAN1", "1.6", ssl_context=trust(b))
+            await sim.connect()
+            await sim.boot()
+            await eventually(lambda: _is(_const(b.link.state), lambda s: s == "online"))
+            wan.cut()  # the page needs no internet
+            await eventually(lambda: _is(_const(b.link.state), lambda s: s == "offline"))
+            async with ConsoleClient(b.server) as installer:
+                # the box's own TLS certificate: the console client trusts it like a charger
+                installer.http = httpx.AsyncClient(
+                    base_url=b.server.url, verify=trust(b), timeout=10, follow_redirects=False
+                )
+                r = await installer.login(INSTALLER_EMAIL, b.installer_password)
+                assert r.status_code == 303
+                page = await installer.get("/box")
+                assert page.status_code == 200, page.text
+                assert f'value="{site["ocpp_url"]}"' in page.text
+                assert '<strong id="box-online">1</strong> of 1' in page.text
+                assert '<span class="badge bad">Offline</span>' in page.text
+                assert b.fingerprint in page.text
+                assert "event(s) waiting for the cloud" in page.text
+            await sim.close()
+        # In the cloud there is no box page.
+        async with await signed_in(srv, "viewer@example.com", "viewer") as browser:
+            assert (await browser.get("/box")).status_code == 404

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from harmone.clock import utcnow
 from harmone.config import RelayConfig, ServerConfig
-from harmone.errors import ConfigError
+from harmone.errors import ConfigError, Conflict
 from harmone.gateway.apply import apply_snapshot, site_uid_of
 from harmone.gateway.certs import ensure_certificate, fingerprint
 from harmone.gateway.link import BoxLink, pair
@@ -39,7 +40,7 @@ from harmone.web.app import open_store
 from harmone.web.runtime import Runtime
 from harmone.web.serve import RunningServer, running_server
 
-__all__ = ["BoxConfig", "RunningBox", "gateway_port", "run_box", "running_box"]
+__all__ = ["INSTALLER_EMAIL", "BoxConfig", "RunningBox", "gateway_port", "run_box", "running_box"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class RunningBox:
     site_uid: str
     fingerprint: str
     cert_file: Path
+    #: The installer's console password, made at pairing (None on later starts).
+    installer_password: str | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -138,6 +141,26 @@ async def _paired_snapshot(cfg: BoxConfig, store: Store) -> dict[str, Any]:
     if ident.revoked:
         log.error("this box was revoked in the cloud: serving from the cached configuration")
     return dict(json.loads(ident.config))
+
+
+#: The box's own console account for installers on the LAN (an admin of the box only).
+INSTALLER_EMAIL = "installer@box.local"
+
+
+async def _installer(rt: Runtime, paired: bool) -> str | None:
+    """At pairing: a fresh password for the installer's account on the box (printed once,
+    stored only as a hash); later starts leave it alone."""
+    if not paired:
+        return None
+    password = secrets.token_urlsafe(12)
+    accounts = rt.accounts
+    try:
+        await accounts.create_user(INSTALLER_EMAIL, password, "admin")
+    except Conflict:
+        for account in await accounts.list_accounts():
+            if account.user.email == INSTALLER_EMAIL:
+                await accounts.update_account(account.user.id, password=password)
+    return password
 
 
 @contextlib.asynccontextmanager
@@ -170,6 +193,7 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
     async with running_server(server_cfg, store) as server:
         rt = server.runtime
         await apply_snapshot(rt, snapshot)
+        installer = await _installer(rt, paired=cfg.pair_code is not None)
 
         async def apply(new: Any) -> None:
             await apply_snapshot(rt, new)
@@ -189,6 +213,7 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             modbus = modbus_server(rt.loadmgmt, site_uid, cfg.host, cfg.modbus_port)
             await modbus.serve_forever(background=True)
             log.info("Modbus TCP server for dynamic limits on %s:%d", cfg.host, cfg.modbus_port)
+        rt.box = link
         reporter = Reporter(store, site_uid, link.wake.set, cfg.report_interval)
         reporting = asyncio.create_task(reporter.run(), name="gateway reporter")
         linking: asyncio.Task[None] | None = None
@@ -204,7 +229,7 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             print_,
         )
         try:
-            yield RunningBox(server, link, reporter, site_uid, print_, cert)
+            yield RunningBox(server, link, reporter, site_uid, print_, cert, installer)
         finally:
             if modbus is not None:
                 await modbus.shutdown()  # type: ignore[no-untyped-call]
@@ -225,6 +250,12 @@ async def _run(cfg: BoxConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running_box(cfg) as box:
+        if box.installer_password is not None:
+            print(
+                f"box console (https://THIS-BOX/box): sign in as {INSTALLER_EMAIL} with "
+                f"password {box.installer_password} (shown once; keep it)",
+                flush=True,
+            )
         print(f"certificate SHA-256 fingerprint: {box.fingerprint}", flush=True)
         print(
             f"OCPP URL: {box.runtime.sites.ocpp_url(await box.runtime.sites.get(box.site_uid))}",

@@ -120,6 +120,8 @@ class BoxLink:
         self._credential = credential
         self._apply = apply
         self._fingerprint = fingerprint
+        #: The cloud this box is paired with (shown on the box's page).
+        self.cloud = cloud_url
         self._ssl = ssl_context if self._url.startswith("wss:") else None
         self._started_at = started_at
         self.backoff_max = backoff_max
@@ -132,6 +134,11 @@ class BoxLink:
         self._ack_event = asyncio.Event()
         self._stopping = asyncio.Event()
         self._ws: ClientConnection | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """SHA-256 of the box's certificate (shown on the box's page, sent to the cloud)."""
+        return self._fingerprint
 
     async def run(self) -> None:
         delay = 0.2

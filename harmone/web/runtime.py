@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
@@ -41,6 +42,8 @@ class Runtime:
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
     loadmgmt: LoadManagementService
+    #: On a gateway box: its link to the cloud (None in the cloud).
+    box: BoxView | None = None
     #: Users, console sessions and API tokens (holds the cache of verified tokens).
     accounts: Accounts = field(init=False)
     #: Sites and what their changes do to connected chargers.
@@ -65,6 +68,19 @@ class Runtime:
             close_grace=self.config.shutdown_grace,
         )
         self.chargers = ChargerService(self.store, self.hub, watchers=watchers)
+
+
+class BoxView(Protocol):
+    """A gateway box's link to its cloud, as the box's own page shows it (`harmone gateway`
+    sets `Runtime.box`; None in the cloud)."""
+
+    state: str
+    last_error: str | None
+    last_contact: datetime | None
+    cloud: str
+
+    @property
+    def fingerprint(self) -> str | None: ...
 
 
 class RuntimeSource(Protocol):
