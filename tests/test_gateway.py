@@ -188,7 +188,8 @@ async def test_a_gateway_site_runs_on_its_box_through_a_wan_outage(tmp_path: Pat
             await late.boot()
             await eventually(lambda: _is(box_chargers(b), lambda v: "GW2" in v and v["GW2"][0]))
             assert b.link.state == "offline"
-            assert await b.runtime.store.box.backlog() > 0
+            # what the cloud must hear waits in the box's outbox
+            await eventually(lambda: _is(b.runtime.store.box.backlog(), lambda n: n > 0))
 
             # WAN back: the cloud catches up exactly, the CPMS gets the journal once.
             cloud_wan.restore()
@@ -212,6 +213,16 @@ async def test_a_gateway_site_runs_on_its_box_through_a_wan_outage(tmp_path: Pat
             await cpms.wait_for("GW1", lambda a, p: a == "MeterValues", PATIENCE)
             assert [a for a, _ in cpms.calls["GW1"]].count("StartTransaction") == 1
             await eventually(lambda: _is(b.runtime.store.box.backlog(), lambda n: n == 0))
+
+            # The message inspector in the cloud shows the box's frames, those of the outage too.
+            async def same_frames() -> bool:
+                r = await api.get(f"/api/v1/sites/{uid}/chargers/GW1/frames")
+                box_texts = [f.text for f in b.runtime.hub.frames(uid, "GW1")]
+                return [f["text"] for f in r.json()] == box_texts
+
+            await eventually(same_frames)
+            r = await api.get(f"/api/v1/sites/{uid}/chargers/GW1/frames")
+            assert any('"TAG-OFFLINE"' in f["text"] for f in r.json())
             await late.close()
             await sim.close()
 

@@ -214,7 +214,9 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             await modbus.serve_forever(background=True)
             log.info("Modbus TCP server for dynamic limits on %s:%d", cfg.host, cfg.modbus_port)
         rt.box = link
-        reporter = Reporter(store, site_uid, link.wake.set, cfg.report_interval)
+        reporter = Reporter(
+            store, site_uid, link.wake.set, cfg.report_interval, frames=rt.hub.frames
+        )
         reporting = asyncio.create_task(reporter.run(), name="gateway reporter")
         linking: asyncio.Task[None] | None = None
         if not ident.revoked:

@@ -1,5 +1,6 @@
-"""What the box tells its cloud: every charger's state and every connection attempt, put in
-the durable outbox (`harmone.store.box`) from what the relay persisted.
+"""What the box tells its cloud: every charger's state, every connection attempt and the
+message inspector's frames, put in the durable outbox (`harmone.store.box`) from what the
+relay persisted (frames: from its in-memory inspector).
 
 It reads the box's own database (the relay's state writer keeps it within a fraction of a
 second), so the outbox is filled the same way whether the link is up or not, and a box
@@ -17,6 +18,7 @@ from typing import Any
 
 from harmone.domain import Charger, ChargerIdentity
 from harmone.gateway.protocol import digest
+from harmone.relay.state import FrameRecord
 from harmone.store.store import Store
 
 __all__ = ["Reporter", "charger_body"]
@@ -45,9 +47,17 @@ def charger_body(c: Charger) -> dict[str, Any]:
 
 class Reporter:
     def __init__(
-        self, store: Store, site_uid: str, wake: Callable[[], None], interval: float = 0.5
+        self,
+        store: Store,
+        site_uid: str,
+        wake: Callable[[], None],
+        interval: float = 0.5,
+        frames: Callable[[str, str], list[FrameRecord]] | None = None,
     ) -> None:
         self._store = store
+        #: The relay's message-inspector frames of a charger (sent up as `frame` events).
+        self._frames = frames
+        self._frames_after: dict[str, float] = {}
         self._site_uid = site_uid
         self._wake = wake
         self.interval = interval
@@ -76,6 +86,23 @@ class Reporter:
             body = charger_body(c)
             states[c.id] = (digest(body), body)
         added += await self._store.box.enqueue_charger_states(self._site_uid, states)
+        if self._frames is not None:
+            fresh: list[dict[str, Any]] = []
+            for c in chargers:
+                after = self._frames_after.get(c.id, 0.0)
+                for f in self._frames(self._site_uid, c.id):
+                    if f.at > after:
+                        fresh.append(
+                            {
+                                "charger_id": c.id,
+                                "at": f.at,
+                                "sender": f.sender,
+                                "receiver": f.receiver,
+                                "text": f.text,
+                            }
+                        )
+                        self._frames_after[c.id] = f.at
+            added += await self._store.box.enqueue_frames(fresh)
         if added:
             self._wake()
         return added

@@ -33,6 +33,7 @@ from harmone.clock import utcnow
 from harmone.domain import ChargerIdentity, SiteSettings
 from harmone.errors import AuthError, Conflict
 from harmone.gateway.protocol import REVOKED_CLOSE, decode, digest, encode
+from harmone.relay.state import FrameRecord, FrameRing
 from harmone.store.gateways import Gateway
 from harmone.store.records import Attempt, ChargerState
 from harmone.store.store import Store
@@ -49,6 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_PARTIES = ("charger", "cpms", "harmone")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read out loud, typed by hand
 
 
@@ -145,6 +147,14 @@ class GatewayService:
         self.poll_interval = poll_interval
         self.hello_timeout = hello_timeout
         self._sessions: dict[str, _Session] = {}
+        #: The message inspector's frames of gateway sites' chargers, as their boxes sent
+        #: them (in memory, bounded like the relay's own).
+        self._frames: dict[tuple[str, str], FrameRing] = {}
+
+    def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
+        """The last frames of a gateway site's charger, as its box reported them."""
+        ring = self._frames.get((site_uid, charger_id))
+        return ring.records() if ring is not None else []
 
     # -- pairing and credentials --
     async def create_pairing_code(self, site_uid: str) -> PairingCode:
@@ -336,6 +346,9 @@ class GatewayService:
                 continue  # applied before (its ack was lost): exactly once
             if kind == "attempt":
                 marks.append((seq, _attempt(site_uid, data)))
+            elif kind == "frame":
+                self._frame(site_uid, data)
+                marks.append((seq, None))
             else:
                 if kind == "charger":
                     states.append(_charger_state(site_uid, data))
@@ -346,6 +359,22 @@ class GatewayService:
         if not marks:
             return last
         return await self._store.gateways.apply_attempts(gateway.id, marks)
+
+    def _frame(self, site_uid: str, data: Mapping[str, Any]) -> None:
+        sender, receiver = data.get("sender"), data.get("receiver")
+        if sender not in _PARTIES or receiver not in _PARTIES:
+            return
+        key = (site_uid, str(data.get("charger_id")))
+        ring = self._frames.get(key)
+        if ring is None:
+            ring = self._frames[key] = FrameRing()
+        at = data.get("at")
+        ring.append(
+            float(at) if isinstance(at, int | float) else 0.0,
+            sender,
+            receiver,
+            str(data.get("text") or ""),
+        )
 
     async def _push_loop(self, session: _Session) -> None:
         gateway_id, site_uid = session.gateway.id, session.gateway.site_uid

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -205,6 +205,16 @@ class BoxRepo:
             if added:
                 await self._bound(session)
             return added
+
+    async def enqueue_frames(self, frames: Sequence[Mapping[str, Any]]) -> int:
+        """Put inspector frames in the outbox (the first to go when it is full)."""
+        if not frames:
+            return 0
+        async with self._db.transaction(write=True) as session:
+            for body in frames:
+                session.add(BoxOutboxRow(kind="frame", key=None, body=json.dumps(body)))
+            await self._bound(session)
+        return len(frames)
 
     async def forget_sent(self) -> None:
         """Make the next `enqueue_charger_states` send every charger (a fresh link resyncs)."""
