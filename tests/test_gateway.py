@@ -445,6 +445,14 @@ async def test_the_box_page_shows_the_installer_its_url_chargers_and_link(tmp_pa
             await sim.connect()
             await sim.boot()
             await eventually(lambda: _is(_const(b.link.state), lambda s: s == "online"))
+            # the support person in the cloud sees it online on the site's stations tab
+            async with await signed_in(srv, "support@example.com", "viewer") as support:
+                await eventually(
+                    lambda: _is(
+                        support.get(f"/sites/{uid}/chargers"),
+                        lambda r: "<span data-online-count>1</span>" in r.text and "LAN1" in r.text,
+                    )
+                )
             wan.cut()  # the page needs no internet
             await eventually(lambda: _is(_const(b.link.state), lambda s: s == "offline"))
             async with ConsoleClient(b.server) as installer:

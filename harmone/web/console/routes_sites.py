@@ -92,10 +92,13 @@ async def _site_tab(
     status: int = 200,
 ) -> Response:
     live = rt.hub.live_for_site(site.uid)
+    online = sum(1 for lc in live if lc.connected)
+    if not live and site.type == "gateway":  # its chargers are on its box: as last reported
+        online = sum(1 for c in await rt.chargers.of_site(site.uid) if c.connected)
     context: dict[str, Any] = {
         "site": _out(rt, site),
         "tab": tab,
-        "online": sum(1 for lc in live if lc.connected),
+        "online": online,
         "total": (await rt.chargers.counts()).get(site.uid, 0),
         "notice": _notice(request),
     }
