@@ -473,3 +473,16 @@ async def test_the_box_page_shows_the_installer_its_url_chargers_and_link(tmp_pa
         # In the cloud there is no box page.
         async with await signed_in(srv, "viewer@example.com", "viewer") as browser:
             assert (await browser.get("/box")).status_code == 404
+
+
+async def test_deleting_a_gateway_site_ends_its_boxs_link(tmp_path: Path) -> None:
+    async with cloud(tmp_path) as (srv, api):
+        site = await gateway_site(api, free_port(), None)
+        uid = site["uid"]
+        code = await pairing_code(api, uid)
+        async with box(box_config(tmp_path, srv.url, code)) as b:
+            await eventually(lambda: _is(_const(b.link.state), lambda s: s == "online"))
+            assert (await api.delete(f"/api/v1/sites/{uid}")).status_code == 204
+            await eventually(lambda: _is(_const(b.link.state), lambda s: s == "revoked"))
+            # the box keeps its own copy of the site (its chargers keep charging)
+            assert (await b.runtime.sites.get(uid)).name == "Depot"

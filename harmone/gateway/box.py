@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 
 from harmone.clock import utcnow
 from harmone.config import RelayConfig, ServerConfig
-from harmone.errors import ConfigError, Conflict
+from harmone.errors import ConfigError, Conflict, HarmoneError
 from harmone.gateway.apply import apply_snapshot, site_uid_of
 from harmone.gateway.certs import ensure_certificate, fingerprint
 from harmone.gateway.link import BoxLink, pair
@@ -192,7 +192,10 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
     )
     async with running_server(server_cfg, store) as server:
         rt = server.runtime
-        await apply_snapshot(rt, snapshot)
+        try:
+            await apply_snapshot(rt, snapshot)
+        except HarmoneError as exc:  # serve anyway: what could be applied is in force
+            log.warning("the cached configuration could not be fully applied: %s", exc)
         installer = await _installer(rt, paired=cfg.pair_code is not None)
 
         async def apply(new: Any) -> None:

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from harmone import __version__
 from harmone.clock import utcnow
-from harmone.errors import AuthError, ConfigError
+from harmone.errors import AuthError, ConfigError, HarmoneError
 from harmone.gateway.protocol import LINK_PATH, REVOKED_CLOSE, decode, encode
 from harmone.store.box import BoxRepo
 
@@ -256,7 +256,13 @@ class BoxLink:
                 elif kind == "config":
                     version, snapshot = int(message["version"]), message["snapshot"]
                     await self._repo.save_config(version, snapshot)
-                    await self._apply(snapshot)
+                    try:
+                        await self._apply(snapshot)
+                    except HarmoneError as exc:
+                        # Not retried by reconnecting: the same snapshot would fail again.
+                        # What could be applied is; the cloud sees the version not applied.
+                        log.warning("configuration version %d not fully applied: %s", version, exc)
+                        continue
                     await ws.send(encode("applied", version=version))
                     log.info("configuration version %d from the cloud in force", version)
         finally:

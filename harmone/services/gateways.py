@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from harmone.clock import utcnow
 from harmone.domain import ChargerIdentity, SiteSettings
-from harmone.errors import AuthError, Conflict
+from harmone.errors import AuthError, Conflict, NotFound
 from harmone.gateway.protocol import REVOKED_CLOSE, decode, digest, encode
 from harmone.relay.state import FrameRecord, FrameRing
 from harmone.store.gateways import Gateway
@@ -380,7 +380,11 @@ class GatewayService:
         gateway_id, site_uid = session.gateway.id, session.gateway.site_uid
         while True:
             session.wake.clear()
-            snapshot = await self.snapshot(site_uid)
+            try:
+                snapshot = await self.snapshot(site_uid)
+            except NotFound:  # the site was deleted: its box has nothing left to serve
+                await session.socket.close(REVOKED_CLOSE, "site deleted")
+                return
             value = digest(snapshot)
             g = await self._store.gateways.get(gateway_id)
             if g is None or g.revoked_at is not None:
