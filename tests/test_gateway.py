@@ -430,8 +430,22 @@ async def test_the_box_serves_dynamic_cluster_limits_over_modbus_tcp(tmp_path: P
                 missing = await client.write_register(2, 10)
                 assert missing.isError() and missing.exception_code == 2
                 assert (await client.read_holding_registers(1, count=1)).registers == [32]
+                await client.write_register(1, 16)
             finally:
                 client.close()
+            # The cloud's load-management status of the site is the box's, as reported.
+            await eventually(
+                lambda: _is(
+                    api.get(f"/api/v1/sites/{uid}/load-management/status"),
+                    lambda r: (
+                        r.json().get("dynamic_limits") == {"grid": 100.0, "hall": 16.0}
+                        and len(r.json()["nodes"]) == 2
+                    ),
+                )
+            )
+            reported = (await api.get(f"/api/v1/sites/{uid}/load-management/status")).json()
+            assert reported["stale"] is False and reported["reported_at"]
+            assert [n["id"] for n in reported["nodes"]] == ["grid", "hall"]
 
 
 async def test_the_box_page_shows_the_installer_its_url_chargers_and_link(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from harmone.gateway.link import BoxLink, pair
 from harmone.gateway.modbus import modbus_server
 from harmone.gateway.reporter import Reporter
 from harmone.store.store import Store
+from harmone.web.api.load_management import status_json
 from harmone.web.app import open_store
 from harmone.web.runtime import Runtime
 from harmone.web.serve import RunningServer, running_server
@@ -217,8 +218,20 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             await modbus.serve_forever(background=True)
             log.info("Modbus TCP server for dynamic limits on %s:%d", cfg.host, cfg.modbus_port)
         rt.box = link
+
+        def load_status() -> dict[str, Any] | None:
+            try:
+                return status_json(rt.loadmgmt.status(site_uid))
+            except HarmoneError:  # no load management configured for the site
+                return None
+
         reporter = Reporter(
-            store, site_uid, link.wake.set, cfg.report_interval, frames=rt.hub.frames
+            store,
+            site_uid,
+            link.wake.set,
+            cfg.report_interval,
+            frames=rt.hub.frames,
+            load_status=load_status,
         )
         reporting = asyncio.create_task(reporter.run(), name="gateway reporter")
         linking: asyncio.Task[None] | None = None

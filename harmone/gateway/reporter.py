@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +55,15 @@ class Reporter:
         wake: Callable[[], None],
         interval: float = 0.5,
         frames: Callable[[str, str], list[FrameRecord]] | None = None,
+        load_status: Callable[[], dict[str, Any] | None] | None = None,
+        load_status_interval: float = 5.0,
     ) -> None:
+        #: The site's load-management status (sent up as `loadstatus` when it changed, at
+        #: most every `load_status_interval` seconds).
+        self._load_status = load_status
+        self.load_status_interval = load_status_interval
+        self._load_digest: str | None = None
+        self._load_sent_at = -math.inf
         self._store = store
         #: The relay's message-inspector frames of a charger (sent up as `frame` events).
         self._frames = frames
@@ -103,6 +113,15 @@ class Reporter:
                         )
                         self._frames_after[c.id] = f.at
             added += await self._store.box.enqueue_frames(fresh)
+        now = time.monotonic()
+        if self._load_status is not None and now - self._load_sent_at >= self.load_status_interval:
+            status = self._load_status()
+            value = digest(status) if status is not None else None
+            if status is not None and value != self._load_digest:
+                key = f"{self._site_uid}/loadstatus"
+                await self._store.box.enqueue_latest("loadstatus", key, status)
+                self._load_digest, self._load_sent_at = value, now
+                added += 1
         if added:
             self._wake()
         return added

@@ -150,6 +150,17 @@ class GatewayService:
         #: The message inspector's frames of gateway sites' chargers, as their boxes sent
         #: them (in memory, bounded like the relay's own).
         self._frames: dict[tuple[str, str], FrameRing] = {}
+        #: Load-management status per gateway site, as its box last sent it, and when.
+        self._load_status: dict[str, tuple[dict[str, Any], datetime]] = {}
+
+    def load_status(self, site_uid: str) -> dict[str, Any] | None:
+        """A gateway site's load-management status as its box last reported it (with
+        `reported_at`, and `stale` while the box is offline), or None."""
+        reported = self._load_status.get(site_uid)
+        if reported is None:
+            return None
+        data, at = reported
+        return {**data, "reported_at": at, "stale": site_uid not in self._sessions}
 
     def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
         """The last frames of a gateway site's charger, as its box reported them."""
@@ -348,6 +359,9 @@ class GatewayService:
                 marks.append((seq, _attempt(site_uid, data)))
             elif kind == "frame":
                 self._frame(site_uid, data)
+                marks.append((seq, None))
+            elif kind == "loadstatus":
+                self._load_status[site_uid] = (dict(data), utcnow())
                 marks.append((seq, None))
             else:
                 if kind == "charger":

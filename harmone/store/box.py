@@ -64,6 +64,11 @@ class OutboxEvent:
         return {"seq": self.seq, "kind": self.kind, "data": json.loads(self.body)}
 
 
+def _jsonable(value: object) -> object:
+    iso = getattr(value, "isoformat", None)
+    return iso() if callable(iso) else str(value)
+
+
 class BoxRepo:
     def __init__(self, db: Database, max_rows: int = 100_000) -> None:
         self._db = db
@@ -205,6 +210,15 @@ class BoxRepo:
             if added:
                 await self._bound(session)
             return added
+
+    async def enqueue_latest(self, kind: str, key: str, body: Mapping[str, Any]) -> None:
+        """Put `body` in the outbox, replacing an unsent older event of the same kind and
+        key (a snapshot: only the latest matters)."""
+        async with self._db.transaction(write=True) as session:
+            await session.execute(
+                delete(BoxOutboxRow).where(BoxOutboxRow.kind == kind, BoxOutboxRow.key == key)
+            )
+            session.add(BoxOutboxRow(kind=kind, key=key, body=json.dumps(body, default=_jsonable)))
 
     async def enqueue_frames(self, frames: Sequence[Mapping[str, Any]]) -> int:
         """Put inspector frames in the outbox (the first to go when it is full)."""
