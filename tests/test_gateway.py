@@ -16,13 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+from certs import make_ca
 from console_support import ConsoleClient, signed_in
 from gateway_support import box, box_config, cloud, free_port, proxy_to, trust
 from pymodbus.client import AsyncModbusTcpClient
-from support import PATIENCE
+from support import PATIENCE, harmone_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from harmone.errors import ConfigError
 from harmone.gateway.box import INSTALLER_EMAIL, RunningBox
 from harmone.gateway.protocol import LINK_PATH, REFUSED_CLOSE
 from harmone.sim import SimulatedCharger, SimulatedCpms
@@ -500,3 +502,23 @@ async def test_deleting_a_gateway_site_ends_its_boxs_link(tmp_path: Path) -> Non
             await eventually(lambda: _is(_const(b.link.state), lambda s: s == "revoked"))
             # the box keeps its own copy of the site (its chargers keep charging)
             assert (await b.runtime.sites.get(uid)).name == "Depot"
+
+
+async def test_the_link_runs_over_tls_and_trusts_only_the_given_ca(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    files = ca.issue(tmp_path, "cloud")
+    (tmp_path / "cloud").mkdir()
+    async with harmone_server(tmp_path / "cloud", tls_cert=files.cert, tls_key=files.key) as srv:
+        store = srv.runtime.store
+        site = await store.sites.create("Depot", "gateway", gateway_host=f"127.0.0.1:{free_port()}")
+        code = (await srv.runtime.gateways.create_pairing_code(site.uid)).code
+        assert srv.url.startswith("https://")
+        # A box that does not trust the cloud's certificate does not pair (nor send its code).
+        with pytest.raises(ConfigError, match="certificate"):
+            async with box(box_config(tmp_path / "untrusting", srv.url, code)):
+                pass
+        cfg = dataclasses.replace(box_config(tmp_path, srv.url, code), cloud_ca=ca.cert)
+        async with box(cfg) as b:
+            await eventually(lambda: _is(_const(b.link.state), lambda s: s == "online"))
+            status = await srv.runtime.gateways.status(site.uid)
+            assert status.online and status.fingerprint == b.fingerprint
