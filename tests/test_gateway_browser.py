@@ -9,7 +9,6 @@ health on the Control Hub. Skipped without /usr/bin/chromium unless the run is s
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -96,23 +95,32 @@ async def test_the_guide_for_a_gateway_site_end_to_end(tmp_path: Path, browser: 
         SHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(SHOTS / "gateway-01-pairing.png"), full_page=True)
         async with box(box_config(tmp_path, found.group(1), found.group(2))) as b:
-            # The installer puts the copied URL into the charger; it connects to the box.
+            # Support watches the cloud's Charging stations tab while the installer puts the
+            # copied URL into the charger, which connects to the box: it appears live.
+            await page.goto(f"/sites/{uid}/chargers")
+            await expect(page.get_by_text("No charging station has connected yet")).to_be_visible()
+            await page.evaluate("window.__sameDocument = true")
             sim = SimulatedCharger(shown, "GW-7", ssl_context=trust(b))
             await sim.connect()
             await sim.boot()
             await sim.status(1, "Available")
-            # Support checks the Charging stations tab in the cloud (reloading: a gateway
-            # site's page shows what its box last reported).
             row = page.locator('tr[data-id="GW-7"]')
-            deadline = time.monotonic() + PATIENCE
-            while True:
-                await page.goto(f"/sites/{uid}/chargers")
-                if await row.get_by_text("Online").count():
-                    break
-                assert time.monotonic() < deadline, "GW-7 never showed online in the cloud"
-                await page.wait_for_timeout(200)
+            await expect(row.get_by_text("Online")).to_be_visible(timeout=PATIENCE * 1000)
+            assert await page.evaluate("window.__sameDocument === true")
             await expect(row.get_by_text("#1 Available")).to_be_visible()
             await page.screenshot(path=str(SHOTS / "gateway-02-stations.png"), full_page=True)
+            # Its page: the box's frames in the cloud's message inspector, new ones live.
+            charger_page = await context.new_page()
+            await charger_page.goto(f"/sites/{uid}/chargers/GW-7")
+            inspector = charger_page.locator("#inspector")
+            await expect(
+                inspector.locator('li[data-action="BootNotification"]').first
+            ).to_be_visible(timeout=PATIENCE * 1000)
+            await sim.heartbeat()
+            await expect(inspector.locator('li[data-action="Heartbeat"]').first).to_be_visible(
+                timeout=PATIENCE * 1000
+            )
+            await charger_page.close()
             # ... and the box's health on the Control Hub.
             await page.goto(f"/sites/{uid}/control-hub")
             health = page.locator("#gateway-health")

@@ -24,10 +24,10 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from harmone.clock import utcnow
 from harmone.domain import ChargerIdentity, SiteSettings
@@ -136,11 +136,16 @@ class GatewayService:
         self,
         store: Store,
         *,
+        announce: Callable[[tuple[Literal["changed", "frame"], tuple[str, str]]], None]
+        | None = None,
         code_ttl: timedelta = timedelta(minutes=30),
         poll_interval: float = 2.0,
         hello_timeout: float = 30.0,
     ) -> None:
         self._store = store
+        #: Tells the live views (the relay's event bus) that a gateway charger's state or
+        #: frames changed, as the relay does for its own chargers.
+        self._announce = announce or (lambda event: None)
         self.code_ttl = code_ttl
         #: The longest a configuration change waits before it is pushed (the changes that no
         #: watcher announces, e.g. load management's, are found by this poll).
@@ -370,6 +375,8 @@ class GatewayService:
         if states:
             # Idempotent (a snapshot of each charger): written before the sequence moves on.
             await self._store.chargers.save_states(states)
+            for state in states:
+                self._announce(("changed", (site_uid, state.charger_id)))
         if not marks:
             return last
         return await self._store.gateways.apply_attempts(gateway.id, marks)
@@ -389,6 +396,7 @@ class GatewayService:
             receiver,
             str(data.get("text") or ""),
         )
+        self._announce(("frame", key))
 
     async def _push_loop(self, session: _Session) -> None:
         gateway_id, site_uid = session.gateway.id, session.gateway.site_uid

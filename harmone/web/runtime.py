@@ -58,7 +58,7 @@ class Runtime:
         # The registry keeps a cache of sites and chargers for handshakes: it hears of every
         # change. Another party to tell (a gateway, another node) is one more watcher here:
         # the gateways service pushes a changed gateway site's configuration to its box.
-        self.gateways = GatewayService(self.store)
+        self.gateways = GatewayService(self.store, announce=self.hub.events.publish)
         watchers: list[ChangeWatcher] = [self.hub, self.gateways]
         self.sites = SiteService(
             self.store,
