@@ -448,6 +448,13 @@ async def test_the_box_serves_dynamic_cluster_limits_over_modbus_tcp(tmp_path: P
             reported = (await api.get(f"/api/v1/sites/{uid}/load-management/status")).json()
             assert reported["stale"] is False and reported["reported_at"]
             assert [n["id"] for n in reported["nodes"]] == ["grid", "hall"]
+            # ... and so is its time series (the load chart's data)
+            await eventually(
+                lambda: _is(
+                    api.get(f"/api/v1/sites/{uid}/load-management/timeseries"),
+                    lambda r: bool(r.json()) and len(r.json()[-1]["nodes"]) == 2,
+                )
+            )
 
 
 async def test_the_box_page_shows_the_installer_its_url_chargers_and_link(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import signal
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from harmone.gateway.certs import ensure_certificate, fingerprint
 from harmone.gateway.link import BoxLink, pair
 from harmone.gateway.modbus import modbus_server
 from harmone.gateway.reporter import Reporter
+from harmone.loadmgmt.controller import Sample
 from harmone.store.store import Store
 from harmone.web.api.load_management import status_json
 from harmone.web.app import open_store
@@ -225,6 +227,12 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             except HarmoneError:  # no load management configured for the site
                 return None
 
+        def load_samples(since: datetime | None) -> list[Sample]:
+            try:
+                return rt.loadmgmt.timeseries(site_uid, since, 5000)
+            except HarmoneError:
+                return []
+
         reporter = Reporter(
             store,
             site_uid,
@@ -232,6 +240,7 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             cfg.report_interval,
             frames=rt.hub.frames,
             load_status=load_status,
+            load_samples=load_samples,
         )
         reporting = asyncio.create_task(reporter.run(), name="gateway reporter")
         linking: asyncio.Task[None] | None = None

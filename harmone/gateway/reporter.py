@@ -16,10 +16,12 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from harmone.domain import Charger, ChargerIdentity
 from harmone.gateway.protocol import digest
+from harmone.loadmgmt.controller import Sample
 from harmone.relay.state import FrameRecord
 from harmone.store.store import Store
 
@@ -57,7 +59,11 @@ class Reporter:
         frames: Callable[[str, str], list[FrameRecord]] | None = None,
         load_status: Callable[[], dict[str, Any] | None] | None = None,
         load_status_interval: float = 5.0,
+        load_samples: Callable[[datetime | None], list[Sample]] | None = None,
     ) -> None:
+        #: The site's load-management time series since a time (sent up as `loadsample`).
+        self._load_samples = load_samples
+        self._samples_after: datetime | None = None
         #: The site's load-management status (sent up as `loadstatus` when it changed, at
         #: most every `load_status_interval` seconds).
         self._load_status = load_status
@@ -113,6 +119,17 @@ class Reporter:
                         )
                         self._frames_after[c.id] = f.at
             added += await self._store.box.enqueue_frames(fresh)
+        if self._load_samples is not None:
+            samples = self._load_samples(self._samples_after)
+            if samples:
+                self._samples_after = samples[-1].at
+                added += await self._store.box.enqueue_frames(
+                    [
+                        {"at": s.at, "nodes": list(s.nodes), "connectors": list(s.connectors)}
+                        for s in samples
+                    ],
+                    kind="loadsample",
+                )
         now = time.monotonic()
         if self._load_status is not None and now - self._load_sent_at >= self.load_status_interval:
             status = self._load_status()

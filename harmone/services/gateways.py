@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -157,6 +158,8 @@ class GatewayService:
         self._frames: dict[tuple[str, str], FrameRing] = {}
         #: Load-management status per gateway site, as its box last sent it, and when.
         self._load_status: dict[str, tuple[dict[str, Any], datetime]] = {}
+        #: Load-management samples per gateway site, as its box sent them (the last 720).
+        self._load_series: dict[str, deque[dict[str, Any]]] = {}
 
     def load_status(self, site_uid: str) -> dict[str, Any] | None:
         """A gateway site's load-management status as its box last reported it (with
@@ -166,6 +169,17 @@ class GatewayService:
             return None
         data, at = reported
         return {**data, "reported_at": at, "stale": site_uid not in self._sessions}
+
+    def load_series(
+        self, site_uid: str, since: datetime | None, limit: int
+    ) -> list[dict[str, Any]] | None:
+        """A gateway site's load-management samples as its box sent them (`at`, `nodes`,
+        `connectors`), oldest first; None if its box sent none."""
+        series = self._load_series.get(site_uid)
+        if series is None:
+            return None
+        out = [s for s in series if since is None or s["at"] > since]
+        return out[-limit:]
 
     def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
         """The last frames of a gateway site's charger, as its box reported them."""
@@ -364,6 +378,18 @@ class GatewayService:
                 marks.append((seq, _attempt(site_uid, data)))
             elif kind == "frame":
                 self._frame(site_uid, data)
+                marks.append((seq, None))
+            elif kind == "loadsample":
+                at = parse_time(data.get("at"))
+                if at is not None:
+                    series = self._load_series.setdefault(site_uid, deque(maxlen=720))
+                    series.append(
+                        {
+                            "at": at,
+                            "nodes": list(data.get("nodes") or ()),
+                            "connectors": list(data.get("connectors") or ()),
+                        }
+                    )
                 marks.append((seq, None))
             elif kind == "loadstatus":
                 self._load_status[site_uid] = (dict(data), utcnow())

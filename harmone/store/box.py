@@ -37,7 +37,7 @@ __all__ = ["DROPPABLE_KINDS", "BoxIdentity", "BoxRepo", "OutboxEvent"]
 log = logging.getLogger(__name__)
 
 #: Kinds the outbox may drop when full, in the order they go (never "attempt").
-DROPPABLE_KINDS = ("frame",)
+DROPPABLE_KINDS = ("frame", "loadsample")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +220,16 @@ class BoxRepo:
             )
             session.add(BoxOutboxRow(kind=kind, key=key, body=json.dumps(body, default=_jsonable)))
 
-    async def enqueue_frames(self, frames: Sequence[Mapping[str, Any]]) -> int:
-        """Put inspector frames in the outbox (the first to go when it is full)."""
+    async def enqueue_frames(self, frames: Sequence[Mapping[str, Any]], kind: str = "frame") -> int:
+        """Put inspector frames (or load-management samples, `kind` "loadsample") in the
+        outbox: the first to go when it is full."""
         if not frames:
             return 0
         async with self._db.transaction(write=True) as session:
             for body in frames:
-                session.add(BoxOutboxRow(kind="frame", key=None, body=json.dumps(body)))
+                session.add(
+                    BoxOutboxRow(kind=kind, key=None, body=json.dumps(body, default=_jsonable))
+                )
             await self._bound(session)
         return len(frames)
 

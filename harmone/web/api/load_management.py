@@ -190,7 +190,12 @@ async def timeseries(
 ) -> list[dict[str, Any]]:
     """Limit, measured load and granted current per node and connector over time (one sample
     per allocation round, the last hour or so, in memory)."""
-    await rt.sites.get(uid)
+    site = await rt.sites.get(uid)
+    if site.type == "gateway":
+        # Its chargers are managed by its box: the samples the box sent, if it did.
+        reported = rt.gateways.load_series(uid, since, limit)
+        if reported is not None:
+            return reported
     samples = rt.loadmgmt.timeseries(uid, since, limit)
     return [{"at": s.at, "nodes": list(s.nodes), "connectors": list(s.connectors)} for s in samples]
 
