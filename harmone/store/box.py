@@ -250,6 +250,13 @@ class BoxRepo:
                 await session.execute(delete(BoxOutboxRow).where(BoxOutboxRow.seq.in_(seqs)))
                 log.warning("gateway outbox full: dropped %d %s event(s)", len(seqs), kind)
                 excess -= len(seqs)
+        if excess > 0:
+            # Only what must never be dropped is left: keep it, past the bound.
+            log.warning(
+                "gateway outbox over its bound by %d event(s) that are never dropped "
+                "(connection log, states): the cloud has been unreachable for long",
+                excess,
+            )
 
     async def pending(self, after: int, limit: int = 200) -> list[OutboxEvent]:
         """Unacknowledged events after sequence `after`, oldest first."""
