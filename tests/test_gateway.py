@@ -529,3 +529,29 @@ async def test_the_link_runs_over_tls_and_trusts_only_the_given_ca(tmp_path: Pat
             await eventually(lambda: _is(_const(b.link.state), lambda s: s == "online"))
             status = await srv.runtime.gateways.status(site.uid)
             assert status.online and status.fingerprint == b.fingerprint
+
+
+async def test_a_charger_password_removed_in_the_cloud_locks_the_charger_out_of_the_box(
+    tmp_path: Path,
+) -> None:
+    async with cloud(tmp_path) as (srv, api):
+        site = await gateway_site(api, free_port(), None)
+        uid = site["uid"]
+        secret = "0123456789abcdef"
+        r = await api.put(f"/api/v1/sites/{uid}/chargers/CP-9/password", json={"password": secret})
+        assert r.status_code == 200
+        assert (await api.patch(f"/api/v1/sites/{uid}", json={"charger_auth": True})).is_success
+        code = await pairing_code(api, uid)
+        async with box(box_config(tmp_path, srv.url, code)) as b:
+            await eventually(lambda: _is(_const(b.link.state), lambda s: s == "online"))
+            sim = SimulatedCharger(
+                site["ocpp_url"], "CP-9", ssl_context=trust(b), basic_auth=("CP-9", secret)
+            )
+            await sim.connect()
+            await sim.boot()
+            r = await api.delete(f"/api/v1/sites/{uid}/chargers/CP-9/password")
+            assert r.status_code == 200
+            await asyncio.wait_for(sim.closed.wait(), PATIENCE)  # the box closed it
+            with pytest.raises(InvalidStatus) as refused:
+                await sim.connect()
+            assert refused.value.response.status_code == 401

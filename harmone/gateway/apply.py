@@ -4,8 +4,10 @@ The site keeps the cloud's UID (its OCPP URL is the one the cloud's Control Hub 
 change to an existing site or charger goes through `SiteService` / `ChargerService`, so its
 effects on connected chargers are the same as in the cloud (a new CPMS reconnects them, the
 offline mode switches on open links). Password hashes are copied as they are (the box never
-sees a password); load management is configured through its service. Chargers the cloud does
-not list are left alone: the box may know chargers the cloud has not heard of yet.
+sees a password; one removed in the cloud is removed through `ChargerService`, which
+disconnects the charger on a site with charger authentication); load management is
+configured through its service. Chargers the cloud does not list are left alone: the box may
+know chargers the cloud has not heard of yet.
 """
 
 from __future__ import annotations
@@ -50,9 +52,15 @@ async def apply_snapshot(rt: Runtime, snapshot: Mapping[str, Any]) -> None:
         }
         if changes:
             await rt.chargers.update(uid, cid, changes)
-        if hashes.get(cid) != c.get("password_hash"):
-            await rt.store.box.set_password_hash(uid, cid, c.get("password_hash"))
-            rt.hub.charger_changed(uid, cid)
+        wanted = c.get("password_hash")
+        if hashes.get(cid) != wanted:
+            if wanted is None:
+                # removed in the cloud: the service's effect too (a connected charger of a
+                # site with charger authentication is disconnected)
+                await rt.chargers.clear_password(uid, cid)
+            else:
+                await rt.store.box.set_password_hash(uid, cid, wanted)
+                rt.hub.charger_changed(uid, cid)
     lm = snapshot.get("load_management")
     if lm is not None and lm != await rt.store.loadconfig.get(uid):
         await rt.loadmgmt.configure(uid, lm)
