@@ -336,6 +336,14 @@ async def test_a_bad_or_used_pairing_code_is_refused_with_a_clear_error(tmp_path
         _, err = await asyncio.wait_for(proc.communicate(), PATIENCE)
         assert proc.returncode == 2
         assert "pairing code unknown, already used or expired" in err.decode(), err.decode()
+        # Without a code, a box that was never paired says what to do.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "harmone", "gateway", "--db", db,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), PATIENCE)
+        assert proc.returncode == 2
+        assert "this box is not paired: create a pairing code" in err.decode(), err.decode()
         # A good code pairs once; used again it is refused.
         async with box(box_config(tmp_path, srv.url, code)):
             pass
