@@ -326,9 +326,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "gateway":
         from harmone.gateway.box import BoxConfig, run_box
 
+        db = _need_db(args)
+        if "://" not in db:
+            # The pairing command says `--db box.db`: a plain path is the box's SQLite file.
+            db = f"sqlite:///{Path(db).resolve()}"
         return run_box(
             BoxConfig(
-                db_url=_need_db(args),
+                db_url=db,
                 cloud_url=args.cloud,
                 pair_code=args.pair,
                 host=args.host,

@@ -324,7 +324,7 @@ async def test_a_bad_or_used_pairing_code_is_refused_with_a_clear_error(tmp_path
         site = await gateway_site(api, free_port(), None)
         code = await pairing_code(api, site["uid"])
         cmd = [sys.executable, "-m", "harmone", "gateway", "--cloud", srv.url, "--pair"]
-        db = f"sqlite:///{tmp_path / 'bad.db'}"
+        db = str(tmp_path / "bad.db")  # a plain path, as the pairing command has it
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             "WRONG-CODE-0000-0000",
