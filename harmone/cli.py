@@ -39,8 +39,9 @@ shares each site's grid connection between the cars that charge.
 
 Start here: `harmone init` creates the database and the first admin user, `harmone serve`
 runs the web console, the REST API and the OCPP endpoint, `harmone token create` gives an API
-token. `harmone simulate` and `harmone simulate-cpms` run simulated chargers and a CPMS for a
-demo or a test without hardware.
+token, `harmone gateway` runs a gateway site's box. `harmone simulate` and
+`harmone simulate-cpms` run simulated chargers and a CPMS for a demo or a test without
+hardware.
 """
 
 
@@ -183,6 +184,48 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the system's trust store)",
     )
 
+    p = sub.add_parser(
+        "gateway",
+        help="run HARMON-E on a gateway box in a site's LAN, managed from the cloud",
+        description="Run the OCPP endpoint, relay, offline journal and load management of a "
+        "gateway site on this box (its own SQLite database), serving wss:// on the port the "
+        "cloud's Control Hub shows, and keep an outbound link to the cloud. First start: "
+        "pair with the command the cloud shows (--cloud URL --pair CODE); later starts need "
+        "only --db and run from the cached configuration when the cloud is unreachable.",
+    )
+    _add_db(p)
+    p.add_argument("--cloud", metavar="URL", help="the cloud, e.g. https://harmone.example.com")
+    p.add_argument("--pair", metavar="CODE", help="one-time pairing code from the cloud")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="port to listen on (default: the port of the site's gateway host, else 443)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="certificate chain, PEM "
+        "(default: a self-signed one made beside the database on first start)",
+    )
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="the private key of --tls-cert")
+    p.add_argument(
+        "--modbus-port",
+        type=_port,
+        default=None,
+        help="serve the dynamic cluster limits over Modbus TCP on this port (usually 502; "
+        "default: not served)",
+    )
+    p.add_argument(
+        "--cloud-ca",
+        type=Path,
+        metavar="FILE",
+        help="CA certificates (PEM) the cloud's certificate must chain to (default: the "
+        "system's trust store)",
+    )
+
     p = sub.add_parser("token", help="create API tokens")
     tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     t = tsub.add_parser(
@@ -291,6 +334,26 @@ def _run(args: argparse.Namespace) -> int:
             metrics_listen=parse_listen(args.metrics_listen) if args.metrics_listen else None,
         )
         return serve(config)
+    if args.command == "gateway":
+        from harmone.gateway.box import BoxConfig, run_box
+
+        db = _need_db(args)
+        if "://" not in db:
+            # The pairing command says `--db box.db`: a plain path is the box's SQLite file.
+            db = f"sqlite:///{Path(db).resolve()}"
+        return run_box(
+            BoxConfig(
+                db_url=db,
+                cloud_url=args.cloud,
+                pair_code=args.pair,
+                host=args.host,
+                port=args.port,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                cloud_ca=args.cloud_ca,
+                modbus_port=args.modbus_port,
+            )
+        )
     if args.command == "simulate":
         from harmone.sim.cli import run_simulate
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import ssl
 import uuid
 from collections import Counter, deque
 from collections.abc import Coroutine, Mapping, Sequence
@@ -69,6 +70,7 @@ class ChargerConnection:
         serial_number: str | None = None,
         clock: Clock | None = None,
         logger_context: Mapping[str, object] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if version not in ("1.6", "2.0.1"):
             raise SimulatorError(f"unsupported OCPP version {version!r}")
@@ -97,6 +99,8 @@ class ChargerConnection:
         self.call_timeout = call_timeout
         self.close_timeout = close_timeout
         self.serial_number = (serial_number or f"SIM-{charge_point_id}")[:25]
+        #: For wss://: the certificates to trust (e.g. a gateway box's self-signed one).
+        self.ssl_context = ssl_context
         self.clock: Clock = clock or SystemClock()
         prefix = context_prefix(charge_point_id, logger_context)
         self._log = ContextLog(log, {"prefix": prefix})
@@ -169,6 +173,7 @@ class ChargerConnection:
             # must never see simulator traffic.
             compression=None,
             proxy=None,
+            ssl=(self.ssl_context or True) if self.url.startswith("wss:") else None,
         )
         self._ws = ws
         self.subprotocol = ws.subprotocol

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -34,9 +35,14 @@ __all__ = [
     "ApiTokenRow",
     "AttemptRow",
     "Base",
+    "BoxIdentityRow",
+    "BoxOutboxRow",
+    "BoxSentRow",
     "ChargerRow",
     "ConnectorRow",
     "ConsoleSessionRow",
+    "GatewayRow",
+    "PairingCodeRow",
     "SiteRow",
     "UTCDateTime",
     "UserRow",
@@ -285,3 +291,91 @@ class TxMapRow(Base):
     local_id: Mapped[int] = mapped_column(BigInteger(), primary_key=True, autoincrement=False)
     cpms_id: Mapped[int] = mapped_column(BigInteger(), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class GatewayRow(Base):
+    """Cloud side: a paired gateway box of a site (issue 12). Only the SHA-256 of its
+    credential's secret is stored; `revoked_at` set means the box is refused."""
+
+    __tablename__ = "gateways"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_uid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sites.uid", ondelete="CASCADE"), index=True
+    )
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    last_contact: Mapped[datetime | None]
+    software_version: Mapped[str | None] = mapped_column(String(64))
+    fingerprint: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime | None]
+    clock_offset: Mapped[float | None] = mapped_column(Float)
+    backlog: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The configuration version sent last and the one the box says it applied.
+    config_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    config_digest: Mapped[str | None] = mapped_column(String(64))
+    config_applied: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The highest outbox sequence number applied: resent events at or below it are skipped.
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class PairingCodeRow(Base):
+    """Cloud side: a one-time, expiring code that pairs a box with a site (SHA-256 only)."""
+
+    __tablename__ = "gateway_pairing_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_uid: Mapped[str] = mapped_column(
+        String(64), ForeignKey("sites.uid", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class BoxIdentityRow(Base):
+    """Box side: who this box is in its cloud, and the configuration it runs on (one row)."""
+
+    __tablename__ = "box_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    cloud_url: Mapped[str] = mapped_column(Text)
+    gateway_id: Mapped[str] = mapped_column(String(32))
+    #: The box's own credential (it must present it); the cloud keeps only its hash.
+    credential: Mapped[str] = mapped_column(Text)
+    site_uid: Mapped[str] = mapped_column(String(64))
+    config_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    config: Mapped[str | None] = mapped_column(Text)
+    acked_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    attempt_cursor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    paired_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BoxOutboxRow(Base):
+    """Box side: an event for the cloud, kept until the cloud acknowledges its sequence."""
+
+    __tablename__ = "box_outbox"
+    # AUTOINCREMENT: SQLite must never reuse a sequence number once the outbox was emptied
+    # (the cloud skips numbers it has seen).
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    #: Events of the same kind and key supersede each other (a charger's state).
+    key: Mapped[str | None] = mapped_column(Text, index=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BoxSentRow(Base):
+    """Box side: the digest of the last charger state put in the outbox, per charger."""
+
+    __tablename__ = "box_sent"
+
+    site_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    charger_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))

@@ -18,8 +18,10 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from harmone.store.attempts import AttemptRepo
+from harmone.store.box import BoxRepo
 from harmone.store.chargers import ChargerRepo
 from harmone.store.db import Database
+from harmone.store.gateways import GatewayRepo
 from harmone.store.journal import JournalRepo
 from harmone.store.loadconfig import LoadConfigRepo
 from harmone.store.loadstate import LoadStateRepo
@@ -43,6 +45,10 @@ class Store:
         self.journal = JournalRepo(self.db)
         self.loadconfig = LoadConfigRepo(self.db)
         self.loadstate = LoadStateRepo(self.db)
+        #: Gateway sites (issue 12): the cloud's paired boxes, and a box's own identity,
+        #: cached configuration and outbox.
+        self.gateways = GatewayRepo(self.db)
+        self.box = BoxRepo(self.db)
 
     @classmethod
     async def open(cls, url: str) -> Store:

@@ -19,7 +19,15 @@ from harmone.relay.directory import StoreDirectory
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.registry import RelayRegistry
 from harmone.store import Store
-from harmone.web.api import chargers, connection_log, load_management, metrics, sites, users
+from harmone.web.api import (
+    chargers,
+    connection_log,
+    gateways,
+    load_management,
+    metrics,
+    sites,
+    users,
+)
 from harmone.web.body_limit import BodyLimit
 from harmone.web.console.setup import install as install_console
 from harmone.web.http_errors import install_error_handlers
@@ -127,7 +135,7 @@ def _build_api(app: HarmoneApp) -> FastAPI:
         lifespan=lifespan,
     )
     api.state.harmone = app
-    for module in (sites, chargers, connection_log, load_management, users, metrics):
+    for module in (sites, chargers, connection_log, load_management, users, metrics, gateways):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -8,6 +8,8 @@ charger) to `OcppEndpoint.handshake`, which answers it with an HTTP refusal or h
 connection to picows; anything else, with the bytes read so far, to `HeadDeadlineProtocol`
 (uvicorn's h11 protocol), which serves the REST API and the console for the rest of that
 connection. OCPP frames thus never pass through ASGI messages, queues or flow control.
+The one exception is a gateway box's link (`harmone.gateway.protocol.LINK_PATH`), a WebSocket
+served by the ASGI app (`harmone.web.api.gateways`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from harmone.gateway.protocol import LINK_PATH
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.upgrade import MAX_HEAD_BYTES, parse_head, refusal
 from harmone.web.head_deadline import HeadDeadlineProtocol
@@ -74,6 +79,11 @@ class FrontDoor(asyncio.Protocol):
         if request is None or not request.is_websocket:
             self._to_http(transport)
             return
+        if request.target.partition("?")[0] == LINK_PATH:
+            # A gateway box's link (issue 12), not a charger: served by the ASGI app
+            # through uvicorn's WebSocket protocol (the `websockets` library's sans-I/O core).
+            self._to_http(transport, WebSocketsSansIOProtocol)
+            return
         self._stop_timer()
         endpoint = type(self).endpoint()
         if endpoint is None:
@@ -116,10 +126,14 @@ class FrontDoor(asyncio.Protocol):
             # does not wait for it; the registry closes chargers when HARMON-E stops.
             self._server_state.connections.discard(self)
 
-    def _to_http(self, transport: asyncio.Transport) -> None:
+    def _to_http(
+        self,
+        transport: asyncio.Transport,
+        protocol: type[HeadDeadlineProtocol | WebSocketsSansIOProtocol] | None = None,
+    ) -> None:
         self._stop_timer()
         self._server_state.connections.discard(self)
-        http = HeadDeadlineProtocol(*self._http_args)
+        http = (protocol or HeadDeadlineProtocol)(*self._http_args)
         data, self._buffer = bytes(self._buffer), bytearray()
         transport.set_protocol(http)
         http.connection_made(transport)

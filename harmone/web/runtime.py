@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Protocol
 
 from fastapi import Depends, HTTPException, Request, status
@@ -19,6 +20,8 @@ from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.registry import RelayRegistry
 from harmone.services.accounts import Accounts
 from harmone.services.chargers import ChargerService
+from harmone.services.gateways import GatewayService
+from harmone.services.live_links import ChangeWatcher
 from harmone.services.metrics import MetricsService
 from harmone.services.sites import SiteService
 from harmone.store import Store
@@ -40,6 +43,8 @@ class Runtime:
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
     loadmgmt: LoadManagementService
+    #: On a gateway box: its link to the cloud (None in the cloud).
+    box: BoxView | None = None
     #: Users, console sessions and API tokens (holds the cache of verified tokens).
     accounts: Accounts = field(init=False)
     #: Sites and what their changes do to connected chargers.
@@ -48,12 +53,16 @@ class Runtime:
     chargers: ChargerService = field(init=False)
     #: Prometheus metrics (`/metrics`, and `--metrics-listen`).
     metrics: MetricsService = field(init=False)
+    #: Gateway sites' boxes: pairing, their links, their health (issue 12).
+    gateways: GatewayService = field(init=False)
 
     def __post_init__(self) -> None:
         self.accounts = Accounts(self.store)
         # The registry keeps a cache of sites and chargers for handshakes: it hears of every
-        # change. Another party to tell (a gateway, another node) is one more watcher here.
-        watchers = [self.hub]
+        # change. Another party to tell (a gateway, another node) is one more watcher here:
+        # the gateways service pushes a changed gateway site's configuration to its box.
+        self.gateways = GatewayService(self.store, announce=self.hub.events.publish)
+        watchers: list[ChangeWatcher] = [self.hub, self.gateways]
         self.sites = SiteService(
             self.store,
             self.hub,
@@ -63,6 +72,19 @@ class Runtime:
         )
         self.chargers = ChargerService(self.store, self.hub, watchers=watchers)
         self.metrics = MetricsService(self.hub, self.loadmgmt, self.store)
+
+
+class BoxView(Protocol):
+    """A gateway box's link to its cloud, as the box's own page shows it (`harmone gateway`
+    sets `Runtime.box`; None in the cloud)."""
+
+    state: str
+    last_error: str | None
+    last_contact: datetime | None
+    cloud: str
+
+    @property
+    def fingerprint(self) -> str | None: ...
 
 
 class RuntimeSource(Protocol):

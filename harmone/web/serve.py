@@ -16,6 +16,7 @@ import uvicorn
 
 from harmone.config import ServerConfig
 from harmone.errors import ConfigError
+from harmone.store import Store
 from harmone.web.app import HarmoneApp, Runtime, create_app, open_store
 from harmone.web.front_door import front_door_for
 from harmone.web.metrics_listener import metrics_server_config
@@ -126,14 +127,24 @@ class _MetricsListen:
 
 
 @contextlib.asynccontextmanager
-async def running_server(config: ServerConfig) -> AsyncIterator[RunningServer]:
-    """Run HARMON-E inside the current event loop (tests, benchmarks)."""
-    sock = bind_socket(config.host, config.port)
-    app = create_app(config, lambda: _listen_url(sock, config.host, config.tls))
+async def running_server(
+    config: ServerConfig, store: Store | None = None
+) -> AsyncIterator[RunningServer]:
+    """Run HARMON-E inside the current event loop (tests, benchmarks, a gateway box, which
+    opens its `store` first). The server owns `store` from here on and closes it."""
+    try:
+        sock = bind_socket(config.host, config.port)
+    except BaseException:
+        if store is not None:
+            await store.close()
+        raise
+    app = create_app(config, lambda: _listen_url(sock, config.host, config.tls), store)
     try:
         metrics = _MetricsListen(app, config) if config.metrics_listen else None
     except BaseException:
         sock.close()
+        if store is not None:
+            await store.close()
         raise
     server = _Server(_uvicorn_config(app, config))
     task = asyncio.create_task(server.serve(sockets=[sock]))

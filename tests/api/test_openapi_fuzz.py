@@ -75,7 +75,11 @@ class LiveApi:
         return response.json()
 
     def new_site(self, name: str) -> str:
-        site = self._ok(self.http.post("/api/v1/sites", json={"name": name, "type": "cloud"}))
+        # the gateway operations (pairing codes) are for gateway sites only
+        kind = {"type": "gateway", "gateway_host": "192.0.2.10"} if "/gateway" in name else {}
+        site = self._ok(
+            self.http.post("/api/v1/sites", json={"name": name, "type": "cloud", **kind})
+        )
         uid: str = site["uid"]
         self._ok(
             self.http.put(

@@ -60,7 +60,8 @@ async def charger_frames(
 ) -> list[FrameOut]:
     """The most recent OCPP frames of this charger, both ways, oldest first."""
     await rt.chargers.get(uid, charger_id)
-    frames = rt.hub.frames(uid, charger_id)[-limit:]
+    # a gateway site's charger: as its box reported them
+    frames = (rt.hub.frames(uid, charger_id) or rt.gateways.frames(uid, charger_id))[-limit:]
     return [
         FrameOut(
             at=datetime.fromtimestamp(f.at, UTC), sender=f.sender, receiver=f.receiver, text=f.text

@@ -17,7 +17,7 @@ from harmone.web.api.auth import UserDep, WriterDep
 from harmone.web.runtime import RuntimeDep
 from harmone.web.schemas import UtcDatetime
 
-__all__ = ["router"]
+__all__ = ["router", "status_json"]
 
 router = APIRouter(prefix="/api/v1/sites/{uid}/load-management", tags=["load management"])
 
@@ -145,11 +145,18 @@ async def put_config(uid: str, body: LoadConfigIn, rt: RuntimeDep, _: WriterDep)
 async def status(uid: str, rt: RuntimeDep, _: UserDep) -> dict[str, Any]:
     """The allocation in force: per node limit, load and headroom; per connector its grant,
     the limit in force at the charger, the measured draw, and why it got less than it wanted."""
-    await rt.sites.get(uid)
-    return _status_json(rt.loadmgmt.status(uid))
+    site = await rt.sites.get(uid)
+    if site.type == "gateway":
+        # Its chargers are managed by its box: what the box last reported, if it did.
+        reported = rt.gateways.load_status(uid)
+        if reported is not None:
+            return reported
+    return status_json(rt.loadmgmt.status(uid))
 
 
-def _status_json(st: SiteLoadStatus) -> dict[str, Any]:
+def status_json(st: SiteLoadStatus) -> dict[str, Any]:
+    """A site's load-management status as the REST API answers it (a gateway box sends the
+    same up to its cloud)."""
     return {
         "enabled": st.enabled,
         "policy": st.policy,
@@ -183,7 +190,12 @@ async def timeseries(
 ) -> list[dict[str, Any]]:
     """Limit, measured load and granted current per node and connector over time (one sample
     per allocation round, the last hour or so, in memory)."""
-    await rt.sites.get(uid)
+    site = await rt.sites.get(uid)
+    if site.type == "gateway":
+        # Its chargers are managed by its box: the samples the box sent, if it did.
+        reported = rt.gateways.load_series(uid, since, limit)
+        if reported is not None:
+            return reported
     samples = rt.loadmgmt.timeseries(uid, since, limit)
     return [{"at": s.at, "nodes": list(s.nodes), "connectors": list(s.connectors)} for s in samples]
 

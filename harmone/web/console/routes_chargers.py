@@ -64,7 +64,9 @@ async def _page(
 ) -> Response:
     out = charger_out(charger, rt.hub.live_state(site.uid, charger.id), site)
     limit = console_state(request).settings.inspector_frames
-    frames = describe_frames(rt.hub.frames(site.uid, charger.id)[-limit:])
+    # a gateway site's charger: as its box reported them
+    records = rt.hub.frames(site.uid, charger.id) or rt.gateways.frames(site.uid, charger.id)
+    frames = describe_frames(records[-limit:])
     context: dict[str, Any] = {
         "site": site_out(site, rt.sites.ocpp_url(site)),
         "c": out,

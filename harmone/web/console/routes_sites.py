@@ -39,6 +39,7 @@ _NOTICES = {
     "created": "Site created. Copy its OCPP URL below and paste it into each of its chargers.",
     "saved": "Site settings saved.",
     "deleted": "Site deleted. Its chargers were removed from HARMON-E.",
+    "revoked": "Gateway box revoked: it is refused from now on. Pair a box again to reconnect.",
 }
 
 
@@ -91,10 +92,13 @@ async def _site_tab(
     status: int = 200,
 ) -> Response:
     live = rt.hub.live_for_site(site.uid)
+    online = sum(1 for lc in live if lc.connected)
+    if not live and site.type == "gateway":  # its chargers are on its box: as last reported
+        online = sum(1 for c in await rt.chargers.of_site(site.uid) if c.connected)
     context: dict[str, Any] = {
         "site": _out(rt, site),
         "tab": tab,
-        "online": sum(1 for lc in live if lc.connected),
+        "online": online,
         "total": (await rt.chargers.counts()).get(site.uid, 0),
         "notice": _notice(request),
     }
@@ -192,8 +196,51 @@ async def control_hub(uid: str, request: Request, rt: RuntimeDep, session: Sessi
             "latest": attempt_out(latest[0]) if latest else None,
             "url": ocpp_url_facts(url, site.uid),
             "public_url_set": rt.config.public_url is not None,
+            "gateway": await rt.gateways.status(uid) if site.type == "gateway" else None,
+            "pairing": None,
         },
     )
+
+
+# -- a gateway site's box (issue 12): pairing and revocation, as the REST API does them --
+@router.post("/sites/{uid}/gateway/pairing-code")
+async def gateway_pairing_code(
+    uid: str, request: Request, rt: RuntimeDep, session: SessionDep
+) -> Response:
+    await checked_form(request, session)
+    site = await load_site(rt, session, uid)
+    require(session.access.require_writer)
+    if site.type != "gateway":
+        raise PageError(409, "Not a gateway site", "Only a gateway site is paired with a box.")
+    code = await rt.gateways.create_pairing_code(uid)
+    cloud = str(request.base_url).rstrip("/")
+    command = f"harmone gateway --cloud {cloud} --pair {code.code} --db box.db"
+    return await _site_tab(
+        request,
+        rt,
+        session,
+        site,
+        "control-hub",
+        {
+            "latest": None,
+            "url": ocpp_url_facts(rt.sites.ocpp_url(site), site.uid),
+            "public_url_set": rt.config.public_url is not None,
+            "gateway": await rt.gateways.status(uid),
+            "pairing": {"code": code.code, "expires_at": code.expires_at, "command": command},
+        },
+    )
+
+
+@router.post("/sites/{uid}/gateway/revoke")
+async def gateway_revoke(
+    uid: str, request: Request, rt: RuntimeDep, session: SessionDep
+) -> Response:
+    await checked_form(request, session)
+    site = await load_site(rt, session, uid)
+    require(session.access.require_writer)
+    await rt.gateways.revoke(site.uid)
+    log.info("site=%s gateway revoked by %s", site.uid, session.access.user.email)
+    return RedirectResponse(f"/sites/{uid}/control-hub?done=revoked", status_code=303)
 
 
 @router.get("/sites/{uid}/chargers")

@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from harmone.errors import HarmoneError
 from harmone.web.console import (
     routes_auth,
+    routes_box,
     routes_charger_loadmgmt,
     routes_chargers,
     routes_loadmgmt,
@@ -95,6 +96,7 @@ def install(api: FastAPI, settings: ConsoleSettings | None = None) -> None:
         routes_charger_loadmgmt,
         routes_loadmgmt,
         routes_users,
+        routes_box,
     )
     for module in modules:
         api.include_router(module.router)

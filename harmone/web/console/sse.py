@@ -156,7 +156,8 @@ async def charger_stream(
         yield "retry: 1000\n\n"
 
         def new_frames() -> list[dict[str, Any]]:
-            frames = rt.hub.frames(*key)[-settings.inspector_frames :]
+            # a gateway site's charger: as its box reported them
+            frames = (rt.hub.frames(*key) or rt.gateways.frames(*key))[-settings.inspector_frames :]
             described = describe_frames(frames)
             return [f for f in described if last_at is None or f["at"] > last_at]
 
