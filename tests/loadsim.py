@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from test_stacking import RefCharger, ref_limit
+from stacking_reference import RefCharger, ref_limit
 
 from harmone.clock import ManualClock
 from harmone.loadmgmt.config import SiteLoadConfig, parse_config
