@@ -103,11 +103,23 @@ class OcppEndpoint:
         #: chargers that may have a journal backlog or id mappings (journals add to it)
         self._journaled: set[tuple[str, str]] = set()
         self._journaled_loaded: asyncio.Task[None] | None = None
+        #: handshakes worked on at once (`RelayConfig.max_concurrent_handshakes`)
+        self._gate = asyncio.Semaphore(cfg.max_concurrent_handshakes)
 
     async def handshake(
         self, request: UpgradeRequest, transport: Transport, remote: str | None
     ) -> None:
-        """Answer one upgrade request on `transport` (paused): refuse it, or relay it."""
+        """Answer one upgrade request on `transport` (paused): refuse it, or relay it.
+
+        Thousands at once (a reconnect storm) are taken a bounded number at a time: every
+        handshake in progress adds its steps to each turn of the event loop, and a long turn
+        delays everything else, the API's requests and the connected chargers' frames."""
+        async with self._gate:
+            await self._handshake(request, transport, remote)
+
+    async def _handshake(
+        self, request: UpgradeRequest, transport: Transport, remote: str | None
+    ) -> None:
         path = request.target
         segments = path.split("?", 1)[0].strip("/")
         caller = _Caller(
