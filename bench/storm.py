@@ -41,6 +41,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -168,6 +169,7 @@ async def run_harmone(db_url: str, port: int, relay: list[str], lifetime: float)
         db_url=db_url, host="127.0.0.1", port=port, relay=relay_config(relay), shutdown_grace=2
     )
     async with running_server(config) as srv:
+        gc.freeze()  # as `harmone serve` does once started (harmone.web.serve)
         emit(url=srv.url, pid=os.getpid())
         await until_stopped(lifetime)
 

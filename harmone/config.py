@@ -64,6 +64,10 @@ class RelayConfig:
     #: At most this many CPMS handshakes in progress at once: after a restart or a blip,
     #: thousands of chargers reconnect together and the CPMS must not be hit by all of them.
     max_concurrent_dials: int = 100
+    #: At most this many charger handshakes worked on at once; the others wait, accepted and
+    #: paused. During a reconnect storm this keeps each turn of the event loop short, so that
+    #: the API, the console and the connected chargers are served in between.
+    max_concurrent_handshakes: int = 64
     #: Secondary CPMS: frames queued for it while it is away or slow (the oldest are dropped
     #: beyond), its call rate (a token bucket), and how many of its calls may wait for the
     #: charger's one-CALL slot at once.
@@ -96,6 +100,8 @@ class RelayConfig:
             raise ConfigError("the secondary CPMS limits must be positive")
         if self.max_concurrent_dials < 1:
             raise ConfigError("max_concurrent_dials must be at least 1")
+        if self.max_concurrent_handshakes < 1:
+            raise ConfigError("max_concurrent_handshakes must be at least 1")
         if self.auth_max_failures < 1 or self.auth_failure_window <= 0:
             raise ConfigError("the charger authentication lock-out limits must be positive")
         if self.upstream_ca is not None:

@@ -79,12 +79,35 @@ class Envelope:
     action: str | None
 
 
+# The compact form every charger and CPMS sends in practice: `[2,"id","Action",` or
+# `[3,"id",` with no whitespace and no escapes. Read with one small pattern; anything else
+# (and anything this cannot vouch for) takes the general parser below, which decides.
+_COMPACT = re.compile(r'\[([2-6]),"([^"\\]{1,36})",(?:"([^"\\]*)",)?')
+#: per type digit: the type, and whether it must carry a third string (action, error code)
+_COMPACT_KINDS: dict[str, tuple[MessageType, bool]] = {}
+
+
 def parse_envelope(text: str) -> Envelope:
     """Parse the envelope of `text`.
 
     Raises FrameError whose `details` carry the `id` and `type` when they could be read, so
     that the caller can still answer a broken CALL with a CallError.
     """
+    m = _COMPACT.match(text)
+    if m is not None and text[-1] == "]":
+        kind, msg_id, third = m.groups()
+        mtype, needs_third = _COMPACT_KINDS[kind]
+        if third is None:
+            # a string right after the id: an action the pattern could not read, or a
+            # CALLRESULT without an object; the general parser says which
+            if not needs_third and text[m.end()] != '"':
+                return Envelope(mtype, msg_id, None)
+        elif needs_third:
+            return Envelope(mtype, msg_id, third)
+    return _parse_envelope(text)
+
+
+def _parse_envelope(text: str) -> Envelope:
     m = _ENVELOPE.match(text)
     if m is None or (text[-1] != "]" and not text.rstrip().endswith("]")):
         idm = _ID_ONLY.match(text)
@@ -138,6 +161,7 @@ def parse_envelope(text: str) -> Envelope:
 
 _NEEDS_THIRD = frozenset({MessageType.CALL, MessageType.SEND, MessageType.CALLERROR})
 _NO_THIRD = frozenset({MessageType.CALLRESULT, MessageType.CALLRESULTERROR})
+_COMPACT_KINDS.update({str(int(t)): (t, t in _NEEDS_THIRD) for t in MessageType})
 
 
 def replace_id(text: str, new_id: str) -> str:

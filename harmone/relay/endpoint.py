@@ -15,9 +15,12 @@ database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from harmone.clock import Clock
@@ -75,6 +78,29 @@ class _Caller:
     offered: tuple[str, ...]
 
 
+class _Slot:
+    """One handshake's place within `RelayConfig.max_concurrent_handshakes`."""
+
+    __slots__ = ("gate", "held")
+
+    def __init__(self, gate: asyncio.Semaphore) -> None:
+        self.gate = gate
+        self.held = False
+
+    async def take(self) -> None:
+        await self.gate.acquire()
+        self.held = True  # (not if cancelled while waiting: nothing to give back then)
+
+    def give(self) -> None:
+        if self.held:
+            self.held = False
+            self.gate.release()
+
+
+#: the handshake the running task is working on (its slot)
+_SLOT: ContextVar[_Slot | None] = ContextVar("harmone_handshake_slot", default=None)
+
+
 class OcppEndpoint:
     """Admits chargers into `registry`; `journal` keeps hold-mode sites' offline messages."""
 
@@ -103,11 +129,44 @@ class OcppEndpoint:
         #: chargers that may have a journal backlog or id mappings (journals add to it)
         self._journaled: set[tuple[str, str]] = set()
         self._journaled_loaded: asyncio.Task[None] | None = None
+        #: handshakes worked on at once (`RelayConfig.max_concurrent_handshakes`)
+        self._gate = asyncio.Semaphore(cfg.max_concurrent_handshakes)
 
     async def handshake(
         self, request: UpgradeRequest, transport: Transport, remote: str | None
     ) -> None:
-        """Answer one upgrade request on `transport` (paused): refuse it, or relay it."""
+        """Answer one upgrade request on `transport` (paused): refuse it, or relay it.
+
+        Thousands at once (a reconnect storm) are taken a bounded number at a time: every
+        handshake in progress adds its steps to each turn of the event loop, and a long turn
+        delays everything else, the API's requests and the connected chargers' frames."""
+        slot = _Slot(self._gate)
+        token = _SLOT.set(slot)
+        try:
+            await slot.take()
+            await self._handshake(request, transport, remote)
+        finally:
+            slot.give()
+            _SLOT.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def _waiting(self) -> AsyncIterator[None]:
+        """Out of the bound while a handshake only waits (its CPMS's answer, the batch that
+        registers it): the bound is on handshakes that keep the loop busy, not on those that
+        wait for someone else (the dialer has its own bound)."""
+        slot = _SLOT.get()
+        if slot is None:
+            yield
+            return
+        slot.give()
+        try:
+            yield
+        finally:
+            await slot.take()
+
+    async def _handshake(
+        self, request: UpgradeRequest, transport: Transport, remote: str | None
+    ) -> None:
         path = request.target
         segments = path.split("?", 1)[0].strip("/")
         caller = _Caller(
@@ -217,7 +276,8 @@ class OcppEndpoint:
                         )
                     )
                 )
-                done, _ = await asyncio.wait({task}, timeout=cfg.upstream_connect_timeout)
+                async with self._waiting():
+                    done, _ = await asyncio.wait({task}, timeout=cfg.upstream_connect_timeout)
                 if not done:
                     pending = task
                     upstream_error = (
@@ -330,7 +390,8 @@ class OcppEndpoint:
         live.upstream_error = upstream_error
         if not known:
             try:
-                await self.registry.writer.register(key)
+                async with self._waiting():
+                    await self.registry.writer.register(key)
             except HarmoneError as exc:
                 live.connected = live.upstream_connected = False
                 log.error("site=%s charger=%s could not be registered: %s", *key, exc)

@@ -7,6 +7,7 @@ registry implements it), and the registry knows links only as `Link`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sized
 from typing import Any, Protocol
 
 from harmone.ocpp.session import Observe
@@ -54,6 +55,11 @@ class Link(Protocol):
 
 class LinkHost(Protocol):
     """Told synchronously by a link, in the relay's task: must not block."""
+
+    @property
+    def frame_watchers(self) -> Sized:
+        """Not empty while someone watches frames go by: only then is `seen` told."""
+        ...
 
     def detached(self, link: Link) -> None: ...
 

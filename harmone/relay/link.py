@@ -25,7 +25,7 @@ from harmone.errors import (
     StoreError,
     UpstreamUnavailable,
 )
-from harmone.ocpp.framing import call_error_frame, parse_envelope
+from harmone.ocpp.refusals import not_stored
 from harmone.ocpp.session import (
     ChargerSession,
     CloseCharger,
@@ -40,13 +40,17 @@ from harmone.ocpp.session import (
     ToSecondary,
     TxMapEnded,
 )
-from harmone.ocpp.versions import error_code
 from harmone.relay.backoff import Backoff
 from harmone.relay.dialer import DialRequest
 from harmone.relay.link_setup import LinkServices, LinkSetup
 from harmone.relay.offline import OfflineJournal
 from harmone.relay.secondary import SecondaryLink
-from harmone.relay.state import LiveCharger, Party
+from harmone.relay.state import (
+    CHARGER_TO_CPMS,
+    CHARGER_TO_HARMONE,
+    CPMS_TO_CHARGER,
+    LiveCharger,
+)
 from harmone.relay.upstream import CpmsConnection, UpstreamRefused, cpms_endpoint
 from harmone.relay.websocket import TextSocket
 
@@ -69,8 +73,11 @@ class ChargerLink:
     ) -> None:
         self._services = services
         self._host = services.host
+        #: not empty while someone watches frames go by (kept: read at every frame)
+        self._watchers = services.host.frame_watchers
         self._config = services.config
         self._clock = services.clock
+        self._monotonic = services.clock.monotonic
         self.setup = setup
         self.live = live
         self.session = session
@@ -240,25 +247,44 @@ class ChargerLink:
 
     # -- frames --
     def _from_charger(self, text: str) -> None:
-        mono = self._clock.monotonic()
-        at = self.live.seen_at = mono + self._epoch
+        mono = self._monotonic()
+        live = self.live
+        at = live.seen_at = mono + self._epoch
         effects = self.session.from_charger(text, mono)
-        forwarded = bool(effects) and type(effects[0]) is ToCpms
-        if not forwarded:
+        first = effects[0] if effects else None
+        if type(first) is ToCpms:
+            live.frames.add(at, CHARGER_TO_CPMS, text)
+            if self._watchers:
+                self._host.seen(live)
+            if len(effects) == 1:
+                # the usual frame: relayed as it came, nothing else to do
+                self._send_cpms(first.text)
+                if self._timer is None:
+                    self._arm_timer()
+                return
+        else:
             self._traffic.charger_to_harmone += 1
-        self.live.frames.append(at, "charger", "cpms" if forwarded else "harmone", text)
-        self._host.seen(self.live)
+            live.frames.add(at, CHARGER_TO_HARMONE, text)
+            if self._watchers:
+                self._host.seen(live)
         self._apply(effects)
 
     def _from_cpms(self, text: str) -> None:
         journal = self.journal
-        self._record(self._clock.monotonic() + self._epoch, "cpms", "charger", text)
+        mono = self._monotonic()
+        self.live.frames.add(mono + self._epoch, CPMS_TO_CHARGER, text)
         if journal is not None and journal.replaying and journal.take_answer(text):
             return  # the answer to a replayed call is HARMON-E's alone
-        self._apply(self.session.from_cpms(text, self._clock.monotonic()))
-
-    def _record(self, at: float, sender: Party, receiver: Party, text: str) -> None:
-        self.live.frames.append(at, sender, receiver, text)
+        effects = self.session.from_cpms(text, mono)
+        if len(effects) == 1:
+            first = effects[0]
+            if type(first) is ToCharger:
+                # the usual frame: relayed as it came, nothing else to do
+                self._send_charger(first)
+                if self._timer is None:
+                    self._arm_timer()
+                return
+        self._apply(effects)
 
     # -- effects --
     def _apply(self, effects: list[Effect]) -> None:
@@ -304,19 +330,8 @@ class ChargerLink:
                 unjournaled = not await self._journal_write(effect)
             elif kind is ToCharger and unjournaled:
                 assert isinstance(effect, ToCharger)
-                # the journal could not store the call: make the charger retry it later
-                # rather than tell it the message was taken care of
-                unjournaled = False
-                msg_id = parse_envelope(effect.text).id
-                self._send_charger(
-                    ToCharger(
-                        call_error_frame(
-                            msg_id,
-                            error_code(self.session.version, "internal"),
-                            "HARMON-E could not store this message; send it again later",
-                        )
-                    )
-                )
+                unjournaled = False  # (the journal could not store the call)
+                self._send_charger(not_stored(self.session.version, effect.text))
             elif kind is ToCharger or kind is ToCpms or kind is Observe or kind is ToSecondary:
                 self._apply([effect])
             else:
@@ -348,7 +363,9 @@ class ChargerLink:
 
     def _send_charger(self, effect: ToCharger) -> None:
         if effect.origin == "harmone":
-            self._record(self._clock.monotonic() + self._epoch, "harmone", "charger", effect.text)
+            self.live.frames.append(
+                self._monotonic() + self._epoch, "harmone", "charger", effect.text
+            )
         if self._secondary is not None:
             self._secondary.charger_answered(effect.text)
         if self._charger.send_text(effect.text):
@@ -502,7 +519,7 @@ class ChargerLink:
 
     def _record_replayed(self, text: str) -> None:
         self._traffic.harmone_to_cpms += 1
-        self._record(self._clock.monotonic() + self._epoch, "harmone", "cpms", text)
+        self.live.frames.append(self._monotonic() + self._epoch, "harmone", "cpms", text)
 
     def _upstream_up(self) -> None:
         if self._backoff is not None:

@@ -20,23 +20,24 @@ ChargerEvent = tuple[Literal["changed", "frame"], ChargerKey]
 
 class LiveEvents:
     def __init__(self) -> None:
-        self._subscribers: set[asyncio.Queue[ChargerEvent]] = set()
+        #: the subscribers' queues (one set for ever, changed in place: a link may keep it)
+        self.subscribers: set[asyncio.Queue[ChargerEvent]] = set()
 
     @property
     def watched(self) -> bool:
         """Whether anyone listens (frames are announced only then: they are many)."""
-        return bool(self._subscribers)
+        return bool(self.subscribers)
 
     def publish(self, event: ChargerEvent) -> None:
-        for queue in self._subscribers:
+        for queue in self.subscribers:
             with contextlib.suppress(asyncio.QueueFull):  # a slow viewer misses updates
                 queue.put_nowait(event)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, maxsize: int = 1000) -> AsyncIterator[asyncio.Queue[ChargerEvent]]:
         queue: asyncio.Queue[ChargerEvent] = asyncio.Queue(maxsize)
-        self._subscribers.add(queue)
+        self.subscribers.add(queue)
         try:
             yield queue
         finally:
-            self._subscribers.discard(queue)
+            self.subscribers.discard(queue)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sized
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -102,7 +102,11 @@ class RelayRegistry:
         self._locks: dict[ChargerKey, asyncio.Lock] = {}
         self.events = LiveEvents()
         self.writer = StateWriter(
-            directory, self._live.get, self.clock.monotonic, config.attempts_kept_per_site
+            directory,
+            self._live.get,
+            self.clock.monotonic,
+            config.attempts_kept_per_site,
+            self._live.values,
         )
         #: Told about connections and watched frames (load management).
         self.listeners: list[RegistryListener] = []
@@ -254,8 +258,13 @@ class RelayRegistry:
         self.writer.changed(live.key)
         self.events.publish(("changed", live.key))
 
+    @property
+    def frame_watchers(self) -> Sized:
+        """Who watches frames go by (a link tells `seen` only while this is not empty)."""
+        return self.events.subscribers
+
     def seen(self, live: LiveCharger) -> None:
-        self.writer.seen(live.key)
+        # (the state writer finds `last_seen` changes itself: nothing to tell it per frame)
         if self.events.watched:
             self.events.publish(("frame", live.key))
 

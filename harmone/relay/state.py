@@ -9,15 +9,29 @@ from typing import Literal
 
 from harmone.store.records import ChargerIdentity, ChargerState
 
-__all__ = ["ChargerKey", "FrameRecord", "FrameRing", "LiveCharger", "Party"]
+__all__ = [
+    "CHARGER_TO_CPMS",
+    "CHARGER_TO_HARMONE",
+    "CPMS_TO_CHARGER",
+    "ChargerKey",
+    "FrameRecord",
+    "FrameRing",
+    "LiveCharger",
+    "Party",
+]
 
 ChargerKey = tuple[str, str]  # (site UID, charge point identity as received)
 Party = Literal["charger", "cpms", "harmone"]
 
 _PARTIES: tuple[Party, ...] = ("charger", "cpms", "harmone")
 _ROUTE = {(s, r): i * 3 + j for i, s in enumerate(_PARTIES) for j, r in enumerate(_PARTIES)}
+#: The routes of the relayed frames, for `FrameRing.add` (no tuple to look up per frame).
+CHARGER_TO_CPMS = _ROUTE["charger", "cpms"]
+CHARGER_TO_HARMONE = _ROUTE["charger", "harmone"]
+CPMS_TO_CHARGER = _ROUTE["cpms", "charger"]
 # at (epoch seconds), route (sender * 3 + receiver), length of the UTF-8 text that follows
 _HEAD = struct.Struct("<dBI")
+_PACK = _HEAD.pack
 _CUT = "…".encode()
 
 
@@ -53,7 +67,12 @@ class FrameRing:
         self._room = max(0, max_bytes - _HEAD.size) if max_frames > 0 else 0
 
     def append(self, at: float, sender: Party, receiver: Party, text: str) -> None:
-        # Runs twice per relayed call: kept to a few operations on the usual path.
+        self.add(at, _ROUTE[sender, receiver], text)
+
+    def add(self, at: float, route: int, text: str) -> None:
+        """`append` with the route as a number (`CHARGER_TO_CPMS`...): the relay's path."""
+        # Runs twice per relayed call: kept to a few operations on the usual path (the
+        # record's head and text go into the buffer one after the other, not joined first).
         data = text.encode()
         size = len(data)
         if size > self._room:
@@ -62,7 +81,8 @@ class FrameRing:
             data = data[: max(0, self._room - 3)].decode(errors="ignore").encode() + _CUT
             size = len(data)
         buf = self._buf
-        buf += _HEAD.pack(at, _ROUTE[sender, receiver], size) + data
+        buf += _PACK(at, route, size)
+        buf += data
         self._count += 1
         if self._count > self.max_frames or len(buf) > self.max_bytes:
             self._trim()
@@ -72,11 +92,12 @@ class FrameRing:
         # bytes to the front costs per trim, not per byte dropped.
         buf = self._buf
         drop, count = 0, self._count
-        bytes_goal = self.max_bytes - self.max_bytes // 8
+        # drop at least this many bytes (the oldest records)
+        excess = len(buf) - (self.max_bytes - self.max_bytes // 8)
+        unpack, head = _HEAD.unpack_from, _HEAD.size
         # (the newest frame always stays: it alone fits the budget, cut short if need be)
-        while count > self.max_frames or (count > 1 and len(buf) - drop > bytes_goal):
-            _, _, size = _HEAD.unpack_from(buf, drop)
-            drop += _HEAD.size + size
+        while count > self.max_frames or (count > 1 and drop < excess):
+            drop += head + unpack(buf, drop)[2]
             count -= 1
         del buf[:drop]
         self._count = count
@@ -118,6 +139,8 @@ class LiveCharger:
     #: when the charger last sent a frame, in epoch seconds (a float per frame is cheaper to
     #: keep than a datetime; `last_seen` shows it as one)
     seen_at: float | None = None
+    #: the `seen_at` last written to the database (the state writer's business)
+    seen_saved: float | None = None
     identity: ChargerIdentity = field(default_factory=ChargerIdentity)
     connectors: dict[int, tuple[str, datetime]] = field(default_factory=dict)
     frames: FrameRing = field(default_factory=FrameRing)

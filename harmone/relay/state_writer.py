@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from harmone.relay.directory import Directory
 from harmone.relay.state import ChargerKey, LiveCharger
@@ -38,13 +38,16 @@ class StateWriter:
         live: Callable[[ChargerKey], LiveCharger | None],
         now: Callable[[], float],
         attempts_kept_per_site: int,
+        everyone: Callable[[], Iterable[LiveCharger]] = tuple,
     ) -> None:
         self._directory = directory
         self._live = live
+        #: every live charger: whose `seen_at` moved since it was last written is found by
+        #: looking, every `seen_interval`, rather than by being told at every frame
+        self._everyone = everyone
         self._now = now
         self._keep = attempts_kept_per_site
         self._dirty: set[ChargerKey] = set()
-        self._seen_dirty: set[ChargerKey] = set()
         self._attempts: list[Attempt] = []
         # Held while a batch of attempts is being written, so that `flush_attempts` returns
         # only once everything logged before it is in the database, including a batch the
@@ -79,9 +82,6 @@ class StateWriter:
         self._dirty.add(key)
         self._wake.set()
 
-    def seen(self, key: ChargerKey) -> None:
-        self._seen_dirty.add(key)
-
     def attempt(self, attempt: Attempt) -> None:
         self._attempts.append(attempt)
         self._wake.set()
@@ -111,23 +111,23 @@ class StateWriter:
         now = self._now()
         keys = self._dirty
         self._dirty = set()
-        seen_only: set[ChargerKey] = set()
-        if everything or now - self._last_seen_flush >= self.seen_interval:
-            seen_only = self._seen_dirty - keys
-            keys |= self._seen_dirty
-            self._seen_dirty = set()
-            self._last_seen_flush = now
         waiter, self._registered = self._registered, None
         states: list[ChargerState] = []
+        written: list[tuple[LiveCharger, float | None]] = []
         for key in keys:
             live = self._live(key)
             if live is None:
                 continue
-            if key in seen_only:
-                # only last_seen moved: a one-column update, not the whole state
-                states.append(ChargerState(key[0], key[1], last_seen=live.last_seen))
-            else:
-                states.append(live.snapshot())
+            states.append(live.snapshot())
+            written.append((live, live.seen_at))
+        if everything or now - self._last_seen_flush >= self.seen_interval:
+            self._last_seen_flush = now
+            for live in self._everyone():
+                seen_at = live.seen_at
+                if seen_at != live.seen_saved and (live.site_uid, live.id) not in keys:
+                    # only last_seen moved: a one-column update, not the whole state
+                    states.append(ChargerState(live.site_uid, live.id, last_seen=live.last_seen))
+                    written.append((live, seen_at))
         try:
             # In slices: one transaction for thousands of chargers (a reconnect storm) would
             # hold the event loop, and every charger and API request with it, for its length.
@@ -144,6 +144,8 @@ class StateWriter:
             if waiter is not None and self._registered is None:
                 self._registered = waiter
             raise
+        for live, seen_at in written:
+            live.seen_saved = seen_at
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         await self.flush_attempts()

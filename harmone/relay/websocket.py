@@ -42,6 +42,14 @@ READ_BUFFER = 2048
 #: Seconds a peer gets to answer our close frame before its connection is dropped.
 CLOSE_TIMEOUT = 2.0
 _TAIL = b"\x00\x00\xff\xff"
+# The message kinds as module constants: reading `WSMsgType.TEXT` goes through the enum's
+# descriptor (a few hundred ns), and every frame is checked and sent with one.
+_TEXT, _BINARY, _CONTINUATION, _CLOSE = (
+    WSMsgType.TEXT,
+    WSMsgType.BINARY,
+    WSMsgType.CONTINUATION,
+    WSMsgType.CLOSE,
+)
 
 
 class SocketSink(Protocol):
@@ -163,9 +171,9 @@ class TextSocket(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.received += 1
         kind = frame.msg_type
-        if self._close_timer is not None and kind is not WSMsgType.CLOSE:
+        if self._close_timer is not None and kind is not _CLOSE:
             return  # closing: only the peer's close frame matters now
-        if kind is WSMsgType.TEXT and frame.fin and not frame.rsv1:
+        if kind is _TEXT and frame.fin and not frame.rsv1:
             try:
                 text = frame.get_payload_as_utf8_text()
             except UnicodeDecodeError:
@@ -177,7 +185,7 @@ class TextSocket(WSListener):
             else:
                 self._deliver(text)
             return
-        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+        if kind is _TEXT or kind is _BINARY:
             if self._fragment_kind is not None:
                 self.close(1002, "new message inside a fragmented one")
                 return
@@ -186,13 +194,13 @@ class TextSocket(WSListener):
             self._fragments = bytearray()
             self._add_fragment(frame)
             return
-        if kind is WSMsgType.CONTINUATION:
+        if kind is _CONTINUATION:
             if self._fragment_kind is None:
                 self.close(1002, "continuation frame without a message")
                 return
             self._add_fragment(frame)
             return
-        if kind is WSMsgType.CLOSE:
+        if kind is _CLOSE:
             if self.close_code is None:
                 code = frame.get_close_code()
                 self.close_code = code.value if isinstance(code, WSCloseCode) else int(code)
@@ -238,7 +246,7 @@ class TextSocket(WSListener):
         transport = self.transport
         if transport is None or self.closed or transport.is_close_frame_sent:
             return False
-        transport.send(WSMsgType.TEXT, text)  # picows encodes it, in C
+        transport.send(_TEXT, text)  # picows encodes it, in C
         return True
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -300,13 +308,13 @@ class TextSocket(WSListener):
     # -- internals --
     def _add_fragment(self, frame: WSFrame) -> None:
         assert self._fragments is not None
-        if self._fragment_kind is WSMsgType.TEXT:  # a binary message is only counted
+        if self._fragment_kind is _TEXT:  # a binary message is only counted
             self._fragments += frame.get_payload_as_memoryview()
         if len(self._fragments) > self.max_message:
             self.close(1009, "message too big")
         elif frame.fin:
             kind, self._fragment_kind = self._fragment_kind, None
-            if kind is WSMsgType.BINARY:
+            if kind is _BINARY:
                 self._fragments = None
                 self._binary()
             else:

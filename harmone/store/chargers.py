@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Row, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,6 +43,8 @@ __all__ = ["ChargerRepo"]
 log = logging.getLogger(__name__)
 
 # Core tables, for the bulk statements that bypass the ORM unit of work.
+#: Records made per slice when a whole site's chargers are read (`of_site`).
+_SLICE = 250
 _CHARGERS = cast(Table, ChargerRow.__table__)
 _CONNECTORS = cast(Table, ConnectorRow.__table__)
 #: The columns a ChargerState sets directly (its identity's fields are added one by one).
@@ -53,7 +55,7 @@ _STATE_FIELDS = tuple(
 )
 
 
-def _charger(row: ChargerRow, connectors: tuple[Connector, ...] = ()) -> Charger:
+def _charger(row: ChargerRow | Row[Any], connectors: tuple[Connector, ...] = ()) -> Charger:
     return record(
         Charger,
         row,
@@ -63,7 +65,7 @@ def _charger(row: ChargerRow, connectors: tuple[Connector, ...] = ()) -> Charger
     )
 
 
-def _connector(row: ConnectorRow) -> Connector:
+def _connector(row: ConnectorRow | Row[Any]) -> Connector:
     return Connector(id=row.connector_id, status=row.status, updated_at=row.updated_at)
 
 
@@ -120,26 +122,37 @@ class ChargerRepo:
         """The chargers of a site (ordered by id) with their connectors; NotFound for an
         unknown site. Two queries, whatever the number of chargers."""
         async with self._db.transaction() as session:
+            # plain rows, not ORM objects: a site may have thousands, read for display only
             chargers = list(
-                await session.scalars(
-                    select(ChargerRow)
-                    .where(ChargerRow.site_uid == site_uid)
-                    .order_by(ChargerRow.id)
+                await session.execute(
+                    select(_CHARGERS)
+                    .where(_CHARGERS.c.site_uid == site_uid)
+                    .order_by(_CHARGERS.c.id)
                 )
             )
             if not chargers:
                 if await session.get(SiteRow, site_uid) is None:
                     raise NotFound(f"no site {site_uid!r}")
                 return []
-            connectors = await session.scalars(
-                select(ConnectorRow)
-                .where(ConnectorRow.site_uid == site_uid)
-                .order_by(ConnectorRow.charger_id, ConnectorRow.connector_id)
+            connectors = await session.execute(
+                select(_CONNECTORS)
+                .where(_CONNECTORS.c.site_uid == site_uid)
+                .order_by(_CONNECTORS.c.charger_id, _CONNECTORS.c.connector_id)
             )
             by_charger: dict[str, list[Connector]] = defaultdict(list)
             for conn in connectors:
                 by_charger[conn.charger_id].append(_connector(conn))
-            return [_charger(row, tuple(by_charger.get(row.id, ()))) for row in chargers]
+        # Made into records a slice at a time, the event loop free in between: a site of
+        # thousands of chargers must not hold the relay and every other request meanwhile.
+        out: list[Charger] = []
+        for start in range(0, len(chargers), _SLICE):
+            if start:
+                await asyncio.sleep(0)
+            out += [
+                _charger(row, tuple(by_charger.get(row.id, ())))
+                for row in chargers[start : start + _SLICE]
+            ]
+        return out
 
     async def counts(self) -> dict[str, int]:
         """The number of chargers of every site that has any, in one query."""
