@@ -125,6 +125,8 @@ class TransactionStarted:
     transaction_id: str
     #: 2.x only: Charging, EVConnected, SuspendedEV, SuspendedEVSE or Idle (None if not sent).
     charging_state: str | None = None
+    #: 1.6 only: the energy register at the start (StartTransaction's meterStart, Wh).
+    meter_start_wh: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,7 +422,8 @@ def _central_answer(v16: bool, action: str, p: Mapping[str, Any], req: Any) -> t
     if action == "StartTransaction" and v16:
         if p["idTagInfo"]["status"] != "Accepted":
             return ()
-        return (TransactionStarted(req["connectorId"], str(p["transactionId"])),)
+        start = float(req["meterStart"])
+        return (TransactionStarted(req["connectorId"], str(p["transactionId"]), None, start),)
     return ()
 
 
