@@ -2,6 +2,7 @@
 for the allocator.
 
     {"enabled": true, "policy": "equal_share", "resend_step": 1.0, "min_interval": 10,
+     "continuity_horizon_minutes": null,
      "tree": {"id": "grid", "max_current": 63, "safety_current": 0, "max_imbalance": null,
               "metered": false, "children": [{"id": "garage", "max_current": 32}]},
      "chargers": {"CP-1": {"node": "garage", "max_current": 32, "min_current": 6,
@@ -19,6 +20,11 @@ default) for L-N and three-phase, line to line for L-L (required there). The ope
 car does not tell them (OCPP 1.6); the controller turns them into `Demand.departure` and
 `Demand.energy_needed`.
 
+`continuity_horizon_minutes` (null: off, the default) turns on the allocator's continuity head
+start (`AllocationOptions.continuity_horizon`; docs/load-management.md, "Continuity"): above
+their min current, cars that took more this session are favoured, as the ACN benchmark's
+"HARMON-E" rows do with 120.
+
 A charger of a managed site that is not listed is managed with `default_charger` under the
 root, so that a newly installed charger can never draw outside the site's limits.
 """
@@ -27,11 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any, Literal
 
 from harmone.errors import ConfigError
 from harmone.loadmgmt.meters import MeterConfig
-from harmone.loadmgmt.model import ChargerSpec, Node, Phase, Policy, Wiring
+from harmone.loadmgmt.model import AllocationOptions, ChargerSpec, Node, Phase, Policy, Wiring
 
 __all__ = ["ChargerSettings", "SiteLoadConfig", "build_tree", "parse_config"]
 
@@ -66,6 +73,7 @@ _TOP_KEYS = {
     "policy",
     "resend_step",
     "min_interval",
+    "continuity_horizon_minutes",
     "tree",
     "chargers",
     "default_charger",
@@ -150,6 +158,15 @@ class SiteLoadConfig:
     #: Modbus TCP meters by node id, and their configuration as given (for to_json).
     meters: Mapping[str, MeterConfig] = field(default_factory=dict)
     meters_json: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: The continuity head start's horizon (minutes); None: off.
+    continuity_horizon_minutes: float | None = None
+
+    def allocation_options(self, base: AllocationOptions) -> AllocationOptions:
+        """`base` with this site's allocation settings (unset ones keep `base`'s)."""
+        if self.continuity_horizon_minutes is None:
+            return base
+        horizon = timedelta(minutes=self.continuity_horizon_minutes)
+        return replace(base, continuity_horizon=horizon)
 
     def settings_for(self, charger_id: str) -> ChargerSettings:
         return self.chargers.get(charger_id, self.default_charger)
@@ -160,6 +177,7 @@ class SiteLoadConfig:
             "policy": self.policy.value,
             "resend_step": self.resend_step,
             "min_interval": self.min_interval,
+            "continuity_horizon_minutes": self.continuity_horizon_minutes,
             "tree": _node_json(self.tree, self.meters_json),
             "chargers": {k: v.to_json() for k, v in sorted(self.chargers.items())},
             "default_charger": self.default_charger.to_json(),
@@ -326,6 +344,18 @@ def _parse_wiring(obj: Mapping[str, Any], where: str) -> Wiring | None:
         ) from None
 
 
+def _horizon(obj: Mapping[str, Any]) -> float | None:
+    if obj.get("continuity_horizon_minutes") is None:
+        return None
+    value = _num(obj, "continuity_horizon_minutes", None, "config")
+    if not 1 <= value <= 24 * 60:
+        raise ConfigError(
+            "config.continuity_horizon_minutes must be between 1 and 1440 (24 h), "
+            "or null to turn the continuity head start off"
+        )
+    return value
+
+
 def parse_config(obj: Any) -> SiteLoadConfig:
     """Validate a configuration (API body or stored JSON); raises ConfigError saying where."""
     if not isinstance(obj, Mapping):
@@ -355,6 +385,7 @@ def parse_config(obj: Any) -> SiteLoadConfig:
         policy=policy,
         resend_step=_num(obj, "resend_step", 1.0, "config"),
         min_interval=_num(obj, "min_interval", 10.0, "config"),
+        continuity_horizon_minutes=_horizon(obj),
         chargers=chargers,
         default_charger=default,
         meters={k: v[0] for k, v in meters.items()},

@@ -167,7 +167,7 @@ class SiteController:
                 list(self.state.measurements.values()),
                 now,
                 self.config.policy,
-                options=self.options,
+                options=self.config.allocation_options(self.options),
             )
         except HarmoneError:
             log.exception(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from harmone.errors import NotFound
 from harmone.loadmgmt import edits
@@ -119,10 +119,18 @@ class ConfigEditing:
         )
 
     async def set_site_settings(
-        self, site_uid: str, enabled: bool, policy: str, version: str | None
+        self,
+        site_uid: str,
+        enabled: bool,
+        policy: str,
+        version: str | None,
+        continuity_horizon_minutes: float | Literal["keep"] | None = "keep",
     ) -> SiteLoadConfig:
+        horizon = continuity_horizon_minutes
         return await self._service.edit(
-            site_uid, lambda raw: edits.set_site_settings(raw, enabled, policy), version
+            site_uid,
+            lambda raw: edits.set_site_settings(raw, enabled, policy, horizon),
+            version,
         )
 
     def configured(self, site_uid: str) -> bool:

@@ -18,7 +18,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from harmone.errors import ConfigError
 
@@ -201,9 +201,17 @@ def reset_charger(raw: Mapping[str, Any], charger_id: str) -> Json:
     return out
 
 
-def set_site_settings(raw: Mapping[str, Any], enabled: bool, policy: str) -> Json:
-    """A copy with load management turned on or off and the sharing policy."""
+def set_site_settings(
+    raw: Mapping[str, Any],
+    enabled: bool,
+    policy: str,
+    continuity_horizon_minutes: float | Literal["keep"] | None = "keep",
+) -> Json:
+    """A copy with load management turned on or off, the sharing policy and (unless "keep")
+    the continuity head start's horizon (None: off)."""
     out = copy.deepcopy(dict(raw))
     out["enabled"] = enabled
     out["policy"] = policy
+    if continuity_horizon_minutes != "keep":
+        out["continuity_horizon_minutes"] = continuity_horizon_minutes
     return out

@@ -46,6 +46,17 @@ class ConnectorLoad:
     refresh: bool = False
     last_increase: datetime | None = None
     last_change: datetime | None = None
+    #: Taking turns (`sessions.py`): granted more than 0 A without a break since then, or held
+    #: at 0 A by HARMON-E since then (the charger accepted it); neither: not started yet.
+    running_since: datetime | None = None
+    paused_since: datetime | None = None
+    #: Wh integrated from measured current x voltage, for chargers without an energy register.
+    energy_integrated_wh: float = 0.0
+    #: What the car said in NotifyEVChargingNeeds (2.x): when it leaves, and the energy it asked
+    #: for (Wh) when this session had delivered `needs_delivered_wh`.
+    departure: datetime | None = None
+    needs_energy_wh: float | None = None
+    needs_delivered_wh: float = 0.0
 
 
 @dataclass(slots=True)

@@ -36,6 +36,14 @@ def snapshot(state: SiteLoadState) -> dict[str, Any]:
                 "car_estimate": tx.car_estimate,
                 "energy_start_wh": tx.energy_start_wh,
                 "energy_wh": tx.energy_wh,
+                # Turns and intent (sessions.py): a restart must not reset whose turn it is.
+                "last_change": _iso(tx.last_change),
+                "running_since": _iso(tx.running_since),
+                "paused_since": _iso(tx.paused_since),
+                "energy_integrated_wh": tx.energy_integrated_wh,
+                "departure": _iso(tx.departure),
+                "needs_energy_wh": tx.needs_energy_wh,
+                "needs_delivered_wh": tx.needs_delivered_wh,
             }
         chargers[cid] = {
             "version": s.version.value,
@@ -83,6 +91,13 @@ def restore(data: dict[str, Any]) -> SiteLoadState:
                 energy_start_wh=t.get("energy_start_wh"),
                 energy_wh=t.get("energy_wh"),
                 refresh=True,
+                last_change=_dt(t.get("last_change")),
+                running_since=_dt(t.get("running_since")),
+                paused_since=_dt(t.get("paused_since")),
+                energy_integrated_wh=float(t.get("energy_integrated_wh", 0.0)),
+                departure=_dt(t.get("departure")),
+                needs_energy_wh=t.get("needs_energy_wh"),
+                needs_delivered_wh=float(t.get("needs_delivered_wh", 0.0)),
             )
         state.chargers[cid] = ch
     return state

@@ -30,6 +30,7 @@ from harmone.loadmgmt.charger_limits import (
 from harmone.loadmgmt.config import ChargerSettings, SiteLoadConfig, build_tree
 from harmone.loadmgmt.loads import ChargerLoad, ConnectorLoad
 from harmone.loadmgmt.model import AllocationOptions, Demand, Measurement, Node
+from harmone.loadmgmt.sessions import demand_of, granted, integrate, needs_told
 from harmone.loadmgmt.stacking import ChargerProfiles
 from harmone.loadmgmt.timing import Timing
 from harmone.loadmgmt.traffic import cpms_cap, current_per_phase, energy_register
@@ -134,7 +135,9 @@ class SiteLoadState:
         if isinstance(event, TransactionStarted):
             tx = state.txs.get(event.connector_id)
             if tx is None or tx.transaction_id != event.transaction_id:
-                self._start(state, event.connector_id, event.transaction_id, now)
+                tx = self._start(state, event.connector_id, event.transaction_id, now)
+            if event.meter_start_wh is not None:
+                tx.energy_start_wh = event.meter_start_wh
             return True
         if isinstance(event, TransactionEnded):
             self._end(state, event.transaction_id, event.connector_id)
@@ -143,10 +146,11 @@ class SiteLoadState:
             return self._reading(state, event, settings, timing, now)
         if isinstance(event, ChargingNeeds):
             tx = state.txs.get(event.connector_id)
-            if tx is not None and event.ev_max_current is not None:
+            if tx is None:
+                return False
+            if event.ev_max_current is not None:
                 tx.car_max = event.ev_max_current
-                return True
-            return False
+            return needs_told(tx, event) or event.ev_max_current is not None
         if isinstance(event, BootAnswered):
             state.booted = event.accepted
             state.defaults_fresh = set()
@@ -232,6 +236,7 @@ class SiteLoadState:
         amps = current_per_phase(event.samples, settings.phases, settings.voltage)
         if amps is None:
             return energy is not None
+        integrate(tx, amps, settings, now)
         tx.measured, tx.measured_at = amps, now
         draw = max(amps)
         # The car was seen following the lower limit: its old limit need not be counted any
@@ -244,9 +249,12 @@ class SiteLoadState:
             tx.previous = tx.previous_until = tx.proof_below = None
         return True
 
-    def _start(self, state: ChargerLoad, conn: int, transaction_id: str, now: datetime) -> None:
+    def _start(
+        self, state: ChargerLoad, conn: int, transaction_id: str, now: datetime
+    ) -> ConnectorLoad:
         state.connectors.add(conn)
-        state.txs[conn] = ConnectorLoad(transaction_id, now)
+        tx = state.txs[conn] = ConnectorLoad(transaction_id, now)
+        return tx
 
     @staticmethod
     def _end(state: ChargerLoad, transaction_id: str, connector_id: int | None) -> None:
@@ -328,6 +336,7 @@ class SiteLoadState:
         if tx.limit is None or abs(limit - tx.limit) > _EPS:
             tx.last_change, tx.below_since = now, None
         tx.limit, tx.limit_since = limit, now
+        granted(tx, limit, now)
         # A car already drawing more than the new limit keeps its time over the limit: if every
         # new limit restarted the count, a charger whose limit keeps moving would never be found.
         if tx.measured is None or max(tx.measured) <= limit + timing.tolerance:
@@ -571,14 +580,6 @@ class SiteLoadState:
                     measured = None  # read before a configuration change
                 if state.flagged and measured and max(measured) <= settings.max_current:
                     measured = None  # counted at its max current: the most it could draw
-                out.append(
-                    Demand(
-                        cid,
-                        conn,
-                        tx.charging_since,
-                        measured=measured,
-                        measured_at=tx.measured_at if measured is not None else None,
-                        car_max=min(known) if known else None,
-                    )
-                )
+                car_max = min(known) if known else None
+                out.append(demand_of(cid, conn, tx, settings, measured, car_max))
         return out

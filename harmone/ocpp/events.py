@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -125,6 +125,9 @@ class TransactionStarted:
     transaction_id: str
     #: 2.x only: Charging, EVConnected, SuspendedEV, SuspendedEVSE or Idle (None if not sent).
     charging_state: str | None = None
+    #: 1.6 only: the energy register at the start (StartTransaction's meterStart, Wh); not
+    #: part of the event's identity (the same start, told with or without it).
+    meter_start_wh: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,7 +423,8 @@ def _central_answer(v16: bool, action: str, p: Mapping[str, Any], req: Any) -> t
     if action == "StartTransaction" and v16:
         if p["idTagInfo"]["status"] != "Accepted":
             return ()
-        return (TransactionStarted(req["connectorId"], str(p["transactionId"])),)
+        start = float(req["meterStart"])
+        return (TransactionStarted(req["connectorId"], str(p["transactionId"]), None, start),)
     return ()
 
 

@@ -242,3 +242,32 @@ class ChargerMessages(ChargerProfiles):
         ]
         self._profiles_changed()
         self._log.info("transaction %s stopped on connector %d (%s)", tid, connector_id, reason)
+
+    async def charging_needs(
+        self,
+        connector_id: int,
+        *,
+        departure: str,
+        energy_wh: float,
+        max_current: float = 32.0,
+        min_current: float = 6.0,
+    ) -> Any:
+        """2.0.1 NotifyEVChargingNeeds for an AC car (ISO 15118): when it leaves (`departure`,
+        ISO 8601) and the energy it asks for."""
+        if self.version == "1.6":
+            raise SimulatorError(f"{self.charge_point_id}: NotifyEVChargingNeeds is 2.x only")
+        transfer = "AC_three_phase" if self.phases == 3 else "AC_single_phase"
+        ac = {
+            "energyAmount": int(energy_wh),
+            "evMinCurrent": int(min_current),
+            "evMaxCurrent": int(max_current),
+            "evMaxVoltage": 400,
+        }
+        needs = {
+            "requestedEnergyTransfer": transfer,
+            "departureTime": departure,
+            "acChargingParameters": ac,
+        }
+        return await self._call(
+            call201.NotifyEVChargingNeeds(charging_needs=needs, evse_id=connector_id)
+        )

@@ -100,6 +100,13 @@ class LoadConfigIn(_Strict):
     policy: Literal["equal_share", "first_come_first_served", "priority"] = "equal_share"
     resend_step: float = Field(1.0, ge=0, description="re-send when the limit moves this much, A")
     min_interval: float = Field(10.0, ge=0, description="increases at most this often, s")
+    continuity_horizon_minutes: float | None = Field(
+        None,
+        ge=1,
+        le=1440,
+        description="continuity head start: above their minimum, cars that took more this "
+        "session are favoured, spread over this horizon (min); null: off (default)",
+    )
     tree: NodeIn
     chargers: dict[str, ChargerIn] = {}
     default_charger: ChargerIn | None = None

@@ -59,6 +59,21 @@ def _number(raw: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def read_horizon(form: FormData) -> tuple[float | None, str | None]:
+    """The sharing form's continuity horizon (minutes; empty: off), or what is wrong with it."""
+    raw = text(form, "continuity_horizon_minutes")
+    if not raw:
+        return None, None
+    value = _number(raw)
+    if value is None or not 1 <= value <= 1440:
+        return (
+            None,
+            "Enter the head start's horizon in minutes, 1 to 1440 (e.g. 120), "
+            "or leave it empty for off.",
+        )
+    return value, None
+
+
 @dataclass(slots=True)
 class _Reader:
     form: FormData

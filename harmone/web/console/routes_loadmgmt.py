@@ -30,6 +30,7 @@ from harmone.web.console.loadmgmt_forms import (
     METER_MAPS,
     NodeForm,
     node_form_values,
+    read_horizon,
     read_node_form,
 )
 from harmone.web.console.loadmgmt_stream import load_stream, series_json
@@ -172,12 +173,17 @@ async def save_settings(
     site = await load_site(rt, session, uid)
     require(session.access.require_writer)
     policy = text(form, "policy")
-    if policy not in POLICIES:
-        errors: FormErrors = {"policy": "Choose how the current is shared."}
+    horizon, horizon_error = read_horizon(form)
+    if policy not in POLICIES or horizon_error:
+        errors: FormErrors = {}
+        if policy not in POLICIES:
+            errors["policy"] = "Choose how the current is shared."
+        if horizon_error:
+            errors["continuity_horizon_minutes"] = horizon_error
     else:
         enabled = text(form, "enabled") == "1"
         errors = await apply_edit(
-            rt.loadmgmt.editing.set_site_settings(uid, enabled, policy, version_of(form))
+            rt.loadmgmt.editing.set_site_settings(uid, enabled, policy, version_of(form), horizon)
         )
         if not errors:
             log.info(
