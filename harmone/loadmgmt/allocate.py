@@ -97,9 +97,13 @@ def allocate(
                 solver.raise_to([c], caps)
             solver.raise_to(urgent, {})
         admitted = solver.admit(turn)
-        solver.fill(admitted, offsets=_head_starts(admitted, conns, options, step))
+        offsets = _head_starts(admitted, conns, options, step)
+        solver.fill(admitted, offsets=offsets)
         if len(admitted) > 1:
-            solver.round_robin(admitted)
+            # What filling left goes a step at a time: with head starts, to the cars that took
+            # most first (the smallest offset), so that a step never reverses their order.
+            ahead = admitted if offsets is None else sorted(admitted, key=offsets.__getitem__)
+            solver.round_robin(ahead)
         solver.settle(admitted)
     solver.settle(order)
     return result(nodes, conns, rows, items, solver, now, policy)

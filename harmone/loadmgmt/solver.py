@@ -122,9 +122,16 @@ class Solver:
                 else:
                     del rate[k]
 
+        # Rows that went tight while cars rose: a car on one of them that has not started yet
+        # stays where it is (starting it would give the crumbs below a step per rising car to
+        # the car standing highest, the last in line); `round_robin` hands them out instead.
+        closed: set[int] = set()
+        posrows = self.posrows
         while True:
             while next_wait < len(waiting) and height[waiting[next_wait]] <= level:
-                start(waiting[next_wait])
+                c = waiting[next_wait]
+                if closed.isdisjoint(posrows[c]):
+                    start(c)
                 next_wait += 1
             while needs and (needs[0][1] not in rising or needs[0][0] <= level):
                 _, c = heapq.heappop(needs)
@@ -147,7 +154,7 @@ class Solver:
                     elif room < delta:
                         delta = room
             if tight:
-                posrows = self.posrows
+                closed.update(tight)
                 for k in tight:
                     for c in [c for c in rising if k in posrows[c]]:
                         stop(c)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import test_allocate as base
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from harmone.errors import ConfigError
@@ -95,6 +95,9 @@ def test_capacity_is_not_left_idle(s: base.Scenario, horizon: timedelta) -> None
     st.integers(60, 1_600),
     _HORIZON,
 )
+# Found by the property: once the fuse went tight, filling used to start the car standing
+# highest (the one that took least) with the crumbs, above a car that took more.
+@example(energies=[0, 1, 277, 20838, 12548], deci_amps=544, horizon=timedelta(hours=2))
 def test_more_energy_never_means_less_current(
     energies: list[int], deci_amps: int, horizon: timedelta
 ) -> None:
