@@ -192,6 +192,7 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
         shutdown_grace=cfg.shutdown_grace,
         tls_cert=cert,
         tls_key=key,
+        gateway_box=True,
     )
     async with running_server(server_cfg, store) as server:
         rt = server.runtime
