@@ -370,6 +370,7 @@ class GatewayService:
         site_uid = gateway.site_uid
         marks: list[tuple[int, Attempt | None]] = []
         states: list[ChargerState] = []
+        gone: set[str] = set()
         for event in sorted(events, key=lambda e: _int(e.get("seq"))):
             seq, kind, data = _int(event.get("seq")), event.get("kind"), event.get("data") or {}
             if seq <= last:
@@ -394,15 +395,26 @@ class GatewayService:
             elif kind == "loadstatus":
                 self._load_status[site_uid] = (dict(data), utcnow())
                 marks.append((seq, None))
+            elif kind == "chargergone":
+                # deleted on the box (as the cloud asked): after any state sent before it
+                cid = str(data.get("id"))
+                states = [st for st in states if st.charger_id != cid]
+                gone.add(cid)
+                marks.append((seq, None))
             else:
                 if kind == "charger":
                     states.append(_charger_state(site_uid, data))
+                    gone.discard(states[-1].charger_id)
                 marks.append((seq, None))
         if states:
             # Idempotent (a snapshot of each charger): written before the sequence moves on.
             await self._store.chargers.save_states(states)
             for state in states:
                 self._announce(("changed", (site_uid, state.charger_id)))
+        for cid in sorted(gone):
+            with contextlib.suppress(NotFound):
+                await self._store.chargers.delete(site_uid, cid)
+            self._announce(("changed", (site_uid, cid)))
         if not marks:
             return last
         return await self._store.gateways.apply_attempts(gateway.id, marks)

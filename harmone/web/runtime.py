@@ -70,7 +70,9 @@ class Runtime:
             watchers=watchers,
             close_grace=self.config.shutdown_grace,
         )
-        self.chargers = ChargerService(self.store, self.hub, watchers=watchers)
+        self.chargers = ChargerService(
+            self.store, self.hub, watchers=watchers, close_grace=self.config.shutdown_grace
+        )
         self.metrics = MetricsService(self.hub, self.loadmgmt, self.store)
 
 

@@ -4,11 +4,15 @@ console's Load management tab shows what the box reports. A cloud and a box on 1
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
-from gateway_support import box, box_config, cloud, free_port
-from test_gateway import _const, eventually, gateway_site, pairing_code
+from gateway_support import box, box_config, cloud, free_port, trust
+from support import PATIENCE
+from test_gateway import _const, _is, eventually, gateway_site, pairing_code
+
+from harmone.sim import SimulatedCharger, SimulatedCpms
 
 METER = {
     "host": "127.0.0.1",
@@ -73,3 +77,97 @@ async def test_the_cloud_keeps_a_gateway_sites_load_config_but_only_its_box_runs
                 lambda: _const(box_lm.config(uid).tree.children[0].max_current == 20), 5.0
             )
             assert not cloud_lm.runs_here(uid)
+
+
+async def test_a_charger_deleted_in_the_cloud_is_deleted_and_disconnected_on_the_box(
+    tmp_path: Path,
+) -> None:
+    async with cloud(tmp_path) as (srv, api):
+        site = await gateway_site(api, free_port(), None)
+        uid = site["uid"]
+        # Prepared in the cloud before the box is installed (a password makes it known).
+        for cid in ("CP-1", "CP-2"):
+            r = await api.put(
+                f"/api/v1/sites/{uid}/chargers/{cid}/password",
+                json={"password": "0123456789abcdef"},
+            )
+            assert r.status_code == 200, r.text
+        code = await pairing_code(api, uid)
+        async with box(box_config(tmp_path, srv.url, code)) as b:
+            await eventually(lambda: _const(b.link.state == "online"))
+            sims = {}
+            for cid in ("CP-1", "CP-2"):
+                sims[cid] = SimulatedCharger(
+                    site["ocpp_url"],
+                    cid,
+                    ssl_context=trust(b),
+                    basic_auth=(cid, "0123456789abcdef"),
+                )
+                await sims[cid].connect()
+                await sims[cid].boot()
+            r = await api.delete(f"/api/v1/sites/{uid}/chargers/CP-1")
+            assert r.status_code == 204, r.text
+            # The box closes the deleted charger, as the cloud would, and forgets it.
+            await asyncio.wait_for(sims["CP-1"].closed.wait(), PATIENCE)
+            assert not sims["CP-2"].closed.is_set()
+
+            async def box_ids() -> list[str]:
+                return [c.id for c in await b.runtime.store.chargers.of_site(uid)]
+
+            await eventually(lambda: _is(box_ids(), lambda ids: ids == ["CP-2"]))
+            # ... and the cloud's list, fed by the box, keeps it gone.
+            await sims["CP-2"].heartbeat()
+            await sims["CP-2"].status(1, "Charging")
+
+            async def cloud_list() -> dict[str, Any]:
+                r = await api.get(f"/api/v1/sites/{uid}/chargers")
+                return {c["id"]: c for c in r.json()}
+
+            listed = await eventually(
+                lambda: _is(
+                    cloud_list(),
+                    lambda cs: (
+                        [(k["id"], k["status"]) for k in cs.get("CP-2", {}).get("connectors", [])]
+                        == [(1, "Charging")]
+                    ),
+                )
+            )
+            assert list(await cloud_list()) == ["CP-2"], listed
+            await sims["CP-2"].close()
+
+
+async def test_a_connected_charger_deleted_in_the_cloud_is_disconnected_and_stays_deleted(
+    tmp_path: Path,
+) -> None:
+    async with SimulatedCpms() as cpms, cloud(tmp_path) as (_srv, api):
+        r = await api.post(
+            "/api/v1/sites", json={"name": "Office", "type": "cloud", "cpms_url": cpms.url}
+        )
+        site = r.json()
+        uid = site["uid"]
+        gone = SimulatedCharger(site["ocpp_url"], "CP-GONE")
+        await gone.connect()
+        await gone.boot()
+        r = await api.delete(f"/api/v1/sites/{uid}/chargers/CP-GONE")
+        assert r.status_code == 204, r.text
+        await asyncio.wait_for(gone.closed.wait(), PATIENCE)
+        assert (await api.get(f"/api/v1/sites/{uid}/chargers/CP-GONE")).status_code == 404
+        assert (await api.delete(f"/api/v1/sites/{uid}/chargers/CP-GONE")).status_code == 404
+        # Written after the deletion: another charger's state; the deleted one stays gone.
+        other = SimulatedCharger(site["ocpp_url"], "CP-NEXT")
+        await other.connect()
+        await other.boot()
+        await other.status(1, "Available")
+
+        async def ids() -> list[str]:
+            return [c["id"] for c in (await api.get(f"/api/v1/sites/{uid}/chargers")).json()]
+
+        async def next_available() -> bool:
+            r = await api.get(f"/api/v1/sites/{uid}/chargers/CP-NEXT")
+            if r.status_code != 200:
+                return False
+            return [(k["id"], k["status"]) for k in r.json()["connectors"]] == [(1, "Available")]
+
+        await eventually(next_available)
+        assert await ids() == ["CP-NEXT"]
+        await other.close()
