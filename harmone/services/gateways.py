@@ -34,6 +34,9 @@ from harmone.clock import utcnow
 from harmone.domain import ChargerIdentity, SiteSettings
 from harmone.errors import AuthError, Conflict, NotFound
 from harmone.gateway.protocol import REVOKED_CLOSE, decode, digest, encode
+from harmone.loadmgmt.controller import Sample
+from harmone.loadmgmt.service import SiteLoadStatus
+from harmone.loadmgmt.status_codec import sample_from_json, status_from_json
 from harmone.relay.state import FrameRecord, FrameRing
 from harmone.store.gateways import Gateway
 from harmone.store.records import Attempt, ChargerState
@@ -45,6 +48,7 @@ __all__ = [
     "LinkSocket",
     "Paired",
     "PairingCode",
+    "ReportedLoad",
     "normalise_code",
     "parse_time",
 ]
@@ -103,6 +107,17 @@ class GatewayStatus:
     config_applied: int = 0
     #: The chargers shown are as last reported by a box that is not connected now.
     chargers_stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedLoad:
+    """What a gateway site's box last reported of its load management."""
+
+    status: SiteLoadStatus
+    #: when the cloud received it
+    reported_at: datetime
+    #: the box is offline: this is what it reported before
+    stale: bool
 
 
 class LinkSocket(Protocol):
@@ -180,6 +195,25 @@ class GatewayService:
             return None
         out = [s for s in series if since is None or s["at"] > since]
         return out[-limit:]
+
+    def reported_load(self, site_uid: str) -> ReportedLoad | None:
+        """A gateway site's load-management status as its box last reported it, read back
+        into the service's own shape (the console shows it like a cloud site's), or None."""
+        reported = self._load_status.get(site_uid)
+        if reported is None:
+            return None
+        data, at = reported
+        return ReportedLoad(status_from_json(data), at, site_uid not in self._sessions)
+
+    def reported_samples(self, site_uid: str, since: datetime | None) -> list[Sample]:
+        """The box's load-management samples after `since`, oldest first (none if it sent
+        none)."""
+        out = []
+        for data in self._load_series.get(site_uid) or ():
+            sample = sample_from_json(data)
+            if sample is not None and (since is None or sample.at > since):
+                out.append(sample)
+        return out
 
     def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
         """The last frames of a gateway site's charger, as its box reported them."""
