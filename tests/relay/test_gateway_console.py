@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from console_support import signed_in
 from gateway_support import box, box_config, cloud, free_port, trust
 from support import PATIENCE
 from test_gateway import _const, _is, eventually, gateway_site, pairing_code
@@ -171,3 +172,56 @@ async def test_a_connected_charger_deleted_in_the_cloud_is_disconnected_and_stay
         await eventually(next_available)
         assert await ids() == ["CP-NEXT"]
         await other.close()
+
+
+async def test_the_cloud_consoles_load_tab_of_a_gateway_site_shows_the_boxs_view(
+    tmp_path: Path,
+) -> None:
+    async with cloud(tmp_path) as (srv, api):
+        site = await gateway_site(api, free_port(), None)
+        uid = site["uid"]
+        tree = {
+            "tree": {
+                "id": "grid",
+                "max_current": 63,
+                "children": [{"id": "hall", "max_current": 32}],
+            }
+        }
+        r = await api.put(f"/api/v1/sites/{uid}/load-management", json=tree)
+        assert r.status_code == 200, r.text
+        code = await pairing_code(api, uid)
+        async with await signed_in(srv, "ops@example.com", "operator") as browser:
+            async with box(box_config(tmp_path, srv.url, code)) as b:
+                sim = SimulatedCharger(site["ocpp_url"], "CP-1", ssl_context=trust(b))
+                await sim.connect()
+                await sim.boot()
+                await sim.status(1, "Preparing")
+                await sim.start_transaction(1)
+                tab = f"/sites/{uid}/load-management"
+                # The box's connector table, with its state, in the cloud's tab.
+                await eventually(
+                    lambda: _is(
+                        browser.get(tab),
+                        lambda r: (
+                            'data-connector="CP-1/1"' in r.text
+                            and "Run by the gateway box: reported" in r.text
+                        ),
+                    )
+                )
+                page = await browser.get(tab)
+                assert "lm-stale" not in page.text
+                # The chart's data: the box's rounds, per node.
+                await eventually(
+                    lambda: _is(
+                        browser.get(f"{tab}/series?seconds=900"),
+                        lambda r: bool(r.json()["t"]) and "grid" in r.json()["nodes"],
+                    )
+                )
+                series = await browser.get(f"{tab}/series?seconds=900")
+                assert series.json()["nodes"]["grid"]["limit"][-1] == 63
+                await sim.close()
+            # The box is gone: the tab shows what it last reported, marked stale.
+            await eventually(lambda: _is(browser.get(tab), lambda r: "lm-stale" in r.text))
+            page = await browser.get(tab)
+            assert "Gateway offline, last contact" in page.text
+            assert 'data-connector="CP-1/1"' in page.text
