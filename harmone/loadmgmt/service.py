@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import logging
 import math
-import statistics
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,10 +27,11 @@ from harmone.loadmgmt.editing import ConfigEditing
 from harmone.loadmgmt.edits import config_version
 from harmone.loadmgmt.history import MinuteSummary
 from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_push
-from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState, Node
+from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState
 from harmone.loadmgmt.snapshot import restore
 from harmone.loadmgmt.snapshot import snapshot as take_snapshot
 from harmone.loadmgmt.state import NO_ANSWER, OVERDRAW, SiteLoadState, Timing
+from harmone.loadmgmt.status_parts import node_paths, timing_summary
 from harmone.metrics import LoadMetrics
 from harmone.ocpp.framing import MessageType
 from harmone.ocpp.session import Observe
@@ -246,6 +246,23 @@ class LoadManagementService:
 
     async def _is_elsewhere(self, site_uid: str) -> bool:
         return self._managed_elsewhere is not None and await self._managed_elsewhere(site_uid)
+
+    async def placement_changed(self, site_uid: str) -> None:
+        """A site changed (its type perhaps): run its load management here, or stop and
+        leave it to its box."""
+        async with self._config_lock:
+            elsewhere = await self._is_elsewhere(site_uid)
+            if elsewhere and site_uid in self._sites:
+                site = self._sites.pop(site_uid)
+                if site.poller is not None:
+                    await site.poller.stop()
+                await site.controller.stop()
+                self._elsewhere[site_uid] = site.controller.config
+                self.hub.watch_changed(site_uid)
+            elif not elsewhere and site_uid in self._elsewhere:
+                config = self._elsewhere.pop(site_uid)
+                if await self.configs.get(site_uid) is not None:  # not deleted
+                    await self._install(site_uid, config, None)
 
     def runs_here(self, site_uid: str) -> bool:
         """Whether this process runs the site's load management (False for a gateway site in
@@ -464,16 +481,6 @@ class LoadManagementService:
         return dataclasses.replace(status, dynamic_limit_origins=origins)
 
 
-def _summary(values: list[float]) -> dict[str, float | int | None]:
-    ordered = sorted(values)
-    return {
-        "count": len(values),
-        "p50": statistics.median(values) if values else None,
-        "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if values else None,
-        "max": max(values) if values else None,
-    }
-
-
 def _status(
     ctl: SiteController, poller: MeterPoller | None, options: AllocationOptions, now: datetime
 ) -> SiteLoadStatus:
@@ -487,7 +494,7 @@ def _status(
         (c.charger_id, c.connector_id): why
         for c, why in (ctl.last_plan.held if ctl.last_plan else ())
     }
-    paths = _paths(config)
+    paths = node_paths(config)
     connectors = []
     for g in a.connectors if a else ():
         ch = state.chargers.get(g.charger_id)
@@ -582,18 +589,6 @@ def _status(
         chargers=chargers,
         dynamic_limits=dict(state.dynamic_limits),
         meters=poller.status() if poller else {},
-        reaction_time_s=_summary(list(ctl.reaction_times)),
-        decrease_time_s=_summary(list(ctl.decrease_times)),
+        reaction_time_s=timing_summary(list(ctl.reaction_times)),
+        decrease_time_s=timing_summary(list(ctl.decrease_times)),
     )
-
-
-def _paths(config: SiteLoadConfig) -> dict[str, tuple[str, ...]]:
-    """Node id -> the node ids from the root down to it."""
-    out: dict[str, tuple[str, ...]] = {}
-    stack: list[tuple[Node, tuple[str, ...]]] = [(config.tree, ())]
-    while stack:
-        node, above = stack.pop()
-        here = (*above, node.id)
-        out[node.id] = here
-        stack.extend((c, here) for c in node.children if isinstance(c, Node))
-    return out

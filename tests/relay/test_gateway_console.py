@@ -47,6 +47,12 @@ async def test_the_cloud_keeps_a_gateway_sites_load_config_but_only_its_box_runs
         assert r.status_code == 200, r.text
         cloud_lm = srv.runtime.loadmgmt
         assert cloud_lm.runs_here(other) and not cloud_lm.runs_here(uid)
+        # A cloud site made a gateway site stops running here, and back.
+        changed = {"type": "gateway", "gateway_host": "127.0.0.1:9"}
+        assert (await api.patch(f"/api/v1/sites/{other}", json=changed)).status_code == 200
+        await eventually(lambda: _const(not cloud_lm.runs_here(other)))
+        assert (await api.patch(f"/api/v1/sites/{other}", json={"type": "cloud"})).is_success
+        await eventually(lambda: _const(cloud_lm.runs_here(other)))
         # The cloud's own status of the gateway site has no meter polled from the cloud.
         status = (await api.get(f"/api/v1/sites/{uid}/load-management/status")).json()
         assert status["meters"] == {} and status["nodes"] == []
