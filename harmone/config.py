@@ -132,6 +132,9 @@ class ServerConfig:
     #: Where to serve /metrics without authentication as well (host, port); None: only on
     #: the main port, behind the API's authentication.
     metrics_listen: tuple[str, int] | None = None
+    #: True on a gateway box (`harmone gateway`), which runs its gateway site's load
+    #: management; the cloud keeps a gateway site's configuration but does not run it.
+    gateway_box: bool = False
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -6,8 +6,12 @@ effects on connected chargers are the same as in the cloud (a new CPMS reconnect
 offline mode switches on open links). Password hashes are copied as they are (the box never
 sees a password; one removed in the cloud is removed through `ChargerService`, which
 disconnects the charger on a site with charger authentication); load management is
-configured through its service. Chargers the cloud does not list are left alone: the box may
-know chargers the cloud has not heard of yet.
+configured through its service.
+
+A charger the previous snapshot listed and this one does not was deleted in the cloud: it is
+deleted through `ChargerService` (a connected one is disconnected, as the cloud does). Other
+chargers the cloud does not list are left alone: the box may know chargers the cloud has not
+heard of yet (first connected to the box, not yet reported).
 """
 
 from __future__ import annotations
@@ -28,7 +32,14 @@ def site_uid_of(snapshot: Mapping[str, Any]) -> str:
     return str(snapshot["site"]["uid"])
 
 
-async def apply_snapshot(rt: Runtime, snapshot: Mapping[str, Any]) -> None:
+def _charger_ids(snapshot: Mapping[str, Any] | None) -> set[str]:
+    return {str(c["id"]) for c in (snapshot or {}).get("chargers") or ()}
+
+
+async def apply_snapshot(
+    rt: Runtime, snapshot: Mapping[str, Any], previous: Mapping[str, Any] | None = None
+) -> None:
+    """Put `snapshot` in force; `previous`: the one in force before (None at start-up)."""
     site_in = snapshot["site"]
     uid = site_uid_of(snapshot)
     fields = {k: site_in[k] for k in SiteSettings.model_fields if k in site_in}
@@ -61,6 +72,13 @@ async def apply_snapshot(rt: Runtime, snapshot: Mapping[str, Any]) -> None:
             else:
                 await rt.store.box.set_password_hash(uid, cid, wanted)
                 rt.hub.charger_changed(uid, cid)
+    for cid in sorted(_charger_ids(previous) - _charger_ids(snapshot)):
+        if await rt.chargers.find(uid, cid) is not None:
+            connected = await rt.chargers.delete(uid, cid)
+            await rt.store.box.enqueue_charger_gone(uid, cid)
+            log.info(
+                "site=%s charger=%s deleted in the cloud (was connected: %s)", uid, cid, connected
+            )
     lm = snapshot.get("load_management")
     if lm is not None and lm != await rt.store.loadconfig.get(uid):
         await rt.loadmgmt.configure(uid, lm)

@@ -192,6 +192,7 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
         shutdown_grace=cfg.shutdown_grace,
         tls_cert=cert,
         tls_key=key,
+        gateway_box=True,
     )
     async with running_server(server_cfg, store) as server:
         rt = server.runtime
@@ -201,8 +202,11 @@ async def running_box(cfg: BoxConfig) -> AsyncIterator[RunningBox]:
             log.warning("the cached configuration could not be fully applied: %s", exc)
         installer = await _installer(rt, paired=cfg.pair_code is not None)
 
+        in_force = [snapshot]
+
         async def apply(new: Any) -> None:
-            await apply_snapshot(rt, new)
+            await apply_snapshot(rt, new, previous=in_force[0])
+            in_force[0] = new
 
         link = BoxLink(
             store.box,

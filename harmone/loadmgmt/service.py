@@ -14,8 +14,7 @@ import asyncio
 import dataclasses
 import logging
 import math
-import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,10 +27,11 @@ from harmone.loadmgmt.editing import ConfigEditing
 from harmone.loadmgmt.edits import config_version
 from harmone.loadmgmt.history import MinuteSummary
 from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_push
-from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState, Node
+from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState
 from harmone.loadmgmt.snapshot import restore
 from harmone.loadmgmt.snapshot import snapshot as take_snapshot
 from harmone.loadmgmt.state import NO_ANSWER, OVERDRAW, SiteLoadState, Timing
+from harmone.loadmgmt.status_parts import node_paths, timing_summary
 from harmone.metrics import LoadMetrics
 from harmone.ocpp.framing import MessageType
 from harmone.ocpp.session import Observe
@@ -144,8 +144,14 @@ class LoadManagementService:
         options: AllocationOptions | None = None,
         timing: Timing | None = None,
         metrics: LoadMetrics | None = None,
+        managed_elsewhere: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.hub = hub
+        #: Whether a site's load is managed by another process (the cloud: a gateway site's
+        #: box). Such a site's configuration is kept and edited here but not run: no
+        #: controller, no meter polling, no profiles sent from here.
+        self._managed_elsewhere = managed_elsewhere
+        self._elsewhere: dict[str, SiteLoadConfig] = {}
         #: what each site's controller counts, read when /metrics is scraped
         self.metrics = metrics or LoadMetrics()
         self.configs = configs
@@ -170,6 +176,9 @@ class LoadManagementService:
                 log.error(
                     "site=%s stored load management configuration is invalid: %s", site_uid, exc
                 )
+                continue
+            if await self._is_elsewhere(site_uid):
+                self._elsewhere[site_uid] = config
                 continue
             await self._install(site_uid, config, saved.get(site_uid))
         self.hub.listeners.append(self)
@@ -221,22 +230,52 @@ class LoadManagementService:
     async def create(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
         """`configure`, for a site without a configuration (Conflict if it has one)."""
         async with self._config_lock:
-            if site_uid in self._sites:
+            if site_uid in self._sites or site_uid in self._elsewhere:
                 raise Conflict("load management is already set up for this site")
             return await self._configure(site_uid, raw)
 
     async def _configure(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
         config = parse_config(raw)
         await self.configs.put(site_uid, config.to_json())
-        await self._install(site_uid, config, None)
+        if await self._is_elsewhere(site_uid):
+            self._elsewhere[site_uid] = config
+            log.info("site=%s load management configuration stored; its box runs it", site_uid)
+        else:
+            await self._install(site_uid, config, None)
         return config
+
+    async def _is_elsewhere(self, site_uid: str) -> bool:
+        return self._managed_elsewhere is not None and await self._managed_elsewhere(site_uid)
+
+    async def placement_changed(self, site_uid: str) -> None:
+        """A site changed (its type perhaps): run its load management here, or stop and
+        leave it to its box."""
+        async with self._config_lock:
+            elsewhere = await self._is_elsewhere(site_uid)
+            if elsewhere and site_uid in self._sites:
+                site = self._sites.pop(site_uid)
+                if site.poller is not None:
+                    await site.poller.stop()
+                await site.controller.stop()
+                self._elsewhere[site_uid] = site.controller.config
+                self.hub.watch_changed(site_uid)
+            elif not elsewhere and site_uid in self._elsewhere:
+                config = self._elsewhere.pop(site_uid)
+                if await self.configs.get(site_uid) is not None:  # not deleted
+                    await self._install(site_uid, config, None)
+
+    def runs_here(self, site_uid: str) -> bool:
+        """Whether this process runs the site's load management (False for a gateway site in
+        the cloud, whose box runs it, and for a site without a configuration)."""
+        return site_uid in self._sites
 
     def watches(self, site_uid: str) -> bool:
         """The relay interprets the traffic of managed sites only (registry listener)."""
         return site_uid in self._sites
 
     def config(self, site_uid: str) -> SiteLoadConfig:
-        return self._site(site_uid).controller.config
+        elsewhere = self._elsewhere.get(site_uid)
+        return elsewhere or self._site(site_uid).controller.config
 
     def controller(self, site_uid: str) -> SiteController:
         """The site's control loop (tests and benchmarks read what it sent)."""
@@ -345,6 +384,8 @@ class LoadManagementService:
         ctl.poke()
 
     def _node(self, site_uid: str, node_id: str) -> SiteController:
+        if site_uid in self._elsewhere:
+            raise Conflict("this gateway site's load is managed by its box: set it there")
         ctl = self._site(site_uid).controller
         if node_id not in {n.id for n in ctl.config.tree.walk()}:
             raise NotFound(f"no node {node_id!r} in this site's tree")
@@ -401,11 +442,15 @@ class LoadManagementService:
 
     # -- what is shown ---------------------------------------------------------------------------
     def timeseries(self, site_uid: str, since: datetime | None, limit: int) -> list[Sample]:
+        if site_uid in self._elsewhere:
+            return []  # its box keeps the series
         series = self._site(site_uid).controller.series
         return [s for s in series if since is None or s.at > since][-limit:]
 
     def history(self, site_uid: str, since: datetime | None) -> list[MinuteSummary]:
         """The rounds summarised per minute (lowest limit, highest loads), the last day."""
+        if site_uid in self._elsewhere:
+            return []
         return self._site(site_uid).controller.minutes.since(since)
 
     def flags(self) -> dict[str, dict[str, int]]:
@@ -426,21 +471,14 @@ class LoadManagementService:
         return out
 
     def status(self, site_uid: str) -> SiteLoadStatus:
+        cfg = self._elsewhere.get(site_uid)
+        if cfg is not None:  # nothing runs here: its box reports the real status
+            return SiteLoadStatus(cfg.enabled, cfg.policy.value, None, (), (), {}, {}, {}, {})
         site = self._site(site_uid)
         status = _status(site.controller, site.poller, self.options, self.clock.now())
         in_force = status.dynamic_limits
         origins = {k: v for k, v in site.limit_origins.items() if k in in_force}
         return dataclasses.replace(status, dynamic_limit_origins=origins)
-
-
-def _summary(values: list[float]) -> dict[str, float | int | None]:
-    ordered = sorted(values)
-    return {
-        "count": len(values),
-        "p50": statistics.median(values) if values else None,
-        "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if values else None,
-        "max": max(values) if values else None,
-    }
 
 
 def _status(
@@ -456,7 +494,7 @@ def _status(
         (c.charger_id, c.connector_id): why
         for c, why in (ctl.last_plan.held if ctl.last_plan else ())
     }
-    paths = _paths(config)
+    paths = node_paths(config)
     connectors = []
     for g in a.connectors if a else ():
         ch = state.chargers.get(g.charger_id)
@@ -551,18 +589,6 @@ def _status(
         chargers=chargers,
         dynamic_limits=dict(state.dynamic_limits),
         meters=poller.status() if poller else {},
-        reaction_time_s=_summary(list(ctl.reaction_times)),
-        decrease_time_s=_summary(list(ctl.decrease_times)),
+        reaction_time_s=timing_summary(list(ctl.reaction_times)),
+        decrease_time_s=timing_summary(list(ctl.decrease_times)),
     )
-
-
-def _paths(config: SiteLoadConfig) -> dict[str, tuple[str, ...]]:
-    """Node id -> the node ids from the root down to it."""
-    out: dict[str, tuple[str, ...]] = {}
-    stack: list[tuple[Node, tuple[str, ...]]] = [(config.tree, ())]
-    while stack:
-        node, above = stack.pop()
-        here = (*above, node.id)
-        out[node.id] = here
-        stack.extend((c, here) for c in node.children if isinstance(c, Node))
-    return out

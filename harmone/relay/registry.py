@@ -197,6 +197,14 @@ class RelayRegistry:
         """A charger was added, changed or deleted other than by connecting."""
         self.cache.charger_changed(site_uid, charger_id)
 
+    def forget(self, site_uid: str, charger_id: str) -> None:
+        """Drop what is kept in memory of a deleted charger that is not connected, so that
+        no pending state write adds it again."""
+        key = (site_uid, charger_id)
+        if key not in self._links:
+            self._live.pop(key, None)
+        self.cache.charger_changed(site_uid, charger_id)
+
     # -- the endpoint's side --
     @contextlib.asynccontextmanager
     async def admission(self, key: ChargerKey) -> AsyncIterator[None]:

@@ -9,6 +9,9 @@ The REST API and the console go through `ChargerService`. What a change does:
   checked at its next handshake (rotation must not drop a charging car);
 * a password removed on a site that requires charger authentication: a connected charger is
   closed, since it could not connect again (removing the password revokes its access);
+* a charger deleted: it is forgotten (with its settings and password) and, if connected,
+  closed (code 1000, "charger deleted"); it is added again if it connects again, like any
+  charger connecting for the first time;
 * every watcher (`ChangeWatcher`) is told after the database write, before any link closes.
 
 Errors are the package's own: InvalidFields (naming the field), NotFound.
@@ -24,7 +27,7 @@ from harmone.domain import Charger
 from harmone.errors import InvalidFields
 from harmone.relay.admission import identity_problem
 from harmone.security import charger_password_problem
-from harmone.services.live_links import ChangeWatcher, LiveLinks
+from harmone.services.live_links import ChangeWatcher, LiveLinks, close_and_wait
 from harmone.services.sites import RECONNECT, reconnect_if_moved
 from harmone.store.store import Store
 
@@ -44,8 +47,14 @@ class ChargerService:
     """Chargers and their effects on the relay (see the module docstring)."""
 
     def __init__(
-        self, store: Store, relay: LiveLinks, *, watchers: Sequence[ChangeWatcher] = ()
+        self,
+        store: Store,
+        relay: LiveLinks,
+        *,
+        watchers: Sequence[ChangeWatcher] = (),
+        close_grace: float = 5.0,
     ) -> None:
+        self._close_grace = close_grace
         self._store = store
         self._relay = relay
         self._watchers = tuple(watchers)
@@ -112,6 +121,20 @@ class ChargerService:
             log.info("site=%s charger=%s password removed: disconnecting it", site_uid, charger_id)
             await link.close(RECONNECT, "its password was removed")
         return charger
+
+    async def delete(self, site_uid: str, charger_id: str) -> bool:
+        """Close the charger's connection, then forget it; whether it was connected.
+        NotFound."""
+        await self._store.chargers.get(site_uid, charger_id)
+        link = self._relay.link(site_uid, charger_id)
+        if link is not None:
+            log.info("site=%s charger=%s deleted: disconnecting it", site_uid, charger_id)
+            await close_and_wait([link], 1000, "charger deleted", self._close_grace)
+        # closed first: the state its disconnection wrote must not add it again
+        self._relay.forget(site_uid, charger_id)
+        await self._store.chargers.delete(site_uid, charger_id)
+        self._tell(site_uid, charger_id)
+        return link is not None
 
     def _tell(self, site_uid: str, charger_id: str) -> None:
         for watcher in self._watchers:

@@ -34,6 +34,9 @@ from harmone.clock import utcnow
 from harmone.domain import ChargerIdentity, SiteSettings
 from harmone.errors import AuthError, Conflict, NotFound
 from harmone.gateway.protocol import REVOKED_CLOSE, decode, digest, encode
+from harmone.loadmgmt.controller import Sample
+from harmone.loadmgmt.service import SiteLoadStatus
+from harmone.loadmgmt.status_codec import sample_from_json, status_from_json
 from harmone.relay.state import FrameRecord, FrameRing
 from harmone.store.gateways import Gateway
 from harmone.store.records import Attempt, ChargerState
@@ -45,6 +48,7 @@ __all__ = [
     "LinkSocket",
     "Paired",
     "PairingCode",
+    "ReportedLoad",
     "normalise_code",
     "parse_time",
 ]
@@ -103,6 +107,17 @@ class GatewayStatus:
     config_applied: int = 0
     #: The chargers shown are as last reported by a box that is not connected now.
     chargers_stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedLoad:
+    """What a gateway site's box last reported of its load management."""
+
+    status: SiteLoadStatus
+    #: when the cloud received it
+    reported_at: datetime
+    #: the box is offline: this is what it reported before
+    stale: bool
 
 
 class LinkSocket(Protocol):
@@ -180,6 +195,25 @@ class GatewayService:
             return None
         out = [s for s in series if since is None or s["at"] > since]
         return out[-limit:]
+
+    def reported_load(self, site_uid: str) -> ReportedLoad | None:
+        """A gateway site's load-management status as its box last reported it, read back
+        into the service's own shape (the console shows it like a cloud site's), or None."""
+        reported = self._load_status.get(site_uid)
+        if reported is None:
+            return None
+        data, at = reported
+        return ReportedLoad(status_from_json(data), at, site_uid not in self._sessions)
+
+    def reported_samples(self, site_uid: str, since: datetime | None) -> list[Sample]:
+        """The box's load-management samples after `since`, oldest first (none if it sent
+        none)."""
+        out = []
+        for data in self._load_series.get(site_uid) or ():
+            sample = sample_from_json(data)
+            if sample is not None and (since is None or sample.at > since):
+                out.append(sample)
+        return out
 
     def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
         """The last frames of a gateway site's charger, as its box reported them."""
@@ -370,6 +404,7 @@ class GatewayService:
         site_uid = gateway.site_uid
         marks: list[tuple[int, Attempt | None]] = []
         states: list[ChargerState] = []
+        gone: set[str] = set()
         for event in sorted(events, key=lambda e: _int(e.get("seq"))):
             seq, kind, data = _int(event.get("seq")), event.get("kind"), event.get("data") or {}
             if seq <= last:
@@ -394,15 +429,26 @@ class GatewayService:
             elif kind == "loadstatus":
                 self._load_status[site_uid] = (dict(data), utcnow())
                 marks.append((seq, None))
+            elif kind == "chargergone":
+                # deleted on the box (as the cloud asked): after any state sent before it
+                cid = str(data.get("id"))
+                states = [st for st in states if st.charger_id != cid]
+                gone.add(cid)
+                marks.append((seq, None))
             else:
                 if kind == "charger":
                     states.append(_charger_state(site_uid, data))
+                    gone.discard(states[-1].charger_id)
                 marks.append((seq, None))
         if states:
             # Idempotent (a snapshot of each charger): written before the sequence moves on.
             await self._store.chargers.save_states(states)
             for state in states:
                 self._announce(("changed", (site_uid, state.charger_id)))
+        for cid in sorted(gone):
+            with contextlib.suppress(NotFound):
+                await self._store.chargers.delete(site_uid, cid)
+            self._announce(("changed", (site_uid, cid)))
         if not marks:
             return last
         return await self._store.gateways.apply_attempts(gateway.id, marks)

@@ -56,6 +56,9 @@ class LiveLinks(Protocol):
 
     def link(self, site_uid: str, charger_id: str) -> RelayedCharger | None: ...
 
+    def forget(self, site_uid: str, charger_id: str) -> None:
+        """Forget a deleted charger that is no longer connected."""
+
 
 class ChangeWatcher(Protocol):
     """Told after a site or charger was changed or deleted in the database."""

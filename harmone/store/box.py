@@ -211,6 +211,22 @@ class BoxRepo:
                 await self._bound(session)
             return added
 
+    async def enqueue_charger_gone(self, site_uid: str, charger_id: str) -> None:
+        """A charger deleted on the box: its unsent state is dropped and the cloud told, after
+        whatever was enqueued before (so that no earlier state adds it back there)."""
+        key = f"{site_uid}/{charger_id}"
+        async with self._db.transaction(write=True) as session:
+            await session.execute(
+                delete(BoxOutboxRow).where(BoxOutboxRow.kind == "charger", BoxOutboxRow.key == key)
+            )
+            await session.execute(
+                delete(BoxSentRow).where(
+                    BoxSentRow.site_uid == site_uid, BoxSentRow.charger_id == charger_id
+                )
+            )
+            body = json.dumps({"id": charger_id})
+            session.add(BoxOutboxRow(kind="chargergone", key=key, body=body))
+
     async def enqueue_latest(self, kind: str, key: str, body: Mapping[str, Any]) -> None:
         """Put `body` in the outbox, replacing an unsent older event of the same kind and
         key (a snapshot: only the latest matters)."""

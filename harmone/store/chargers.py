@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Row, Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -261,6 +261,20 @@ class ChargerRepo:
             charger = _charger(row, await _connectors(session, site_uid, charger_id))
         log.info("site=%s charger=%s password removed", site_uid, charger_id)
         return charger
+
+    async def delete(self, site_uid: str, charger_id: str) -> None:
+        """Forget a charger and its connectors (its connection attempts stay); NotFound."""
+        async with self._db.transaction(write=True) as session:
+            row = await session.get(ChargerRow, (site_uid, charger_id))
+            if row is None:
+                raise NotFound(f"no charger {charger_id!r} on site {site_uid!r}")
+            await session.execute(
+                delete(ConnectorRow).where(
+                    ConnectorRow.site_uid == site_uid, ConnectorRow.charger_id == charger_id
+                )
+            )
+            await session.delete(row)
+        log.info("site=%s charger=%s deleted", site_uid, charger_id)
 
     async def verify_password(self, site_uid: str, charger_id: str, password: str) -> PasswordCheck:
         """Whether `password` is this charger's: "ok", "wrong", or "not_set" (no such charger,

@@ -67,6 +67,11 @@ class HarmoneApp:
         try:
             hub = RelayRegistry(StoreDirectory(store), self.config.relay)
             await hub.start()
+
+            async def managed_by_box(site_uid: str) -> bool:
+                site = await store.sites.find(site_uid)
+                return site is not None and site.type == "gateway"
+
             loadmgmt = LoadManagementService(
                 hub,
                 store.loadconfig,
@@ -74,6 +79,7 @@ class HarmoneApp:
                 SystemClock(),
                 self.config.load_options,
                 self.config.load_timing,
+                managed_elsewhere=None if self.config.gateway_box else managed_by_box,
             )
             await loadmgmt.start()
             base = self.config.public_url or self._listen_url()

@@ -8,6 +8,7 @@ read the relay's live state (`hub.live_state`, `hub.frames`, `hub.subscribe`, â€
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +30,23 @@ from harmone.store import Store
 __all__ = ["Runtime", "RuntimeDep", "RuntimeSource", "get_runtime"]
 
 log = logging.getLogger(__name__)
+
+
+class _LoadPlacement:
+    """Tells load management of site changes: a site that became a gateway site stops
+    running here (its box runs it), one that became a cloud site starts."""
+
+    def __init__(self, service: LoadManagementService) -> None:
+        self._service = service
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def site_changed(self, uid: str) -> None:
+        task = asyncio.create_task(self._service.placement_changed(uid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def charger_changed(self, site_uid: str, charger_id: str) -> None:
+        pass
 
 
 @dataclass(slots=True)
@@ -62,7 +80,7 @@ class Runtime:
         # change. Another party to tell (a gateway, another node) is one more watcher here:
         # the gateways service pushes a changed gateway site's configuration to its box.
         self.gateways = GatewayService(self.store, announce=self.hub.events.publish)
-        watchers: list[ChangeWatcher] = [self.hub, self.gateways]
+        watchers: list[ChangeWatcher] = [self.hub, self.gateways, _LoadPlacement(self.loadmgmt)]
         self.sites = SiteService(
             self.store,
             self.hub,
@@ -70,7 +88,9 @@ class Runtime:
             watchers=watchers,
             close_grace=self.config.shutdown_grace,
         )
-        self.chargers = ChargerService(self.store, self.hub, watchers=watchers)
+        self.chargers = ChargerService(
+            self.store, self.hub, watchers=watchers, close_grace=self.config.shutdown_grace
+        )
         self.metrics = MetricsService(self.hub, self.loadmgmt, self.store)
 
 

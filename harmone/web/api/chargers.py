@@ -111,3 +111,13 @@ async def clear_charger_password(
     site = await rt.sites.get(uid)
     charger = await rt.chargers.clear_password(uid, charger_id)
     return charger_out(charger, rt.hub.live_state(uid, charger_id), site)
+
+
+@router.delete("/{charger_id}", status_code=204, response_class=Response)
+async def delete_charger(uid: str, charger_id: str, rt: RuntimeDep, _: WriterDep) -> Response:
+    """Forget a charger (its settings and password; its connection log stays). A connected
+    charger is disconnected; if it connects again it is added again, as a new charger. On a
+    gateway site the box forgets it too."""
+    await rt.sites.get(uid)
+    await rt.chargers.delete(uid, charger_id)
+    return Response(status_code=204)

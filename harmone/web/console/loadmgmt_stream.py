@@ -8,6 +8,8 @@ hour) or, for longer ranges, its per-minute summaries (lowest limit, highest loa
 `load_stream` events: `status` {nodes: {id: html}, connectors: html, summary: html, version}
 after every allocation round and configuration change, rendered by the same partials as the
 page; `samples` {the `series_json` shape, new points only}; `gone` when the site is deleted.
+A gateway site seen from the cloud shows what its box reported (`reported_series_json`, the
+gateways service's status and samples): its box runs its load management.
 The allocator runs on events and at least every few seconds; the stream looks for a new round
 once a second, which is what "live" needs without a subscription in the controller.
 """
@@ -28,7 +30,13 @@ from harmone.web.console.sse import sse_message
 from harmone.web.console.state import ConsoleSettings
 from harmone.web.runtime import Runtime
 
-__all__ = ["load_stream", "samples_json", "series_json"]
+__all__ = [
+    "load_stream",
+    "managed_by_box",
+    "reported_series_json",
+    "samples_json",
+    "series_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +105,22 @@ def series_json(service: LoadManagementService, site_uid: str, seconds: int) -> 
     return {**out, "seconds": seconds}
 
 
+async def managed_by_box(rt: Runtime, site_uid: str) -> bool:
+    """A gateway site seen from the cloud: its box runs its load management and reports it."""
+    site = await rt.sites.find(site_uid)
+    return rt.box is None and site is not None and site.type == "gateway"
+
+
+def reported_series_json(rt: Runtime, site_uid: str, seconds: int) -> dict[str, Any]:
+    """`series_json` of a gateway site: the rounds its box reported (the cloud keeps the
+    last 720, no per-minute summaries)."""
+    since = rt.loadmgmt.clock.now() - timedelta(seconds=seconds)
+    return {
+        **samples_json(rt.gateways.reported_samples(site_uid, since), "round"),
+        "seconds": seconds,
+    }
+
+
 ViewOf = Callable[[Runtime, str], Awaitable[LoadView]]
 
 
@@ -133,6 +157,7 @@ async def load_stream(
     shown: tuple[str, datetime | None] | None = None
     polls = 0
     quiet = 0.0
+    boxed = await managed_by_box(rt, site_uid)
     while loop.time() < deadline:
         if polls % _SITE_CHECK == 0 and await rt.store.sites.find(site_uid) is None:
             yield sse_message("gone", {})
@@ -140,7 +165,13 @@ async def load_stream(
         polls += 1
         try:
             version = rt.loadmgmt.editing.version(site_uid)
-            fresh = rt.loadmgmt.timeseries(site_uid, last_at, 5000)
+            if boxed:
+                fresh = rt.gateways.reported_samples(site_uid, last_at)
+                reported = rt.gateways.reported_load(site_uid)
+                # a new report, or the box going offline or coming back, changes the page
+                version += repr((reported.reported_at, reported.stale) if reported else None)
+            else:
+                fresh = rt.loadmgmt.timeseries(site_uid, last_at, 5000)
         except NotFound:
             version, fresh = "", []
         newest = fresh[-1].at if fresh else last_at

@@ -8,6 +8,7 @@ anything. Templates get a `LoadView` and the formatting helpers of `fmt`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from harmone.errors import NotFound
 from harmone.loadmgmt.service import LoadManagementService
+from harmone.services.gateways import ReportedLoad
 from harmone.web.console.loadmgmt_forms import LINE_PAIRS, ROTATIONS, charger_form_values
 from harmone.web.runtime import Runtime
 
@@ -216,6 +218,12 @@ class LoadView:
     version: str = ""
     #: warnings about the configuration in force
     advice: tuple[ConfigAdvice, ...] = ()
+    #: a gateway site seen from the cloud: the status is what its box reported, when
+    gateway: bool = False
+    reported_at: datetime | None = None
+    #: its box is offline (the status is as last reported), and when it was last heard
+    stale: bool = False
+    last_contact: datetime | None = None
 
     @property
     def rows(self) -> list[NodeRow]:
@@ -284,13 +292,15 @@ def load_view(
     site_uid: str,
     stored: Iterable[tuple[str, str | None]],
     online: Iterable[str] = (),
+    reported: ReportedLoad | None = None,
 ) -> LoadView:
-    """The view of a site; `stored` are the site's charging stations (id, name)."""
+    """The view of a site; `stored` are the site's charging stations (id, name); `reported`:
+    a gateway site's status as its box reported it, shown instead of this process's."""
     try:
         config = service.config(site_uid)
     except NotFound:
         return LoadView(site_uid, None, None, dict(stored), set(online))
-    status = service.status(site_uid)
+    status = reported.status if reported is not None else service.status(site_uid)
     chargers = dict(stored)
     for cid in [*config.chargers, *status.chargers]:
         chargers.setdefault(cid, None)
@@ -352,7 +362,23 @@ class ChargerLoadView:
 
 async def site_load_view(rt: Runtime, site_uid: str) -> LoadView:
     """The load-management view of a site, with its charging stations and who is online."""
-    stored = [(c.id, c.name) for c in await rt.chargers.of_site(site_uid)]
+    stored_chargers = await rt.chargers.of_site(site_uid)
+    stored = [(c.id, c.name) for c in stored_chargers]
+    site = await rt.sites.find(site_uid)
+    if rt.box is None and site is not None and site.type == "gateway":
+        # Its box runs its load management: show what the box reported (chargers online as
+        # the box reported them too).
+        reported = rt.gateways.reported_load(site_uid)
+        online = [c.id for c in stored_chargers if c.connected]
+        view = load_view(rt.loadmgmt, site_uid, stored, online, reported)
+        health = await rt.gateways.status(site_uid)
+        return dataclasses.replace(
+            view,
+            gateway=True,
+            reported_at=reported.reported_at if reported else None,
+            stale=not health.online,
+            last_contact=health.last_contact,
+        )
     online = [lc.id for lc in rt.hub.live_for_site(site_uid) if lc.connected]
     return load_view(rt.loadmgmt, site_uid, stored, online)
 

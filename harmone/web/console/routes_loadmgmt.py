@@ -33,7 +33,12 @@ from harmone.web.console.loadmgmt_forms import (
     read_horizon,
     read_node_form,
 )
-from harmone.web.console.loadmgmt_stream import load_stream, series_json
+from harmone.web.console.loadmgmt_stream import (
+    load_stream,
+    managed_by_box,
+    reported_series_json,
+    series_json,
+)
 from harmone.web.console.loadmgmt_view import POLICIES, fmt, site_load_view
 from harmone.web.console.render import render
 from harmone.web.console.routes_sites import _site_tab, load_site, require
@@ -502,6 +507,8 @@ async def load_series(
 ) -> JSONResponse:
     """The chart's data for the last `seconds`: every node, every phase."""
     await load_site(rt, session, uid)
-    return JSONResponse(
-        series_json(rt.loadmgmt, uid, seconds), headers={"Cache-Control": "no-store"}
-    )
+    if await managed_by_box(rt, uid):
+        data = reported_series_json(rt, uid, seconds)
+    else:
+        data = series_json(rt.loadmgmt, uid, seconds)
+    return JSONResponse(data, headers={"Cache-Control": "no-store"})
