@@ -14,6 +14,7 @@ from harmone.loadmgmt.model import AllocationOptions
 from harmone.loadmgmt.state import Timing
 
 __all__ = [
+    "ClusterConfig",
     "RelayConfig",
     "ServerConfig",
     "check_tls_files",
@@ -103,6 +104,26 @@ class RelayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """One node of many (`harmone serve --cluster`): see docs/scale-out.md."""
+
+    #: the NATS server, nats://host:port
+    nats_url: str
+    #: this node's name on NATS (unique among the nodes; default: host-pid-random)
+    node_id: str
+    #: how often the node announces itself, s; a node silent for 3 intervals is gone
+    heartbeat: float = 1.0
+    #: how long a site's load-management lease lives without renewal, s (renewed every third)
+    lease_ttl: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.nats_url.startswith(("nats://", "tls://")):
+            raise ConfigError(f"--cluster {self.nats_url}: give a NATS URL, nats://HOST:PORT")
+        if not self.node_id or any(c in self.node_id for c in " .*>"):
+            raise ConfigError(f"--node-id {self.node_id!r}: no spaces, dots, '*' or '>'")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """What `harmone serve` runs with."""
 
@@ -126,8 +147,15 @@ class ServerConfig:
     #: Where to serve /metrics without authentication as well (host, port); None: only on
     #: the main port, behind the API's authentication.
     metrics_listen: tuple[str, int] | None = None
+    #: None: a single node (the default); else one node of a cluster on NATS + PostgreSQL
+    cluster: ClusterConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.cluster is not None and not self.db_url.startswith("postgresql"):
+            raise ConfigError(
+                "--cluster needs a PostgreSQL --db (postgresql://…) shared by every node; "
+                f"{self.db_url.split(':', 1)[0]} is one process's own database"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_cert is not None and self.tls_key is not None:

@@ -26,6 +26,7 @@ from harmone.loadmgmt.config import SiteLoadConfig, parse_config
 from harmone.loadmgmt.controller import Sample, SiteController
 from harmone.loadmgmt.editing import ConfigEditing
 from harmone.loadmgmt.edits import config_version
+from harmone.loadmgmt.gate import SiteGate
 from harmone.loadmgmt.history import MinuteSummary
 from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_push
 from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState, Node
@@ -159,11 +160,15 @@ class LoadManagementService:
         self._config_lock = asyncio.Lock()
         #: the console's changes, a part of the configuration at a time
         self.editing = ConfigEditing(self)
+        #: set in a cluster (before start): only the sites whose lease this node holds run here
+        self.gate: SiteGate | None = None
 
     # -- life ------------------------------------------------------------------------------------
     async def start(self) -> None:
         saved = await self.states.all() if self.states is not None else {}
         for site_uid, raw in (await self.configs.all()).items():
+            if self.gate is not None:
+                break  # in a cluster, a site starts here when its lease is taken (`adopt`)
             try:
                 config = parse_config(raw)
             except ConfigError as exc:
@@ -228,8 +233,32 @@ class LoadManagementService:
     async def _configure(self, site_uid: str, raw: Mapping[str, Any]) -> SiteLoadConfig:
         config = parse_config(raw)
         await self.configs.put(site_uid, config.to_json())
+        if self.gate is not None:
+            self.gate.config_changed(site_uid)
+            if not self.gate.owns(site_uid):
+                return config
         await self._install(site_uid, config, None)
         return config
+
+    async def adopt(self, site_uid: str) -> None:
+        """The lease was taken here: run the site from what is stored (again: reload)."""
+        raw = (await self.configs.all()).get(site_uid)
+        if raw is not None:
+            fresh = site_uid not in self._sites
+            saved = (await self.states.all()).get(site_uid) if self.states and fresh else None
+            await self._install(site_uid, parse_config(raw), saved)
+            if fresh and self.gate is not None:
+                state = self._sites[site_uid].controller.state
+                for charger_id, version in self.gate.connected_elsewhere(site_uid):
+                    state.connected(charger_id, OcppVersion(version), True)
+
+    async def drop(self, site_uid: str) -> None:
+        """The lease is gone: stop at once and write nothing (the next holder writes)."""
+        site = self._sites.pop(site_uid, None)
+        if site is not None:
+            if site.poller is not None:
+                await site.poller.stop()
+            await site.controller.stop()
 
     def watches(self, site_uid: str) -> bool:
         """The relay interprets the traffic of managed sites only (registry listener)."""
@@ -293,6 +322,9 @@ class LoadManagementService:
         self, site_uid: str, config: SiteLoadConfig, state: SiteLoadState
     ) -> SiteController:
         async def send(charger_id: str, payload: dict[str, Any]) -> Any:
+            if self.gate is not None:
+                args = (site_uid, charger_id, "SetChargingProfile", payload)
+                return await self.gate.send(*args, self.timing.call_timeout)
             return await self.hub.call(
                 site_uid,
                 charger_id,

@@ -52,7 +52,14 @@ from harmone.relay.state import ChargerKey, FrameRecord, FrameRing, LiveCharger
 from harmone.relay.state_writer import StateWriter
 from harmone.store.records import Attempt
 
-__all__ = ["OWN_ACTIONS", "ChargerEvent", "Directory", "RegistryListener", "RelayRegistry"]
+__all__ = [
+    "OWN_ACTIONS",
+    "ChargerEvent",
+    "Directory",
+    "RegistryListener",
+    "RelayRegistry",
+    "RemoteCalls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,15 @@ class RegistryListener(Protocol):
     def charger_disconnected(self, live: LiveCharger) -> None: ...
 
     def observed(self, live: LiveCharger, obs: Observe) -> None: ...
+
+
+class RemoteCalls(Protocol):
+    """Reaches a charger held by another node (a cluster); raises ChargerNotConnected if none
+    holds it."""
+
+    async def call(
+        self, site_uid: str, charger_id: str, action: str, payload: Any, timeout: float | None
+    ) -> Any: ...
 
 
 class RelayRegistry:
@@ -107,6 +123,8 @@ class RelayRegistry:
         #: Told about connections and watched frames (load management).
         self.listeners: list[RegistryListener] = []
         self._sweeper: asyncio.Task[None] | None = None
+        #: In a cluster: calls to chargers that another node holds go there.
+        self.remote: RemoteCalls | None = None
 
     # -- life --
     async def start(self) -> None:
@@ -160,6 +178,8 @@ class RelayRegistry:
         """Send a call to a connected charger and await its answer (see ChargerLink.call)."""
         link = self._links.get((site_uid, charger_id))
         if link is None:
+            if self.remote is not None:
+                return await self.remote.call(site_uid, charger_id, action, payload, timeout)
             raise ChargerNotConnected(f"charger {charger_id} is not connected")
         return await link.call(action, payload, timeout)
 

@@ -19,7 +19,15 @@ from harmone.relay.directory import StoreDirectory
 from harmone.relay.endpoint import OcppEndpoint
 from harmone.relay.registry import RelayRegistry
 from harmone.store import Store
-from harmone.web.api import chargers, connection_log, load_management, metrics, sites, users
+from harmone.web.api import (
+    chargers,
+    cluster,
+    connection_log,
+    load_management,
+    metrics,
+    sites,
+    users,
+)
 from harmone.web.body_limit import BodyLimit
 from harmone.web.console.setup import install as install_console
 from harmone.web.http_errors import install_error_handlers
@@ -67,15 +75,25 @@ class HarmoneApp:
                 self.config.load_options,
                 self.config.load_timing,
             )
-            await loadmgmt.start()
             base = self.config.public_url or self._listen_url()
-            self.runtime = Runtime(self.config, store, hub, base, loadmgmt)
+            node = None
+            if self.config.cluster is not None:
+                # Imported here only: a single node never loads NATS.
+                from harmone.cluster.node import connect_node
+
+                node = await connect_node(self.config.cluster, hub, loadmgmt, base)
+            await loadmgmt.start()
+            if node is not None:
+                await node.start()
+            self.runtime = Runtime(self.config, store, hub, base, loadmgmt, cluster=node)
             self.endpoint = OcppEndpoint(hub, store.journal)
             log.info("HARMON-E %s serving; cloud OCPP URLs start with %s", __version__, base)
             try:
                 yield
             finally:
                 self.endpoint = None
+                if node is not None:
+                    await node.stop()
                 await loadmgmt.stop()
                 await hub.stop(self.config.shutdown_grace)
         finally:
@@ -127,7 +145,7 @@ def _build_api(app: HarmoneApp) -> FastAPI:
         lifespan=lifespan,
     )
     api.state.harmone = app
-    for module in (sites, chargers, connection_log, load_management, users, metrics):
+    for module in (sites, chargers, connection_log, load_management, users, metrics, cluster):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -19,6 +19,7 @@ from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.registry import RelayRegistry
 from harmone.services.accounts import Accounts
 from harmone.services.chargers import ChargerService
+from harmone.services.cluster import ClusterView
 from harmone.services.metrics import MetricsService
 from harmone.services.sites import SiteService
 from harmone.store import Store
@@ -40,6 +41,8 @@ class Runtime:
     #: The URL chargers of cloud sites use, without the site UID.
     cloud_base_url: str
     loadmgmt: LoadManagementService
+    #: This node's view of its cluster (`--cluster`); None on a single node.
+    cluster: ClusterView | None = None
     #: Users, console sessions and API tokens (holds the cache of verified tokens).
     accounts: Accounts = field(init=False)
     #: Sites and what their changes do to connected chargers.

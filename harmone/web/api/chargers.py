@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
 from harmone.web.api.auth import UserDep, WriterDep
 from harmone.web.runtime import RuntimeDep
@@ -67,6 +68,27 @@ async def charger_frames(
         )
         for f in frames
     ]
+
+
+class CallIn(BaseModel):
+    action: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$", description="the OCPP action")
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallOut(BaseModel):
+    result: Any
+
+
+@router.post("/{charger_id}/calls", response_model=CallOut, tags=["charger calls"])
+async def call_charger(
+    uid: str, charger_id: str, body: CallIn, rt: RuntimeDep, _: WriterDep
+) -> CallOut:
+    """Send an OCPP call to the charger and return its answer's payload. It waits behind a
+    call in flight (one at a time per charger) and never reaches the CPMS. In a cluster the
+    node holding the charger sends it. 409: not connected; 502: the charger answered with a
+    CallError (its code in the detail); 504: no answer in time."""
+    await rt.sites.get(uid)
+    return CallOut(result=await rt.chargers.call(uid, charger_id, body.action, body.payload))
 
 
 @router.put("/{charger_id}/password", response_model=ChargerOut, tags=["charger authentication"])
