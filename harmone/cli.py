@@ -2,7 +2,7 @@
 
 It parses arguments into the frozen config objects of `harmone.config` and hands over; it is
 the one place that reads the environment (`HARMONE_DB`, `HARMONE_HOST`, `HARMONE_PORT`,
-`HARMONE_METRICS_LISTEN`, `HARMONE_CLUSTER`, `HARMONE_NODE_ID`).
+`HARMONE_METRICS_LISTEN`, `HARMONE_CLUSTER`, `HARMONE_NODE_ID`, `HARMONE_CLUSTER_NAME`).
 """
 
 from __future__ import annotations
@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=os.environ.get("HARMONE_NODE_ID") or None,
         help="this node's unique name in the cluster (default: host-pid)",
+    )
+    p.add_argument(
+        "--cluster-name",
+        metavar="NAME",
+        default=os.environ.get("HARMONE_CLUSTER_NAME") or "harmone",
+        help="the cluster's name on NATS: the first token of its subjects (default: "
+        "$HARMONE_CLUSTER_NAME, else %(default)s)",
     )
     d = RelayConfig()
     p.add_argument(
@@ -285,7 +292,7 @@ def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
             raise ConfigError("--node-id goes with --cluster")
         return None
     node_id = args.node_id or f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
-    return ClusterConfig(nats_url=args.cluster, node_id=node_id)
+    return ClusterConfig(nats_url=args.cluster, node_id=node_id, name=args.cluster_name)
 
 
 def _run(args: argparse.Namespace) -> int:

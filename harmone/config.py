@@ -5,6 +5,7 @@ Core code receives these objects; it never reads the environment itself.
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,8 +110,11 @@ class ClusterConfig:
 
     #: the NATS server, nats://host:port
     nats_url: str
-    #: this node's name on NATS (unique among the nodes; default: host-pid-random)
+    #: this node's name on NATS (unique among the nodes; default: host-pid)
     node_id: str
+    #: the cluster's name: every subject starts with it, and the lease bucket is named after
+    #: it, so that several clusters (or test runs) can share one NATS server
+    name: str = "harmone"
     #: how often the node announces itself, s; a node silent for 3 intervals is gone
     heartbeat: float = 1.0
     #: how long a site's load-management lease lives without renewal, s (renewed every third)
@@ -119,8 +123,9 @@ class ClusterConfig:
     def __post_init__(self) -> None:
         if not self.nats_url.startswith(("nats://", "tls://")):
             raise ConfigError(f"--cluster {self.nats_url}: give a NATS URL, nats://HOST:PORT")
-        if not self.node_id or any(c in self.node_id for c in " .*>"):
-            raise ConfigError(f"--node-id {self.node_id!r}: no spaces, dots, '*' or '>'")
+        for option, value in (("--node-id", self.node_id), ("--cluster-name", self.name)):
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+                raise ConfigError(f"{option} {value!r}: use 1-64 letters, digits, '-' or '_'")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,11 +29,9 @@ from nats.js.kv import KeyValue
 
 from harmone.errors import LeaseLost
 
-__all__ = ["BUCKET", "Lease", "SiteLeases"]
+__all__ = ["Lease", "SiteLeases"]
 
 log = logging.getLogger(__name__)
-
-BUCKET = "harmone_site_leases"
 
 
 @dataclass(slots=True)
@@ -47,9 +45,15 @@ class SiteLeases:
     """See the module docstring."""
 
     def __init__(
-        self, js: JetStreamContext, node_id: str, ttl: float, monotonic: Callable[[], float]
+        self,
+        js: JetStreamContext,
+        bucket: str,
+        node_id: str,
+        ttl: float,
+        monotonic: Callable[[], float],
     ) -> None:
         self._js = js
+        self.bucket = bucket
         self.node_id = node_id
         self.ttl = ttl
         self._now = monotonic
@@ -62,10 +66,10 @@ class SiteLeases:
 
     async def start(self) -> None:
         try:
-            self._kv = await self._js.key_value(BUCKET)
+            self._kv = await self._js.key_value(self.bucket)
         except BucketNotFoundError:
             self._kv = await self._js.create_key_value(
-                KeyValueConfig(bucket=BUCKET, ttl=self.ttl, history=1)
+                KeyValueConfig(bucket=self.bucket, ttl=self.ttl, history=1)
             )
         self._watch = asyncio.create_task(self._watch_loop(), name="lease watch")
 

@@ -1,6 +1,7 @@
 """One HARMON-E node of a cluster: what it says on NATS and what it does with what it hears.
 
-Subjects (JSON bodies; see docs/scale-out.md):
+Subjects (JSON bodies; see docs/scale-out.md), each under the cluster's name (`harmone` unless
+`--cluster-name` says otherwise; below with that default):
 
     harmone.nodes.beat          every heartbeat: {node, url, chargers: [[site, id, version]], led}
     harmone.nodes.bye           a node stopping cleanly: {node}
@@ -93,13 +94,17 @@ class ClusterNode:
     ) -> None:
         self.config = config
         self.id = config.node_id
+        #: the first token of every subject: the cluster's name
+        self.ns = config.name
         self.nc = nc
         self.hub = hub
         self.loadmgmt = loadmgmt
         self.url = url
         self._now = hub.clock.monotonic
         self.directory = NodeDirectory(self.id, config.heartbeat)
-        self.leases = SiteLeases(nc.jetstream(), self.id, config.lease_ttl, self._now)
+        self.leases = SiteLeases(
+            nc.jetstream(), f"{config.name}_site_leases", self.id, config.lease_ttl, self._now
+        )
         #: sites with a load-management configuration (in the shared database)
         self.wanted: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -109,13 +114,13 @@ class ClusterNode:
     # -- life --
     async def start(self) -> None:
         await self.leases.start()
-        await self.nc.subscribe("harmone.nodes.beat", cb=self._on_beat)
-        await self.nc.subscribe("harmone.nodes.bye", cb=self._on_bye)
-        await self.nc.subscribe("harmone.charger.taken", cb=self._on_taken)
-        await self.nc.subscribe("harmone.charger.left", cb=self._on_left)
-        await self.nc.subscribe(f"harmone.node.{self.id}.call", cb=self._on_call)
-        await self.nc.subscribe("harmone.site.*.ev", cb=self._on_site_event)
-        await self.nc.subscribe("harmone.site.*.config", cb=self._on_config)
+        await self.nc.subscribe(f"{self.ns}.nodes.beat", cb=self._on_beat)
+        await self.nc.subscribe(f"{self.ns}.nodes.bye", cb=self._on_bye)
+        await self.nc.subscribe(f"{self.ns}.charger.taken", cb=self._on_taken)
+        await self.nc.subscribe(f"{self.ns}.charger.left", cb=self._on_left)
+        await self.nc.subscribe(f"{self.ns}.node.{self.id}.call", cb=self._on_call)
+        await self.nc.subscribe(f"{self.ns}.site.*.ev", cb=self._on_site_event)
+        await self.nc.subscribe(f"{self.ns}.site.*.config", cb=self._on_config)
         self.hub.remote = self
         self.hub.listeners.append(self)
         await self._refresh_wanted()
@@ -134,7 +139,7 @@ class ClusterNode:
             self.hub.listeners.remove(self)
         self.hub.remote = None
         try:
-            await self._publish("harmone.nodes.bye", {"node": self.id})
+            await self._publish(f"{self.ns}.nodes.bye", {"node": self.id})
             await self.nc.drain()
         except Exception:  # NATS already gone: the others notice the silence
             log.warning("node=%s could not say goodbye on NATS", self.id)
@@ -144,6 +149,7 @@ class ClusterNode:
         now = self._now()
         return {
             "node": self.id,
+            "name": self.ns,
             "nats_url": self.config.nats_url,
             "nodes": [
                 {"id": n.id, "url": n.url, "chargers": n.chargers, "sites_led": list(n.sites_led)}
@@ -190,7 +196,7 @@ class ClusterNode:
         self.directory.nodes[self.id] = NodeInfo(
             self.id, self._now(), self.url, len(chargers), tuple(led)
         )
-        await self._publish("harmone.nodes.beat", body)
+        await self._publish(f"{self.ns}.nodes.beat", body)
 
     def _sweep(self) -> None:
         now = self._now()
@@ -216,7 +222,7 @@ class ClusterNode:
         site, charger, version = live.site_uid, live.id, live.ocpp_version
         self.directory.taken(self.id, site, charger, version)
         body = {"node": self.id, "site": site, "charger": charger, "version": version}
-        self._spawn(self._publish("harmone.charger.taken", body))
+        self._spawn(self._publish(f"{self.ns}.charger.taken", body))
         self._site_event(live, "connected", None)
 
     def charger_disconnected(self, live: LiveCharger) -> None:
@@ -225,7 +231,7 @@ class ClusterNode:
             return  # taken by another node meanwhile: it is connected there, not gone
         self.directory.left(self.id, live.site_uid, live.id)
         body = {"node": self.id, "site": live.site_uid, "charger": live.id}
-        self._spawn(self._publish("harmone.charger.left", body))
+        self._spawn(self._publish(f"{self.ns}.charger.left", body))
         self._site_event(live, "disconnected", None)
 
     def observed(self, live: LiveCharger, obs: Observe) -> None:
@@ -243,7 +249,7 @@ class ClusterNode:
         }
         if obs is not None:
             body["obs"] = encode_observe(obs)
-        self._spawn(self._publish(f"harmone.site.{site}.ev", body))
+        self._spawn(self._publish(f"{self.ns}.site.{site}.ev", body))
 
     # -- what other nodes say --
     async def _on_beat(self, msg: Msg) -> None:
@@ -336,7 +342,7 @@ class ClusterNode:
     def config_changed(self, site_uid: str) -> None:
         self.wanted.add(site_uid)
         self.hub.watch_changed(site_uid)
-        self._spawn(self._publish(f"harmone.site.{site_uid}.config", {"node": self.id}))
+        self._spawn(self._publish(f"{self.ns}.site.{site_uid}.config", {"node": self.id}))
 
     # -- RemoteCalls (the registry) --
     async def call(
@@ -359,7 +365,7 @@ class ClusterNode:
         limit = timeout if timeout is not None else 2 * self.hub.config.call_timeout
         request = {"site": site, "charger": charger, "action": action, "payload": payload}
         request.update(timeout=limit, fence=fence)
-        subject = f"harmone.node.{place.node}.call"
+        subject = f"{self.ns}.node.{place.node}.call"
         try:
             msg = await self.nc.request(subject, json.dumps(request).encode(), timeout=limit + 1)
         except NoRespondersError:
