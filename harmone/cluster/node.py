@@ -228,7 +228,9 @@ class ClusterNode:
     def charger_disconnected(self, live: LiveCharger) -> None:
         place = self.directory.holder(live.site_uid, live.id)
         if place is not None and place.node != self.id:
-            return  # taken by another node meanwhile: it is connected there, not gone
+            # taken by another node meanwhile: it is connected there, not gone
+            self.hub.forget(live.site_uid, live.id)
+            return
         self.directory.left(self.id, live.site_uid, live.id)
         body = {"node": self.id, "site": live.site_uid, "charger": live.id}
         self._spawn(self._publish(f"{self.ns}.charger.left", body))
@@ -312,7 +314,9 @@ class ClusterNode:
 
     async def _on_config(self, msg: Msg) -> None:
         site = msg.subject.split(".")[2]
-        self.wanted.add(site)
+        if site not in self.wanted:
+            self.wanted.add(site)
+            self.hub.watch_changed(site)  # its chargers' frames are interpreted from now on
         if self.owns(site) and json.loads(msg.data).get("node") != self.id:
             await self.loadmgmt.adopt(site)
 

@@ -11,6 +11,7 @@ What other layers use (the REST API, the console, load management, the sites ser
     call(site, charger, action, payload, timeout)  HARMON-E's own call to a charger
     subscribe()                              live events ("changed" / "frame", key)
     flush_attempts()                         connection attempts written now
+    forget(site, charger)                    a cluster's other node holds it now
     site_changed(uid), charger_changed(site, charger)
                                              a site or charger was changed or deleted: the
                                              handshake cache forgets it (call after the
@@ -212,6 +213,13 @@ class RelayRegistry:
     def charger_changed(self, site_uid: str, charger_id: str) -> None:
         """A charger was added, changed or deleted other than by connecting."""
         self.cache.charger_changed(site_uid, charger_id)
+
+    def forget(self, site_uid: str, charger_id: str) -> None:
+        """A cluster's other node holds this charger now: drop what this one knows of it
+        (unless it reconnected here), so that neither its live view nor a late write of
+        its state here contradicts the node that holds it."""
+        if (site_uid, charger_id) not in self._links:
+            self._live.pop((site_uid, charger_id), None)
 
     # -- the endpoint's side --
     @contextlib.asynccontextmanager
