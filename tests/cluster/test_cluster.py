@@ -4,10 +4,11 @@ over them, calls across nodes, a charger that moves, a node killed with -9."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from cluster_support import Node, cluster, wait_until
-from support import PATIENCE, charger
+from support import PATIENCE, charger, wait_for
 
 from harmone.sim import SimulatedCharger
 
@@ -91,3 +92,76 @@ async def test_a_charger_that_reconnects_to_another_node_closes_its_stale_sessio
             r = await api.get(f"/api/v1/sites/{site}/chargers/CP-MOVE")
             assert r.json()["connected"] is True
         await second.close()
+
+
+LM_CONFIG: dict[str, Any] = {
+    "policy": "equal_share",
+    "resend_step": 0.5,
+    "min_interval": 0,
+    "tree": {"id": "grid", "max_current": 32},
+    "default_charger": {"max_current": 32, "phases": 3},
+}
+
+
+async def test_one_site_on_two_nodes_is_load_managed_as_one_and_survives_kill_9() -> None:
+    async with cluster(3) as nodes:
+        first = nodes[0]
+        site = await _site(first)
+        async with first.api() as api:
+            r = await api.put(f"/api/v1/sites/{site}/load-management", json=LM_CONFIG)
+            assert r.status_code == 200, r.text
+
+        async def leader() -> str | None:
+            holder = (await first.status())["leases"].get(site)
+            return str(holder) if holder else None
+
+        await wait_until(lambda: _is_true(leader()))
+        lead = await leader()
+        # the site's two chargers on two nodes other than... any two nodes: the first two
+        x = SimulatedCharger(nodes[0].ocpp_url(site), "LM-X", "1.6")
+        y = SimulatedCharger(nodes[1].ocpp_url(site), "LM-Y", "1.6")
+        sims = (x, y)
+        try:
+            for sim in sims:
+                await sim.connect()
+                await sim.boot()
+                await sim.status(1, "Available")
+            await x.start_transaction(1, "TAG-X")
+            await wait_for(lambda: x.current_limit(1) == 32, PATIENCE)
+            await y.start_transaction(1, "TAG-Y")
+            # one site across two nodes: 32 A shared, 16 A each, whichever node leads
+            await wait_for(lambda: x.current_limit(1) == 16 and y.current_limit(1) == 16, PATIENCE)
+
+            # kill -9 the node that runs the site's load manager
+            victim = next(n for n in nodes if n.id == lead)
+            survivors = [n for n in nodes if n is not victim]
+            victim.kill()
+            await victim.proc.wait()
+            # its chargers reconnect elsewhere (a real charger dials the same URL again and a
+            # load balancer sends it to a live node)
+            for sim, node in ((x, nodes[0]), (y, nodes[1])):
+                if node is victim:
+                    await sim.wait_closed(PATIENCE)
+                    sim.url_base = survivors[0].ocpp_url(site)
+                    await sim.connect()
+                    await sim.status(1, "Charging")
+
+            # the lease moves to a survivor within seconds
+            async def moved() -> bool:
+                holder = (await survivors[0].status())["leases"].get(site)
+                return holder is not None and holder != victim.id
+
+            await wait_until(moved)
+            # limits hold throughout: never more than the site's 32 A granted in total
+            assert x.current_limit(1) + y.current_limit(1) <= 32
+            # the new leader rebuilt the site from what is stored: when Y stops, X gets 32 A
+            await y.stop_transaction(1, wh=500)
+            await wait_for(lambda: x.current_limit(1) == 32, PATIENCE)
+            assert y.current_limit(1) in (0, None)
+        finally:
+            for sim in sims:
+                await sim.close()
+
+
+async def _is_true(value: Any) -> bool:
+    return bool(await value)
