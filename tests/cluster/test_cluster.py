@@ -4,11 +4,12 @@ over them, calls across nodes, a charger that moves, a node killed with -9."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 import pytest
 from cluster_support import Node, cluster, wait_until
-from support import PATIENCE, charger, wait_for
+from support import PATIENCE, charger, tx_limits, wait_for
 
 from harmone.sim import SimulatedCharger
 
@@ -165,3 +166,58 @@ async def test_one_site_on_two_nodes_is_load_managed_as_one_and_survives_kill_9(
 
 async def _is_true(value: Any) -> bool:
     return bool(await value)
+
+
+async def test_a_paused_leader_loses_the_site_and_never_sends_after_the_new_one() -> None:
+    async with cluster(2) as nodes:
+        site = await _site(nodes[0])
+        async with nodes[0].api() as api:
+            r = await api.put(f"/api/v1/sites/{site}/load-management", json=LM_CONFIG)
+            assert r.status_code == 200, r.text
+
+        async def leader() -> str | None:
+            holder = (await nodes[0].status())["leases"].get(site)
+            return str(holder) if holder else None
+
+        await wait_until(lambda: _is_true(leader()))
+        lead_id = await leader()
+        lead = next(n for n in nodes if n.id == lead_id)
+        other = next(n for n in nodes if n is not lead)
+        x = SimulatedCharger(other.ocpp_url(site), "LM-P", "1.6")
+        await x.connect()
+        try:
+            await x.boot()
+            await x.status(1, "Available")
+            await x.start_transaction(1, "TAG-P")
+            await wait_for(lambda: x.current_limit(1) == 32, PATIENCE)
+            # the leader stops answering anything (a long GC pause, a frozen VM)
+            lead.proc.send_signal(signal.SIGSTOP)
+            try:
+
+                async def other_leads() -> bool:
+                    return (await other.status())["sites_led"] == [site]
+
+                await wait_until(other_leads)
+                cfg = {**LM_CONFIG, "tree": {"id": "grid", "max_current": 10}}
+                async with other.api() as api:
+                    r = await api.put(f"/api/v1/sites/{site}/load-management", json=cfg)
+                    assert r.status_code == 200, r.text
+                await wait_for(lambda: x.current_limit(1) == 10, PATIENCE)
+            finally:
+                lead.proc.send_signal(signal.SIGCONT)
+            sent = len(tx_limits(x))
+
+            async def lead_gave_up() -> bool:
+                return (await lead.status())["sites_led"] == []
+
+            await wait_until(lead_gave_up)
+            # the charger reports through its node; the site is still run by the new leader
+            await x.meter_values(1, wh=1000, amps_per_phase=9.5)
+            async with other.api() as api:
+                status = (await api.get(f"/api/v1/sites/{site}/load-management/status")).json()
+                assert status["nodes"][0]["limit"] == 10
+            # nothing above 10 A reached the charger after the new leader's 10 A
+            assert all(limit <= 10 for limit in tx_limits(x)[sent - 1 :])
+            assert x.current_limit(1) == 10
+        finally:
+            await x.close()
