@@ -118,7 +118,7 @@ class ClusterConfig:
     #: how often the node announces itself, s; a node silent for 3 intervals is gone
     heartbeat: float = 1.0
     #: how long a site's load-management lease lives without renewal, s (renewed every third)
-    lease_ttl: float = 3.0
+    lease_ttl: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.nats_url.startswith(("nats://", "tls://")):

@@ -4,8 +4,10 @@
   lease's **epoch**, the fencing token. Renewing is `update` with the last revision (CAS), the
   value keeping the epoch. The bucket's TTL removes a lease that is not renewed: a dead or
   paused node's sites are free `ttl` seconds after its last renewal.
-* The holder stops using a lease on its own once it could not renew it for `0.8 × ttl`
-  (before anyone else may take it), and on any failed renewal.
+* The holder stops acting on a lease (`valid` is None: no profile is sent) once it could not
+  renew it for `0.8 × ttl`, before anyone else may take it. A late renewal that still
+  succeeds (same revision: nobody took the key meanwhile) makes it valid again; a failed one
+  loses it.
 * Every call a load manager makes carries its epoch; the node that holds the charger refuses
   an epoch lower than the highest it has seen for that site (from the bucket's watch or from
   an earlier call), so a node that was paused past its lease can never send a profile after a
@@ -91,6 +93,10 @@ class SiteLeases:
             return None
         return lease.epoch
 
+    def holds(self, site: str) -> bool:
+        """Whether this node holds the lease, even if it must not act on it just now."""
+        return site in self.held
+
     def admit(self, site: str, epoch: int) -> None:
         """At the node that holds the charger: refuse a stale epoch (LeaseLost)."""
         known = self.epochs.get(site, 0)
@@ -114,8 +120,6 @@ class SiteLeases:
                 if site not in wanted:
                     await kv.delete(site, last=lease.revision)
                     raise LookupError("no longer wanted")
-                if self.valid(site) is None:
-                    raise LookupError("not renewed in time")
                 lease.revision = await kv.update(site, value, last=lease.revision)
                 lease.renewed = self._now()
             except Exception as exc:  # any failure: stop acting on it at once

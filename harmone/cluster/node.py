@@ -211,7 +211,7 @@ class ClusterNode:
         self.directory.gone(node)
         log.warning("node=%s node %s is gone with %d charger(s)", self.id, node, len(lost))
         for site, charger in lost:
-            if self.owns(site):
+            if self.leases.holds(site):
                 self.loadmgmt.charger_disconnected(LiveCharger(site, charger))
 
     # -- RegistryListener (local chargers) --
@@ -241,7 +241,7 @@ class ClusterNode:
 
     def _site_event(self, live: LiveCharger, kind: str, obs: Observe | None) -> None:
         site = live.site_uid
-        if site not in self.wanted or self.owns(site):
+        if site not in self.wanted or self.leases.holds(site):
             return  # no load manager, or it runs here and heard it from the registry itself
         body: dict[str, Any] = {
             "node": self.id,
@@ -288,7 +288,7 @@ class ClusterNode:
 
     async def _on_site_event(self, msg: Msg) -> None:
         site = msg.subject.split(".")[2]
-        if not self.owns(site):
+        if not self.leases.holds(site):
             return
         body = json.loads(msg.data)
         node, charger = str(body["node"]), str(body["charger"])
@@ -322,7 +322,8 @@ class ClusterNode:
 
     # -- SiteGate (load management) --
     def owns(self, site_uid: str) -> bool:
-        return self.leases.valid(site_uid) is not None
+        # The site runs here while the lease is held; sending also needs it valid (`send`).
+        return self.leases.holds(site_uid)
 
     async def send(
         self, site_uid: str, charger_id: str, action: str, payload: Any, timeout: float

@@ -85,6 +85,7 @@ def test_a_lease_is_not_used_once_it_could_not_be_renewed_in_time() -> None:
     assert leases.valid("S") == 7
     now[0] = 102.5  # the KV may free it at 103: stop before anyone else may take it
     assert leases.valid("S") is None
+    assert leases.holds("S")  # held (its chargers' events still come here), not acted on
 
 
 def test_cluster_needs_postgresql_and_a_nats_url() -> None:
