@@ -104,10 +104,13 @@ async def run(count: int, chargers: int, duration: float) -> dict[str, Any]:
     sockets: list[ClientConnection] = []
     nc = await nats.connect(NATS_URL)
     msgs = [0, 0]
+    kinds: dict[str, int] = {}
 
     async def counted(msg: Any) -> None:
         msgs[0] += 1
         msgs[1] += len(msg.data)
+        kind = ".".join(t if i != 2 else "*" for i, t in enumerate(msg.subject.split(".")[1:]))
+        kinds[kind] = kinds.get(kind, 0) + 1
 
     try:
         http = nodes[0][1].replace("ws://", "http://")
@@ -172,6 +175,7 @@ async def run(count: int, chargers: int, duration: float) -> dict[str, Any]:
             "meter_values_per_charger_min": round(done[0] * per_min, 1),
             "nats_msgs_per_charger_min": round(msgs[0] * per_min, 1),
             "nats_bytes_per_msg": round(msgs[1] / max(msgs[0], 1)),
+            "nats_msgs_by_subject": kinds,
             "pg_commits_per_charger_min": round((after[0] - before[0]) * per_min, 2),
             "pg_rows_per_charger_min": round((after[1] - before[1]) * per_min, 2),
             "load_avg": round(os.getloadavg()[0], 2),
