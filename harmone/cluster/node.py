@@ -35,6 +35,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from harmone.cluster.codec import decode_observe, encode_observe
 from harmone.cluster.directory import NodeDirectory, NodeInfo
 from harmone.cluster.leases import SiteLeases
+from harmone.cluster.probe import probe_nats
 from harmone.config import ClusterConfig
 from harmone.errors import (
     CallErrorReceived,
@@ -67,17 +68,30 @@ async def connect_node(
 ) -> ClusterNode:
     """Connect to NATS (HarmoneError if unreachable); the node is load management's gate from
     here on, and runs from `start()`."""
+
+    async def error(exc: Exception) -> None:
+        # one line, not nats-py's traceback on every reconnect attempt
+        log.warning("node=%s NATS: %s", config.node_id, exc or type(exc).__name__)
+
+    # Probed first: nats-py retries an unreachable server forever once reconnects are on.
+    await probe_nats(config.nats_url)
     try:
-        nc = await nats.connect(
-            config.nats_url,
-            name=f"harmone-{config.node_id}",
-            connect_timeout=3,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            allow_reconnect=True,
+        nc = await asyncio.wait_for(
+            nats.connect(
+                config.nats_url,
+                name=f"harmone-{config.node_id}",
+                connect_timeout=3,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=error,
+            ),
+            10,
         )
-    except Exception as exc:
-        raise HarmoneError(f"cannot reach NATS at {config.nats_url}: {exc}") from None
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise HarmoneError(
+            f"cannot reach NATS at {config.nats_url}: {exc or 'no answer in time'}"
+        ) from None
     return ClusterNode(config, nc, hub, loadmgmt, url)
 
 

@@ -87,6 +87,8 @@ class HarmoneApp:
                 await node.start()
             self.runtime = Runtime(self.config, store, hub, base, loadmgmt, cluster=node)
             self.endpoint = OcppEndpoint(hub, store.journal)
+            # a charger may have journaled on another node before it came here
+            self.endpoint.journal_shared = node is not None
             log.info("HARMON-E %s serving; cloud OCPP URLs start with %s", __version__, base)
             try:
                 yield

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,23 @@ def test_a_single_node_never_imports_nats() -> None:
         "assert not [m for m in sys.modules if m == 'nats' or m.startswith('nats.')], 'nats'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_serve_with_an_unreachable_nats_says_why_and_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harmone",
+        "serve",
+        "--db",
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "--cluster",
+        f"nats://127.0.0.1:{port}",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert f"cannot reach NATS at nats://127.0.0.1:{port}" in err.decode()
