@@ -8,6 +8,7 @@ Subjects (JSON bodies; see docs/scale-out.md), each under the cluster's name (`h
     harmone.charger.taken       {node, site, charger, version}: a charger connected here; the
                                 node that held it before closes its stale session
     harmone.charger.left        {node, site, charger}
+    harmone.node.<id>.frames    request/reply: the message inspector's frames of a charger there
     harmone.node.<id>.call      request/reply: a call to a charger this node holds
                                 {site, charger, action, payload, timeout, fence?}
     harmone.site.<uid>.ev       what a site's chargers on this node did (connected,
@@ -49,7 +50,7 @@ from harmone.errors import (
 from harmone.loadmgmt.service import LoadManagementService
 from harmone.ocpp.session import Observe
 from harmone.relay.registry import RelayRegistry
-from harmone.relay.state import LiveCharger
+from harmone.relay.state import FrameRecord, LiveCharger
 
 __all__ = ["ClusterNode", "connect_node"]
 
@@ -133,6 +134,7 @@ class ClusterNode:
         await self.nc.subscribe(f"{self.ns}.charger.taken", cb=self._on_taken)
         await self.nc.subscribe(f"{self.ns}.charger.left", cb=self._on_left)
         await self.nc.subscribe(f"{self.ns}.node.{self.id}.call", cb=self._on_call)
+        await self.nc.subscribe(f"{self.ns}.node.{self.id}.frames", cb=self._on_frames)
         await self.nc.subscribe(f"{self.ns}.site.*.ev", cb=self._on_site_event)
         await self.nc.subscribe(f"{self.ns}.site.*.config", cb=self._on_config)
         self.hub.remote = self
@@ -397,6 +399,24 @@ class ClusterNode:
         if reply["error"] == "CallErrorReceived":
             raise CallErrorReceived(reply["detail"], reply.get("code"), reply.get("details"))
         raise _ERRORS.get(reply["error"], RelayError)(reply["detail"])
+
+    async def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
+        place = self.directory.holder(site_uid, charger_id)
+        if place is None or place.node == self.id:
+            return []
+        subject = f"{self.ns}.node.{place.node}.frames"
+        body = json.dumps({"site": site_uid, "charger": charger_id}).encode()
+        try:
+            msg = await self.nc.request(subject, body, timeout=5)
+        except (NoRespondersError, NatsTimeout):
+            return []
+        return [FrameRecord(float(at), s, r, str(t)) for at, s, r, t in json.loads(msg.data)]
+
+    async def _on_frames(self, msg: Msg) -> None:
+        req = json.loads(msg.data)
+        records = self.hub.frames(str(req["site"]), str(req["charger"]))
+        body = [[f.at, f.sender, f.receiver, f.text] for f in records]
+        await msg.respond(json.dumps(body).encode())
 
     async def _on_call(self, msg: Msg) -> None:
         # Served in its own task: a charger's slow answer must not hold up the others' calls.

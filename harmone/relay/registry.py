@@ -8,6 +8,7 @@ What other layers use (the REST API, the console, load management, the sites ser
     live_state(site, charger) -> LiveCharger | None
     live_for_site(uid) -> list[LiveCharger]  live state, connected or not
     frames(site, charger) -> list[FrameRecord]   the message inspector's last frames
+    frames_anywhere(site, charger)           the same from the node holding it (a cluster)
     call(site, charger, action, payload, timeout)  HARMON-E's own call to a charger
     subscribe()                              live events ("changed" / "frame", key)
     flush_attempts()                         connection attempts written now
@@ -93,6 +94,10 @@ class RemoteCalls(Protocol):
         self, site_uid: str, charger_id: str, action: str, payload: Any, timeout: float | None
     ) -> Any: ...
 
+    async def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
+        """The message inspector's frames of a charger another node holds (none if none)."""
+        ...
+
 
 class RelayRegistry:
     """See the module docstring."""
@@ -167,6 +172,14 @@ class RelayRegistry:
     def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
         live = self._live.get((site_uid, charger_id))
         return live.frames.records() if live else []
+
+    async def frames_anywhere(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
+        """`frames`, from the node that holds the charger when it is not here (a cluster)."""
+        if self.remote is not None and (site_uid, charger_id) not in self._links:
+            remote = await self.remote.frames(site_uid, charger_id)
+            if remote:
+                return remote
+        return self.frames(site_uid, charger_id)
 
     async def call(
         self,

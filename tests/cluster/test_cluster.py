@@ -50,6 +50,12 @@ async def test_an_api_call_on_one_node_reaches_a_charger_on_another() -> None:
                 assert keys[0]["key"] == "HeartbeatInterval"
                 # the charger on node C got exactly that call
                 assert [action for action, _ in sims[2].received_calls] == ["GetConfiguration"]
+                # the message inspector on node A shows that charger's frames, from node C
+                r = await api.get(f"/api/v1/sites/{site}/chargers/CP-2/frames")
+                assert r.status_code == 200, r.text
+                texts = [f["text"] for f in r.json()]
+                assert any("BootNotification" in t for t in texts)
+                assert any("GetConfiguration" in t for t in texts)
                 # a charger nobody holds any more: 409 with why
                 await sims[1].close()
                 await wait_until(lambda: _held(a, 2))

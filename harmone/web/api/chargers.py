@@ -59,9 +59,10 @@ async def charger_frames(
     _: UserDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[FrameOut]:
-    """The most recent OCPP frames of this charger, both ways, oldest first."""
+    """The most recent OCPP frames of this charger, both ways, oldest first (in a cluster,
+    from the node that holds it)."""
     await rt.chargers.get(uid, charger_id)
-    frames = rt.hub.frames(uid, charger_id)[-limit:]
+    frames = (await rt.hub.frames_anywhere(uid, charger_id))[-limit:]
     return [
         FrameOut(
             at=datetime.fromtimestamp(f.at, UTC), sender=f.sender, receiver=f.receiver, text=f.text
