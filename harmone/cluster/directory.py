@@ -57,6 +57,12 @@ class NodeDirectory:
             if known is None or known.node == node or not self.alive(known.node, now):
                 self.places[(site, charger)] = ChargerPlace(node, version)
 
+    def touch(
+        self, node: str, now: float, count: int, url: str = "", sites_led: tuple[str, ...] = ()
+    ) -> None:
+        """A heartbeat without the charger list: alive, holding `count` chargers."""
+        self.nodes[node] = NodeInfo(node, now, url, count, sites_led)
+
     def taken(self, node: str, site: str, charger: str, version: str | None) -> None:
         self.places[(site, charger)] = ChargerPlace(node, version)
 

@@ -3,7 +3,8 @@
 Subjects (JSON bodies; see docs/scale-out.md), each under the cluster's name (`harmone` unless
 `--cluster-name` says otherwise; below with that default):
 
-    harmone.nodes.beat          every heartbeat: {node, url, chargers: [[site, id, version]], led}
+    harmone.nodes.beat          every heartbeat: {node, url, count, led}, every 10th (and the
+                                next after a new node appeared) with chargers: [[site, id, version]]
     harmone.nodes.bye           a node stopping cleanly: {node}
     harmone.charger.taken       {node, site, charger, version}: a charger connected here; the
                                 node that held it before closes its stale session
@@ -62,6 +63,8 @@ _ERRORS: dict[str, type[HarmoneError]] = {
 }
 #: how often (in heartbeats) the set of sites with load management is read again
 _WANTED_EVERY = 3
+#: how often (in heartbeats) a heartbeat lists every charger the node holds
+_FULL_EVERY = 10
 
 
 async def connect_node(
@@ -124,6 +127,8 @@ class ClusterNode:
         self.wanted: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
+        #: a node this one had not heard of appeared: send the full list at the next beat
+        self._newcomer = False
         loadmgmt.gate = self  # before load management starts: no site runs here unleased
 
     # -- life --
@@ -184,7 +189,7 @@ class ClusterNode:
             try:
                 if n % _WANTED_EVERY == 0:
                     await self._refresh_wanted()
-                await self._beat()
+                await self._beat(full=n % _FULL_EVERY == 0 or self._newcomer)
                 self._sweep()
                 gained, lost = await self.leases.tick(self.wanted)
                 for site in lost:
@@ -202,15 +207,20 @@ class ClusterNode:
         for site in changed:
             self.hub.watch_changed(site)
 
-    async def _beat(self) -> None:
-        chargers = [
-            [link.live.site_uid, link.live.id, link.live.ocpp_version]
-            for link in self.hub.links.values()
-        ]
-        body = {"node": self.id, "url": self.url, "chargers": chargers}
-        body["led"] = led = sorted(self.leases.held)
+    async def _beat(self, full: bool = True) -> None:
+        # The list of held chargers goes out every _FULL_EVERY beats (and at once when a new
+        # node appears); in between, `taken`/`left` keep the others' directories current.
+        led = sorted(self.leases.held)
+        body: dict[str, Any] = {"node": self.id, "url": self.url, "led": led}
+        body["count"] = len(self.hub.links)
+        if full:
+            self._newcomer = False
+            body["chargers"] = [
+                [link.live.site_uid, link.live.id, link.live.ocpp_version]
+                for link in self.hub.links.values()
+            ]
         self.directory.nodes[self.id] = NodeInfo(
-            self.id, self._now(), self.url, len(chargers), tuple(led)
+            self.id, self._now(), self.url, len(self.hub.links), tuple(led)
         )
         await self._publish(f"{self.ns}.nodes.beat", body)
 
@@ -275,10 +285,14 @@ class ClusterNode:
         node = str(body["node"])
         if node == self.id:
             return  # this node's own entry is written when it beats
-        chargers = [(str(s), str(c), v) for s, c, v in body.get("chargers", ())]
-        self.directory.beat(
-            node, self._now(), chargers, str(body.get("url", "")), tuple(body.get("led", ()))
-        )
+        url, led = str(body.get("url", "")), tuple(body.get("led", ()))
+        if node not in self.directory.nodes:
+            self._newcomer = True  # it needs this node's chargers: the next beat is full
+        if "chargers" not in body:
+            self.directory.touch(node, self._now(), int(body.get("count", 0)), url, led)
+            return
+        chargers = [(str(s), str(c), v) for s, c, v in body["chargers"]]
+        self.directory.beat(node, self._now(), chargers, url, led)
 
     async def _on_bye(self, msg: Msg) -> None:
         node = str(json.loads(msg.data)["node"])

@@ -59,6 +59,9 @@ def test_the_directory_follows_heartbeats_takeovers_and_silence() -> None:
     assert d.holder("S", "CP1") == ChargerPlace("c", "1.6")
     assert set(d.of_site("S")) == {"CP1", "CP2"}
     assert [n.id for n in d.alive_nodes(3.5)] == ["b"]  # c silent for 3.5 s > 3 beats
+    d.touch("c", 4.0, 0)  # a heartbeat without the list: alive again, places kept
+    assert [n.id for n in d.alive_nodes(4.0)] == ["b", "c"]
+    assert d.holder("S", "CP1") == ChargerPlace("c", "1.6")
     d.gone("c")
     assert d.holder("S", "CP1") is None and d.holder("S", "CP2") is not None
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from harmone.errors import NotFound
 from harmone.web.api.auth import UserDep
 from harmone.web.runtime import RuntimeDep
 
@@ -17,7 +16,15 @@ router = APIRouter(prefix="/api/v1/cluster", tags=["cluster"])
 
 @router.get("")
 async def cluster_status(rt: RuntimeDep, _: UserDep) -> dict[str, Any]:
-    """This node, the nodes alive, and which node runs each site's load manager."""
+    """This node, the nodes alive, and which node runs each site's load manager. A single
+    node (started without --cluster) answers with `node` null and nothing else."""
     if rt.cluster is None:
-        raise NotFound("this HARMON-E is a single node (started without --cluster)")
+        return {
+            "node": None,
+            "name": None,
+            "nats_url": None,
+            "nodes": [],
+            "leases": {},
+            "sites_led": [],
+        }
     return rt.cluster.status()
