@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import PASSWORD, api_client, client_for, harmone_server
 
 from harmone.cluster.codec import decode_observe, encode_observe
 from harmone.cluster.directory import ChargerPlace, NodeDirectory
@@ -20,6 +21,8 @@ from harmone.config import ClusterConfig, ServerConfig
 from harmone.errors import ConfigError, LeaseLost
 from harmone.ocpp.effects import Observe
 from harmone.ocpp.events import interpret
+from harmone.services.accounts import Accounts
+from harmone.sim import SimulatedCharger
 
 _spec = importlib.util.spec_from_file_location(
     "events_cases", Path(__file__).parents[1] / "pure" / "test_events.py"
@@ -146,3 +149,30 @@ async def test_serve_with_an_unreachable_nats_says_why_and_exits_2(tmp_path: Pat
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert f"cannot reach NATS at nats://127.0.0.1:{port}" in err.decode()
+
+
+async def test_calls_to_a_charger_need_a_writer_of_that_site(tmp_path: Path) -> None:
+    """The calls endpoint is not in the OpenAPI document, so the route-wide security tests do
+    not see it: its access rules are checked here."""
+    async with harmone_server(tmp_path) as srv, await client_for(srv) as admin:
+        site = (await admin.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()
+        other = (await admin.post("/api/v1/sites", json={"name": "O", "type": "cloud"})).json()
+        url = f"{srv.url.replace('http', 'ws')}/{site['uid']}"
+        path = f"/api/v1/sites/{site['uid']}/chargers/CP-1/calls"
+        body = {"action": "GetConfiguration", "payload": {}}
+        async with SimulatedCharger(url, "CP-1", "1.6") as sim:
+            await sim.boot()
+            r = await admin.post(path, json=body)
+            assert r.status_code == 200 and "configurationKey" in r.json()["result"]
+            async with await client_for(srv, "viewer") as viewer:
+                assert (await viewer.post(path, json=body)).status_code == 403
+            accounts = Accounts(srv.runtime.store)
+            await accounts.create_account(
+                "elsewhere@example.com", PASSWORD, role="operator", sites=[other["uid"]]
+            )
+            async with await api_client(srv, "elsewhere@example.com") as elsewhere:
+                assert (await elsewhere.post(path, json=body)).status_code in (403, 404)
+            assert (await admin.post(path, json={"action": "Get Config"})).status_code == 422
+            assert [a for a, _ in sim.received_calls] == ["GetConfiguration"]
+        r = await admin.post(f"/api/v1/sites/{site['uid']}/chargers/NOPE/calls", json=body)
+        assert r.status_code == 404
