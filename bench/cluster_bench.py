@@ -100,7 +100,7 @@ async def run(count: int, chargers: int, duration: float) -> dict[str, Any]:
     await Accounts(store).create_user("b@example.com", "s3cret-passw0rd!", role="admin")
     token = await Accounts(store).create_token("b@example.com")
     await store.close()
-    nodes = [await start_node(db, name, f"{name}-{i}") for i in range(count)]
+    nodes: list[tuple[asyncio.subprocess.Process, str]] = []
     sockets: list[ClientConnection] = []
     nc = await nats.connect(NATS_URL)
     msgs = [0, 0]
@@ -113,6 +113,8 @@ async def run(count: int, chargers: int, duration: float) -> dict[str, Any]:
         kinds[kind] = kinds.get(kind, 0) + 1
 
     try:
+        for i in range(count):  # inside the try: a node that fails to start drops the database
+            nodes.append(await start_node(db, name, f"{name}-{i}"))
         http = nodes[0][1].replace("ws://", "http://")
         async with httpx.AsyncClient(
             base_url=http, headers={"Authorization": f"Bearer {token}"}, timeout=60
