@@ -2,7 +2,7 @@
 
 It parses arguments into the frozen config objects of `harmone.config` and hands over; it is
 the one place that reads the environment (`HARMONE_DB`, `HARMONE_HOST`, `HARMONE_PORT`,
-`HARMONE_METRICS_LISTEN`).
+`HARMONE_METRICS_LISTEN`, `HARMONE_CLUSTER`, `HARMONE_NODE_ID`, `HARMONE_CLUSTER_NAME`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from harmone import __version__
-from harmone.config import RelayConfig, ServerConfig, normalise_public_url, parse_listen
-from harmone.errors import HarmoneError
+from harmone.config import (
+    ClusterConfig,
+    RelayConfig,
+    ServerConfig,
+    normalise_public_url,
+    parse_listen,
+)
+from harmone.errors import ConfigError, HarmoneError
 
 __all__ = ["build_parser", "main"]
 
@@ -121,6 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
         "authentication (so bind it to an address only your Prometheus reaches); /metrics "
         "on the main port needs an API token either way (default: $HARMONE_METRICS_LISTEN, "
         "else off)",
+    )
+    p.add_argument(
+        "--cluster",
+        metavar="NATS_URL",
+        default=os.environ.get("HARMONE_CLUSTER") or None,
+        help="run as one node of many: nodes meet on this NATS server (nats://HOST:PORT, "
+        "with JetStream) and share the PostgreSQL --db; see docs/scale-out.md (default: "
+        "$HARMONE_CLUSTER, else a single node)",
+    )
+    p.add_argument(
+        "--node-id",
+        metavar="NAME",
+        default=os.environ.get("HARMONE_NODE_ID") or None,
+        help="this node's unique name in the cluster (default: host-pid)",
+    )
+    p.add_argument(
+        "--cluster-name",
+        metavar="NAME",
+        default=os.environ.get("HARMONE_CLUSTER_NAME") or "harmone",
+        help="the cluster's name on NATS: the first token of its subjects (default: "
+        "$HARMONE_CLUSTER_NAME, else %(default)s)",
     )
     d = RelayConfig()
     p.add_argument(
@@ -301,6 +329,15 @@ def _need_db(args: argparse.Namespace) -> str:
     return str(args.db)
 
 
+def _cluster(args: argparse.Namespace) -> ClusterConfig | None:
+    if not args.cluster:
+        if args.node_id:
+            raise ConfigError("--node-id goes with --cluster")
+        return None
+    node_id = args.node_id or f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+    return ClusterConfig(nats_url=args.cluster, node_id=node_id, name=args.cluster_name)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "init":
         from harmone.services.admin import init_database
@@ -332,6 +369,7 @@ def _run(args: argparse.Namespace) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             metrics_listen=parse_listen(args.metrics_listen) if args.metrics_listen else None,
+            cluster=_cluster(args),
         )
         return serve(config)
     if args.command == "gateway":

@@ -5,6 +5,7 @@ Core code receives these objects; it never reads the environment itself.
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from harmone.loadmgmt.model import AllocationOptions
 from harmone.loadmgmt.state import Timing
 
 __all__ = [
+    "ClusterConfig",
     "RelayConfig",
     "ServerConfig",
     "check_tls_files",
@@ -109,6 +111,30 @@ class RelayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """One node of many (`harmone serve --cluster`): see docs/scale-out.md."""
+
+    #: the NATS server, nats://host:port
+    nats_url: str
+    #: this node's name on NATS (unique among the nodes; default: host-pid)
+    node_id: str
+    #: the cluster's name: every subject starts with it, and the lease bucket is named after
+    #: it, so that several clusters (or test runs) can share one NATS server
+    name: str = "harmone"
+    #: how often the node announces itself, s; a node silent for 3 intervals is gone
+    heartbeat: float = 1.0
+    #: how long a site's load-management lease lives without renewal, s (renewed every third)
+    lease_ttl: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.nats_url.startswith(("nats://", "tls://")):
+            raise ConfigError(f"--cluster {self.nats_url}: give a NATS URL, nats://HOST:PORT")
+        for option, value in (("--node-id", self.node_id), ("--cluster-name", self.name)):
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+                raise ConfigError(f"{option} {value!r}: use 1-64 letters, digits, '-' or '_'")
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """What `harmone serve` runs with."""
 
@@ -135,8 +161,15 @@ class ServerConfig:
     #: True on a gateway box (`harmone gateway`), which runs its gateway site's load
     #: management; the cloud keeps a gateway site's configuration but does not run it.
     gateway_box: bool = False
+    #: None: a single node (the default); else one node of a cluster on NATS + PostgreSQL
+    cluster: ClusterConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.cluster is not None and not self.db_url.startswith("postgresql"):
+            raise ConfigError(
+                "--cluster needs a PostgreSQL --db (postgresql://…) shared by every node; "
+                f"{self.db_url.split(':', 1)[0]} is one process's own database"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_cert is not None and self.tls_key is not None:

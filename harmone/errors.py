@@ -17,6 +17,7 @@ Tree::
     ├── RelayError               the relay could not do what was asked
     │   ├── ChargerNotConnected  no live session for that charger (permanent for this call)
     │   ├── CallTimeout          the charger did not answer in time (retryable)
+    │   ├── LeaseLost            this node no longer runs that site's load manager (fenced)
     │   └── UpstreamUnavailable  the CPMS link is down or refused us (retryable)
     └── SimulatorError           a simulated charger or CPMS failed
 """
@@ -37,6 +38,7 @@ __all__ = [
     "FrameError",
     "HarmoneError",
     "InvalidFields",
+    "LeaseLost",
     "NotFound",
     "OcppError",
     "RelayError",
@@ -123,6 +125,11 @@ class ChargerNotConnected(RelayError):
 
 class CallTimeout(RelayError, RetryableError):
     """The charger did not answer a call within its timeout."""
+
+
+class LeaseLost(RelayError):
+    """A load manager's call carried a fencing token older than the site's lease: another
+    node runs that site's load manager now (cluster)."""
 
 
 class UpstreamUnavailable(RelayError, RetryableError):

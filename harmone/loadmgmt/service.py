@@ -25,13 +25,22 @@ from harmone.loadmgmt.config import SiteLoadConfig, parse_config
 from harmone.loadmgmt.controller import Sample, SiteController
 from harmone.loadmgmt.editing import ConfigEditing
 from harmone.loadmgmt.edits import config_version
+from harmone.loadmgmt.gate import SiteGate
 from harmone.loadmgmt.history import MinuteSummary
-from harmone.loadmgmt.meters import MeterPoller, MeterStatus, measurement_from_push
+from harmone.loadmgmt.meters import MeterPoller, measurement_from_push
 from harmone.loadmgmt.model import AllocationOptions, LimitKind, Measurement, MeterState
 from harmone.loadmgmt.snapshot import restore
 from harmone.loadmgmt.snapshot import snapshot as take_snapshot
 from harmone.loadmgmt.state import NO_ANSWER, OVERDRAW, SiteLoadState, Timing
-from harmone.loadmgmt.status_parts import node_paths, timing_summary
+from harmone.loadmgmt.status_parts import (
+    ChargerStatus,
+    ConnectorStatus,
+    LimitOrigin,
+    NodeStatus,
+    SiteLoadStatus,
+    node_paths,
+    timing_summary,
+)
 from harmone.metrics import LoadMetrics
 from harmone.ocpp.framing import MessageType
 from harmone.ocpp.session import Observe
@@ -54,75 +63,6 @@ log = logging.getLogger(__name__)
 
 #: How often changed running state is written, s (increases are written before they are sent).
 PERSIST_INTERVAL = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    id: str
-    limit: float
-    limit_source: str
-    meter: str
-    load: tuple[float, float, float]
-    charger_load: tuple[float, float, float]
-    non_charger_load: tuple[float, float, float]
-    headroom: tuple[float, float, float]
-    imbalance: float
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectorStatus:
-    """One connector: its grant, what the charger applies, what it draws, and why."""
-
-    charger_id: str
-    connector_id: int
-    charging: bool
-    reserved: bool
-    granted: float
-    per_phase: tuple[float, float, float]
-    need: float
-    reasons: tuple[str, ...]
-    #: policy, node_limit, suspended, paused_below_min, car_max, capped_by_cpms, car_draw,
-    #: flagged, meter_failed, ...
-    reason_kinds: tuple[str, ...]
-    limit_in_force: float | None
-    exposure: float
-    measured: tuple[float, ...] | None
-    held: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ChargerStatus:
-    connected: bool
-    flagged: str | None
-    flagged_at: datetime | None
-    stack_level: int
-    tx_default_sent: float | None
-    cpms_caps: dict[str, float | None]
-    transactions: dict[str, dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class LimitOrigin:
-    """Who set a node's dynamic limit, and when (kept in memory: unknown after a restart)."""
-
-    by: str | None
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class SiteLoadStatus:
-    enabled: bool
-    policy: str
-    at: datetime | None
-    nodes: tuple[NodeStatus, ...]
-    connectors: tuple[ConnectorStatus, ...]
-    chargers: dict[str, ChargerStatus]
-    dynamic_limits: dict[str, float]
-    meters: dict[str, MeterStatus]
-    reaction_time_s: dict[str, float | int | None]
-    decrease_time_s: dict[str, float | int | None] = field(default_factory=dict)
-    #: who set each dynamic limit in force, when known
-    dynamic_limit_origins: dict[str, LimitOrigin] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -165,11 +105,15 @@ class LoadManagementService:
         self._config_lock = asyncio.Lock()
         #: the console's changes, a part of the configuration at a time
         self.editing = ConfigEditing(self)
+        #: set in a cluster (before start): only the sites whose lease this node holds run here
+        self.gate: SiteGate | None = None
 
     # -- life ------------------------------------------------------------------------------------
     async def start(self) -> None:
         saved = await self.states.all() if self.states is not None else {}
         for site_uid, raw in (await self.configs.all()).items():
+            if self.gate is not None:
+                break  # in a cluster, a site starts here when its lease is taken (`adopt`)
             try:
                 config = parse_config(raw)
             except ConfigError as exc:
@@ -240,8 +184,12 @@ class LoadManagementService:
         if await self._is_elsewhere(site_uid):
             self._elsewhere[site_uid] = config
             log.info("site=%s load management configuration stored; its box runs it", site_uid)
-        else:
-            await self._install(site_uid, config, None)
+            return config
+        if self.gate is not None:
+            self.gate.config_changed(site_uid)
+            if not self.gate.owns(site_uid):
+                return config
+        await self._install(site_uid, config, None)
         return config
 
     async def _is_elsewhere(self, site_uid: str) -> bool:
@@ -268,6 +216,26 @@ class LoadManagementService:
         """Whether this process runs the site's load management (False for a gateway site in
         the cloud, whose box runs it, and for a site without a configuration)."""
         return site_uid in self._sites
+
+    async def adopt(self, site_uid: str) -> None:
+        """The lease was taken here: run the site from what is stored (again: reload)."""
+        raw = (await self.configs.all()).get(site_uid)
+        if raw is not None:
+            fresh = site_uid not in self._sites
+            saved = (await self.states.all()).get(site_uid) if self.states and fresh else None
+            await self._install(site_uid, parse_config(raw), saved)
+            if fresh and self.gate is not None:
+                state = self._sites[site_uid].controller.state
+                for charger_id, version in self.gate.connected_elsewhere(site_uid):
+                    state.connected(charger_id, OcppVersion(version), True)
+
+    async def drop(self, site_uid: str) -> None:
+        """The lease is gone: stop at once and write nothing (the next holder writes)."""
+        site = self._sites.pop(site_uid, None)
+        if site is not None:
+            if site.poller is not None:
+                await site.poller.stop()
+            await site.controller.stop()
 
     def watches(self, site_uid: str) -> bool:
         """The relay interprets the traffic of managed sites only (registry listener)."""
@@ -332,6 +300,9 @@ class LoadManagementService:
         self, site_uid: str, config: SiteLoadConfig, state: SiteLoadState
     ) -> SiteController:
         async def send(charger_id: str, payload: dict[str, Any]) -> Any:
+            if self.gate is not None:
+                args = (site_uid, charger_id, "SetChargingProfile", payload)
+                return await self.gate.send(*args, self.timing.call_timeout)
             return await self.hub.call(
                 site_uid,
                 charger_id,

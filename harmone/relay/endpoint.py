@@ -131,6 +131,9 @@ class OcppEndpoint:
         self._journaled_loaded: asyncio.Task[None] | None = None
         #: handshakes worked on at once (`RelayConfig.max_concurrent_handshakes`)
         self._gate = asyncio.Semaphore(cfg.max_concurrent_handshakes)
+        #: Other processes write the same journal (a cluster's nodes): the set of chargers
+        #: with a backlog cannot be cached here, every handshake looks.
+        self.journal_shared = False
 
     async def handshake(
         self, request: UpgradeRequest, transport: Transport, remote: str | None
@@ -438,6 +441,8 @@ class OcppEndpoint:
     async def _may_have_backlog(self, key: tuple[str, str]) -> bool:
         """Whether `key` may have journal entries or id mappings (most chargers have none:
         their handshake then skips the look-up)."""
+        if self.journal_shared:
+            return True
         if self._journaled_loaded is None:
             self._journaled_loaded = asyncio.get_running_loop().create_task(self._load_keys())
         await asyncio.shield(self._journaled_loaded)

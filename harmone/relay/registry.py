@@ -8,9 +8,11 @@ What other layers use (the REST API, the console, load management, the sites ser
     live_state(site, charger) -> LiveCharger | None
     live_for_site(uid) -> list[LiveCharger]  live state, connected or not
     frames(site, charger) -> list[FrameRecord]   the message inspector's last frames
+    frames_anywhere(site, charger)           the same from the node holding it (a cluster)
     call(site, charger, action, payload, timeout)  HARMON-E's own call to a charger
     subscribe()                              live events ("changed" / "frame", key)
     flush_attempts()                         connection attempts written now
+    forget(site, charger)                    a cluster's other node holds it now
     site_changed(uid), charger_changed(site, charger)
                                              a site or charger was changed or deleted: the
                                              handshake cache forgets it (call after the
@@ -52,7 +54,14 @@ from harmone.relay.state import ChargerKey, FrameRecord, FrameRing, LiveCharger
 from harmone.relay.state_writer import StateWriter
 from harmone.store.records import Attempt
 
-__all__ = ["OWN_ACTIONS", "ChargerEvent", "Directory", "RegistryListener", "RelayRegistry"]
+__all__ = [
+    "OWN_ACTIONS",
+    "ChargerEvent",
+    "Directory",
+    "RegistryListener",
+    "RelayRegistry",
+    "RemoteCalls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,19 @@ class RegistryListener(Protocol):
     def charger_disconnected(self, live: LiveCharger) -> None: ...
 
     def observed(self, live: LiveCharger, obs: Observe) -> None: ...
+
+
+class RemoteCalls(Protocol):
+    """Reaches a charger held by another node (a cluster); raises ChargerNotConnected if none
+    holds it."""
+
+    async def call(
+        self, site_uid: str, charger_id: str, action: str, payload: Any, timeout: float | None
+    ) -> Any: ...
+
+    async def frames(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
+        """The message inspector's frames of a charger another node holds (none if none)."""
+        ...
 
 
 class RelayRegistry:
@@ -111,6 +133,8 @@ class RelayRegistry:
         #: Told about connections and watched frames (load management).
         self.listeners: list[RegistryListener] = []
         self._sweeper: asyncio.Task[None] | None = None
+        #: In a cluster: calls to chargers that another node holds go there.
+        self.remote: RemoteCalls | None = None
 
     # -- life --
     async def start(self) -> None:
@@ -153,6 +177,14 @@ class RelayRegistry:
         live = self._live.get((site_uid, charger_id))
         return live.frames.records() if live else []
 
+    async def frames_anywhere(self, site_uid: str, charger_id: str) -> list[FrameRecord]:
+        """`frames`, from the node that holds the charger when it is not here (a cluster)."""
+        if self.remote is not None and (site_uid, charger_id) not in self._links:
+            remote = await self.remote.frames(site_uid, charger_id)
+            if remote:
+                return remote
+        return self.frames(site_uid, charger_id)
+
     async def call(
         self,
         site_uid: str,
@@ -164,6 +196,8 @@ class RelayRegistry:
         """Send a call to a connected charger and await its answer (see ChargerLink.call)."""
         link = self._links.get((site_uid, charger_id))
         if link is None:
+            if self.remote is not None:
+                return await self.remote.call(site_uid, charger_id, action, payload, timeout)
             raise ChargerNotConnected(f"charger {charger_id} is not connected")
         return await link.call(action, payload, timeout)
 
@@ -198,8 +232,9 @@ class RelayRegistry:
         self.cache.charger_changed(site_uid, charger_id)
 
     def forget(self, site_uid: str, charger_id: str) -> None:
-        """Drop what is kept in memory of a deleted charger that is not connected, so that
-        no pending state write adds it again."""
+        """Drop what is kept in memory of a charger that is not connected here: a deleted one,
+        or (in a cluster) one another node holds now, so that no pending state write or live
+        view here contradicts the truth."""
         key = (site_uid, charger_id)
         if key not in self._links:
             self._live.pop(key, None)

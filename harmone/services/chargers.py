@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from harmone.domain import Charger
 from harmone.errors import InvalidFields
@@ -65,6 +66,12 @@ class ChargerService:
 
     async def find(self, site_uid: str, charger_id: str) -> Charger | None:
         return await self._store.chargers.find(site_uid, charger_id)
+
+    async def call(self, site_uid: str, charger_id: str, action: str, payload: Any) -> Any:
+        """Send an OCPP call to the charger (NotFound if unknown, ChargerNotConnected if no
+        node holds it, CallErrorReceived, CallTimeout) and return its answer's payload."""
+        await self._store.chargers.get(site_uid, charger_id)
+        return await self._relay.call(site_uid, charger_id, action, payload)
 
     async def counts(self) -> dict[str, int]:
         """How many chargers each site has, by site UID."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["ChangeWatcher", "LiveLinks", "RelayedCharger", "close_and_wait"]
 
@@ -58,6 +58,18 @@ class LiveLinks(Protocol):
 
     def forget(self, site_uid: str, charger_id: str) -> None:
         """Forget a deleted charger that is no longer connected."""
+
+    async def call(
+        self,
+        site_uid: str,
+        charger_id: str,
+        action: str,
+        payload: Any,
+        timeout: float | None = None,
+    ) -> Any:
+        """A call of HARMON-E's own to a charger, wherever it is connected (in a cluster, on
+        another node), queued behind the call in flight; its answer's payload."""
+        ...
 
 
 class ChangeWatcher(Protocol):

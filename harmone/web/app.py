@@ -21,6 +21,7 @@ from harmone.relay.registry import RelayRegistry
 from harmone.store import Store
 from harmone.web.api import (
     chargers,
+    cluster,
     connection_log,
     gateways,
     load_management,
@@ -81,15 +82,27 @@ class HarmoneApp:
                 self.config.load_timing,
                 managed_elsewhere=None if self.config.gateway_box else managed_by_box,
             )
-            await loadmgmt.start()
             base = self.config.public_url or self._listen_url()
-            self.runtime = Runtime(self.config, store, hub, base, loadmgmt)
+            node = None
+            if self.config.cluster is not None:
+                # Imported here only: a single node never loads NATS.
+                from harmone.cluster.node import connect_node
+
+                node = await connect_node(self.config.cluster, hub, loadmgmt, base)
+            await loadmgmt.start()
+            if node is not None:
+                await node.start()
+            self.runtime = Runtime(self.config, store, hub, base, loadmgmt, cluster=node)
             self.endpoint = OcppEndpoint(hub, store.journal)
+            # a charger may have journaled on another node before it came here
+            self.endpoint.journal_shared = node is not None
             log.info("HARMON-E %s serving; cloud OCPP URLs start with %s", __version__, base)
             try:
                 yield
             finally:
                 self.endpoint = None
+                if node is not None:
+                    await node.stop()
                 await loadmgmt.stop()
                 await hub.stop(self.config.shutdown_grace)
         finally:
@@ -141,7 +154,16 @@ def _build_api(app: HarmoneApp) -> FastAPI:
         lifespan=lifespan,
     )
     api.state.harmone = app
-    for module in (sites, chargers, connection_log, load_management, users, metrics, gateways):
+    for module in (
+        sites,
+        chargers,
+        connection_log,
+        load_management,
+        users,
+        metrics,
+        gateways,
+        cluster,
+    ):
         api.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

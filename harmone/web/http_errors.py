@@ -6,7 +6,9 @@
 | AuthError                               | 401 (with `WWW-Authenticate: Bearer`) |
 | Forbidden                               | 403 |
 | NotFound                                | 404 |
-| Conflict                                | 409 |
+| Conflict, ChargerNotConnected           | 409 |
+| CallErrorReceived (the charger's CallError) | 502 |
+| CallTimeout                             | 504 |
 | any other HarmoneError                  | 400 |
 
 The console adds HTML pages for browsers on top (`harmone.web.console.setup`).
@@ -21,7 +23,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from harmone.errors import AuthError, ConfigError, Conflict, Forbidden, HarmoneError, NotFound
+from harmone.errors import (
+    AuthError,
+    CallErrorReceived,
+    CallTimeout,
+    ChargerNotConnected,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    HarmoneError,
+    NotFound,
+)
 
 __all__ = ["describe_validation", "install_error_handlers", "status_of"]
 
@@ -30,6 +42,9 @@ log = logging.getLogger(__name__)
 _STATUS: tuple[tuple[type[HarmoneError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
+    (ChargerNotConnected, 409),
+    (CallErrorReceived, 502),
+    (CallTimeout, 504),
     (AuthError, 401),
     (Forbidden, 403),
     (ConfigError, 422),

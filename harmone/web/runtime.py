@@ -21,6 +21,7 @@ from harmone.loadmgmt.service import LoadManagementService
 from harmone.relay.registry import RelayRegistry
 from harmone.services.accounts import Accounts
 from harmone.services.chargers import ChargerService
+from harmone.services.cluster import ClusterView
 from harmone.services.gateways import GatewayService
 from harmone.services.live_links import ChangeWatcher
 from harmone.services.metrics import MetricsService
@@ -63,6 +64,8 @@ class Runtime:
     loadmgmt: LoadManagementService
     #: On a gateway box: its link to the cloud (None in the cloud).
     box: BoxView | None = None
+    #: This node's view of its cluster (`--cluster`); None on a single node.
+    cluster: ClusterView | None = None
     #: Users, console sessions and API tokens (holds the cache of verified tokens).
     accounts: Accounts = field(init=False)
     #: Sites and what their changes do to connected chargers.

@@ -223,6 +223,10 @@ def raise_fd_limit(logger: logging.Logger, wanted: int = 65536) -> int:
 
 
 async def _serve(config: ServerConfig) -> int:
+    if config.cluster is not None:
+        from harmone.cluster.probe import probe_nats  # no NATS client is imported by it
+
+        await probe_nats(config.cluster.nats_url)
     store = await open_store(config.db_url)
     try:
         sock = bind_socket(config.host, config.port)
