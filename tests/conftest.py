@@ -1,5 +1,6 @@
 """Shared fixtures: an empty database per backend (SQLite file, PostgreSQL), a Store, a running
-HARMON-E (`srv`), cheap password hashing (`cheap_argon2`).
+HARMON-E (`srv`), cheap password hashing in every test (`real_argon2` for the tests about
+hashing itself).
 
 The tests are in layers, one folder each: `pure/` (no socket, no database, no process: framing,
 the session, typed events, standalone answers, the domain, the package's shape), `relay/` (the
@@ -40,8 +41,12 @@ from console_support import cheap_passwords
 from sqlalchemy.engine import make_url
 from support import harmone_server, strict_run
 
+from harmone import security
 from harmone.store import Store
 from harmone.web.serve import RunningServer
+
+#: The hasher HARMON-E uses, captured before any test makes hashing cheap.
+PRODUCTION_HASHER = security._hasher
 
 T = TypeVar("T")
 
@@ -157,13 +162,34 @@ async def srv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
         yield server
 
 
-@pytest.fixture(scope="module")
-def cheap_argon2() -> Iterator[None]:
-    """Argon2 at its lowest cost for a whole module (`console_support.cheap_passwords`); a
-    module that signs in many times says `pytestmark = pytest.mark.usefixtures("cheap_argon2")`.
+@pytest.fixture(scope="session", autouse=True)
+def cheap_argon2_everywhere() -> Iterator[None]:
+    """Argon2 at its lowest cost in every test (`console_support.cheap_passwords`): each check
+    at the production parameters costs ~0.3 s of CPU, and the suite signs in hundreds of times.
+    The tests about password hashing itself ask for `real_argon2`.
     """
     with cheap_passwords():
         yield
+
+
+@pytest.fixture(scope="module")
+def cheap_argon2() -> Iterator[None]:
+    """Argon2 at its lowest cost for a whole module; kept for modules that say
+    `pytestmark = pytest.mark.usefixtures("cheap_argon2")` (every test is cheap already)."""
+    with cheap_passwords():
+        yield
+
+
+@pytest.fixture
+def real_argon2() -> Iterator[None]:
+    """Argon2 at the production parameters (RFC 9106's defaults) for one test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_hasher", PRODUCTION_HASHER)
+        security._dummy_hash.cache_clear()
+        try:
+            yield
+        finally:
+            security._dummy_hash.cache_clear()
 
 
 # -- failures in peers fail the test ------------------------------------------------------------

@@ -276,6 +276,7 @@ async def test_viewers_may_not_set_passwords(srv: RunningServer) -> None:
     assert await srv.runtime.store.chargers.find(site.uid, "CP-1") is None
 
 
+@pytest.mark.usefixtures("real_argon2")
 async def test_passwords_are_never_stored_in_clear(srv: RunningServer, tmp_path: Path) -> None:
     site = await srv.runtime.store.sites.create("S", "cloud", charger_auth=True)
     async with await client_for(srv, "admin") as api:
