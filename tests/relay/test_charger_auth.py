@@ -12,7 +12,16 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
-from support import FAST_RELAY, RawCpms, charger, client_for, harmone_server, recv_json, wait_for
+from support import (
+    FAST_RELAY,
+    ON_SHARED_SERVER,
+    RawCpms,
+    charger,
+    client_for,
+    harmone_server,
+    recv_json,
+    wait_for,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harmone.errors import ConfigError, NotFound
@@ -243,15 +252,16 @@ async def test_password_endpoint_sets_registers_and_replaces(srv: RunningServer)
         ({"password": 1234567890123456}, "password"),
     ],
 )
+@ON_SHARED_SERVER
 async def test_password_endpoint_validation(
-    srv: RunningServer, body: dict[str, object], detail: str
+    shared_srv: RunningServer, shared_admin: httpx.AsyncClient, body: dict[str, object], detail: str
 ) -> None:
-    site = await srv.runtime.store.sites.create("S", "cloud")
-    async with await client_for(srv, "admin") as api:
-        r = await api.put(f"/api/v1/sites/{site.uid}/chargers/CP-1/password", json=body)
-        assert r.status_code == 422, r.text
-        assert detail in r.json()["detail"]
-        assert await srv.runtime.store.chargers.find(site.uid, "CP-1") is None
+    # one server for the table: each case has a site of its own
+    site = await shared_srv.runtime.store.sites.create("S", "cloud")
+    r = await shared_admin.put(f"/api/v1/sites/{site.uid}/chargers/CP-1/password", json=body)
+    assert r.status_code == 422, r.text
+    assert detail in r.json()["detail"]
+    assert await shared_srv.runtime.store.chargers.find(site.uid, "CP-1") is None
 
 
 async def test_password_endpoint_refuses_impossible_identities(srv: RunningServer) -> None:
