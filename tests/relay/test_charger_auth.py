@@ -71,10 +71,13 @@ async def refused(url: str, **kw: Any) -> InvalidStatus:
         ("Basic !!!", "the charger's HTTP Basic credentials are malformed"),
     ],
 )
+@ON_SHARED_SERVER
 async def test_bad_credentials_are_refused_before_the_cpms_is_dialled(
-    tmp_path: Path, authorization: str | None, reason: str
+    shared_srv: RunningServer, authorization: str | None, reason: str
 ) -> None:
-    async with RawCpms() as cpms, harmone_server(tmp_path) as srv:
+    # one server for the table: each case has a site (failures count per site and charger)
+    srv = shared_srv
+    async with RawCpms() as cpms:
         site, url = await auth_site(srv, cpms.url)
         await srv.runtime.store.chargers.set_password(site.uid, "CP-1", PASSWORD)
         headers = {"Authorization": authorization} if authorization else None
