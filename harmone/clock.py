@@ -19,6 +19,8 @@ __all__ = ["Clock", "ManualClock", "SystemClock", "Timer", "utcnow"]
 #: Turns of the event loop that `ManualClock` gives woken tasks to finish what they can do
 #: without time passing (a chain of awaits that each need one turn).
 _SETTLE_TURNS = 64
+#: At most this many turns per settle when the loop shows that something is still ready.
+_SETTLE_MAX_TURNS = 10_000
 
 
 class Clock(Protocol):
@@ -83,9 +85,19 @@ class ManualClock:
         return self._sleepers[0][0] if self._sleepers else None
 
     async def settle(self) -> None:
-        """Let every task that can run without time passing run."""
-        for _ in range(_SETTLE_TURNS):
+        """Let every task that can run without time passing run.
+
+        Turns the event loop until nothing else is ready to run (bounded: a task that only
+        ever yields cannot hold the clock forever). On a loop that does not show its ready
+        queue, `_SETTLE_TURNS` turns.
+        """
+        ready = getattr(asyncio.get_running_loop(), "_ready", None)  # asyncio's due callbacks
+        for turn in range(_SETTLE_MAX_TURNS):
             await asyncio.sleep(0)
+            if ready is None and turn + 1 >= _SETTLE_TURNS:
+                return
+            if ready is not None and not ready:
+                return
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by `seconds`, waking sleepers in deadline order."""

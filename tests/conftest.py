@@ -1,5 +1,6 @@
 """Shared fixtures: an empty database per backend (SQLite file, PostgreSQL), a Store, a running
-HARMON-E (`srv`), cheap password hashing (`cheap_argon2`).
+HARMON-E (`srv`), cheap password hashing in every test (`real_argon2` for the tests about
+hashing itself).
 
 The tests are in layers, one folder each: `pure/` (no socket, no database, no process: framing,
 the session, typed events, standalone answers, the domain, the package's shape), `relay/` (the
@@ -35,13 +36,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
+import httpx
 import pytest
+import pytest_asyncio
 from console_support import cheap_passwords
 from sqlalchemy.engine import make_url
-from support import harmone_server, strict_run
+from support import client_for, harmone_server, strict_run
 
+from harmone import security
 from harmone.store import Store
 from harmone.web.serve import RunningServer
+
+#: The hasher HARMON-E uses, captured before any test makes hashing cheap.
+PRODUCTION_HASHER = security._hasher
 
 T = TypeVar("T")
 
@@ -157,13 +164,54 @@ async def srv(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
         yield server
 
 
-@pytest.fixture(scope="module")
-def cheap_argon2() -> Iterator[None]:
-    """Argon2 at its lowest cost for a whole module (`console_support.cheap_passwords`); a
-    module that signs in many times says `pytestmark = pytest.mark.usefixtures("cheap_argon2")`.
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_srv(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningServer]:
+    """One HARMON-E for the tests of a module that cannot disturb each other (tables of bad
+    input, each test with its own site): starting and stopping one costs ~0.3 s. Such tests run
+    in the module's event loop (`support.ON_SHARED_SERVER`); `SERVER_OPTIONS` apply as for
+    `srv`."""
+    options: Mapping[str, Any] = getattr(request.module, "SERVER_OPTIONS", {})
+    async with harmone_server(tmp_path_factory.mktemp("shared_srv"), **options) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_admin(shared_srv: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A REST client of an admin of `shared_srv` (`shared-admin@example.com`)."""
+    async with await client_for(shared_srv, "admin", "shared-admin@example.com") as client:
+        yield client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_argon2_everywhere() -> Iterator[None]:
+    """Argon2 at its lowest cost in every test (`console_support.cheap_passwords`): each check
+    at the production parameters costs ~0.3 s of CPU, and the suite signs in hundreds of times.
+    The tests about password hashing itself ask for `real_argon2`.
     """
     with cheap_passwords():
         yield
+
+
+@pytest.fixture(scope="module")
+def cheap_argon2() -> Iterator[None]:
+    """Argon2 at its lowest cost for a whole module; kept for modules that say
+    `pytestmark = pytest.mark.usefixtures("cheap_argon2")` (every test is cheap already)."""
+    with cheap_passwords():
+        yield
+
+
+@pytest.fixture
+def real_argon2() -> Iterator[None]:
+    """Argon2 at the production parameters (RFC 9106's defaults) for one test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "_hasher", PRODUCTION_HASHER)
+        security._dummy_hash.cache_clear()
+        try:
+            yield
+        finally:
+            security._dummy_hash.cache_clear()
 
 
 # -- failures in peers fail the test ------------------------------------------------------------

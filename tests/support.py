@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -47,6 +48,9 @@ def strict_run() -> bool:
 #: How long a test waits for something bound to happen before calling it a failure: a guard
 #: against hanging forever, never a claim about speed (that is measured under bench/).
 PATIENCE = 30.0
+
+#: The mark of a test that uses `shared_srv` (conftest): it runs in the module's event loop.
+ON_SHARED_SERVER = pytest.mark.asyncio(loop_scope="module")
 
 FAST_RELAY = RelayConfig(
     upstream_connect_timeout=1.0,

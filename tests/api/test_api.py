@@ -12,7 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import RawCpms, charger, client_for, harmone_server, recv_json, wait_for
+from support import (
+    ON_SHARED_SERVER,
+    RawCpms,
+    charger,
+    client_for,
+    harmone_server,
+    recv_json,
+    wait_for,
+)
 
 from harmone.services.accounts import Accounts
 from harmone.store.sites import SITE_UID_BITS, new_site_uid
@@ -63,14 +71,16 @@ async def test_sites_lifecycle_and_ocpp_urls(srv: RunningServer) -> None:
         ({"name": "x", "type": "cloud", "colour": "red"}, "colour"),
     ],
 )
+@ON_SHARED_SERVER
 async def test_bad_site_input_gets_a_4xx_with_a_readable_detail(
-    srv: RunningServer, body: dict[str, object], detail: str
+    shared_admin: httpx.AsyncClient, body: dict[str, object], detail: str
 ) -> None:
-    async with await client_for(srv) as api:
-        r = await api.post("/api/v1/sites", json=body)
-        assert 400 <= r.status_code < 500
-        assert isinstance(r.json()["detail"], str) and detail in r.json()["detail"]
-        assert (await api.get("/api/v1/sites")).json() == []
+    # one server for the table: only refused input reaches it, so it never has a site
+    api = shared_admin
+    r = await api.post("/api/v1/sites", json=body)
+    assert 400 <= r.status_code < 500
+    assert isinstance(r.json()["detail"], str) and detail in r.json()["detail"]
+    assert (await api.get("/api/v1/sites")).json() == []
 
 
 async def test_site_rules_answer_422_naming_the_field(srv: RunningServer) -> None:
@@ -285,42 +295,43 @@ async def test_serving_a_database_without_an_admin_says_how_to_create_one(
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+@ON_SHARED_SERVER
 async def test_non_finite_json_numbers_are_refused_for_every_body(
-    srv: RunningServer, number: str
+    shared_admin: httpx.AsyncClient, number: str
 ) -> None:
     """Python's JSON reads NaN and Infinity, and 1e999 as infinity: every API body refuses
     them (a NaN limit made every later allocation fail; issue 10 item 2)."""
-    async with await client_for(srv) as api:
-        site = (await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()
-        tree = '{"tree": {"id": "grid", "max_current": 32}}'
-        assert (
-            await api.put(
-                f"/api/v1/sites/{site['uid']}/load-management",
-                content=tree,
-                headers={"content-type": "application/json"},
-            )
-        ).status_code == 200
-        for method, path, body in [
-            ("PUT", "/load-management/nodes/grid/dynamic-limit", f'{{"limit": {number}}}'),
-            ("PUT", "/load-management", tree.replace("32", number)),
-            ("POST", "/load-management/nodes/grid/readings", f'{{"current": [1, 2, {number}]}}'),
-            ("PATCH", "", f'{{"name": "x", "extra": [{number}]}}'),
-        ]:
-            r = await api.request(
-                method,
-                f"/api/v1/sites/{site['uid']}{path}",
-                content=body,
-                headers={"content-type": "application/json; charset=utf-8"},
-            )
-            assert r.status_code == 422, (path, r.text)
-            assert r.json()["detail"].startswith(f"body: {number} is not a number"), r.text
-        status = (await api.get(f"/api/v1/sites/{site['uid']}/load-management/status")).json()
-        assert status["dynamic_limits"] == {}
-        r = await api.put(
-            f"/api/v1/sites/{site['uid']}/load-management/nodes/grid/dynamic-limit",
-            json={"limit": 1e300},
+    api = shared_admin  # one server for the table: each case works on a site of its own
+    site = (await api.post("/api/v1/sites", json={"name": "S", "type": "cloud"})).json()
+    tree = '{"tree": {"id": "grid", "max_current": 32}}'
+    assert (
+        await api.put(
+            f"/api/v1/sites/{site['uid']}/load-management",
+            content=tree,
+            headers={"content-type": "application/json"},
         )
-        assert r.status_code < 500  # a finite number goes on to the handler's own rules
+    ).status_code == 200
+    for method, path, body in [
+        ("PUT", "/load-management/nodes/grid/dynamic-limit", f'{{"limit": {number}}}'),
+        ("PUT", "/load-management", tree.replace("32", number)),
+        ("POST", "/load-management/nodes/grid/readings", f'{{"current": [1, 2, {number}]}}'),
+        ("PATCH", "", f'{{"name": "x", "extra": [{number}]}}'),
+    ]:
+        r = await api.request(
+            method,
+            f"/api/v1/sites/{site['uid']}{path}",
+            content=body,
+            headers={"content-type": "application/json; charset=utf-8"},
+        )
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["detail"].startswith(f"body: {number} is not a number"), r.text
+    status = (await api.get(f"/api/v1/sites/{site['uid']}/load-management/status")).json()
+    assert status["dynamic_limits"] == {}
+    r = await api.put(
+        f"/api/v1/sites/{site['uid']}/load-management/nodes/grid/dynamic-limit",
+        json={"limit": 1e300},
+    )
+    assert r.status_code < 500  # a finite number goes on to the handler's own rules
 
 
 async def test_times_without_a_utc_offset_are_utc(srv: RunningServer) -> None:

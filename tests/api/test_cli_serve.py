@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 import re
 import signal
@@ -12,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 from support import RawCpms, charger, wait_for
+
+from harmone import cli
 
 
 async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -93,14 +97,32 @@ async def test_serve_relays_and_stops_cleanly_on_signal(tmp_path: Path, sig: int
 
 async def test_bad_arguments_give_a_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "HARMONE_DB"}
-    code, _, err = await _run("serve", env=env)
-    assert code == 2 and "no database" in err
-    code, _, err = await _run("serve", "--db", "mysql://x", env=env)
-    assert code == 2 and "unsupported database URL scheme 'mysql'" in err
-    assert "Traceback" not in err
+    # a real process for the refusal that reaches furthest (the database is opened)...
     code, _, err = await _run("serve", "--db", "postgresql://nobody@127.0.0.1:1/x", env=env)
     assert code == 2 and "cannot open database" in err and "Traceback" not in err
-    code, _, err = await _run(
-        "serve", "--db", f"sqlite:///{tmp_path}/x.db", "--public-url", "https://x", env=env
-    )
-    assert code == 2 and "--public-url" in err
+    # ...and the same function in process (in a thread: it runs its own event loop) for the
+    # other refusals
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("HARMONE_DB", raising=False)
+        code, err = await asyncio.to_thread(_main_in_process, "serve")
+        assert code == 2 and "no database" in err
+        code, err = await asyncio.to_thread(_main_in_process, "serve", "--db", "mysql://x")
+        assert code == 2 and "unsupported database URL scheme 'mysql'" in err
+        assert "Traceback" not in err
+        code, err = await asyncio.to_thread(
+            _main_in_process,
+            "serve",
+            "--db",
+            f"sqlite:///{tmp_path}/x.db",
+            "--public-url",
+            "https://x",
+        )
+        assert code == 2 and "--public-url" in err
+
+
+def _main_in_process(*args: str) -> tuple[int, str]:
+    """`harmone ARGS` in this process: its exit status and what it wrote to stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return code, err.getvalue()

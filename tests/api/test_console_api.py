@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import pytest_asyncio
 import websockets
 from console_support import PASSWORD, api_client
-from support import RawCpms, charger, recv_json, wait_for
+from support import ON_SHARED_SERVER, RawCpms, charger, recv_json, wait_for
 
 from harmone.services.accounts import Accounts
 from harmone.web.serve import RunningServer
@@ -20,6 +21,15 @@ pytestmark = pytest.mark.usefixtures("cheap_argon2")
 async def admin(srv: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     await Accounts(srv.runtime.store).create_account("admin@example.com", PASSWORD, "admin")
     async with await api_client(srv, "admin@example.com") as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def table_admin(shared_srv: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """`admin` on the module's shared server, for the table of refused input (it creates
+    nobody, so the cases cannot disturb each other)."""
+    await Accounts(shared_srv.runtime.store).create_account("admin@example.com", PASSWORD, "admin")
+    async with await api_client(shared_srv, "admin@example.com") as client:
         yield client
 
 
@@ -78,11 +88,15 @@ async def test_users_crud(srv: RunningServer, admin: httpx.AsyncClient) -> None:
         ({"email": "x@example.com", "password": PASSWORD, "colour": "red"}, 422, "colour"),
     ],
 )
+@ON_SHARED_SERVER
 async def test_user_input_errors(
-    admin: httpx.AsyncClient, body: dict[str, object], status: int, detail: str
+    table_admin: httpx.AsyncClient, body: dict[str, object], status: int, detail: str
 ) -> None:
-    r = await admin.post("/api/v1/users", json=body)
+    r = await table_admin.post("/api/v1/users", json=body)
     assert r.status_code == status and detail in r.json()["detail"], r.text
+    assert [u["email"] for u in (await table_admin.get("/api/v1/users")).json()] == [
+        "admin@example.com"
+    ]
 
 
 async def test_admins_cannot_lock_themselves_out(

@@ -182,6 +182,7 @@ async def test_create_user_conflicts_and_validation(accounts: Accounts, store: S
     assert len(await accounts.list_users()) == 1
 
 
+@pytest.mark.usefixtures("real_argon2")
 async def test_authenticate(accounts: Accounts, store: Store) -> None:
     alice = await accounts.create_user("alice@example.org", PASSWORD)
     assert await accounts.authenticate("Alice@Example.org", PASSWORD) == alice
@@ -192,6 +193,18 @@ async def test_authenticate(accounts: Accounts, store: Store) -> None:
     assert str(wrong.value) == str(unknown.value)  # no hint which one was wrong
 
 
+@pytest.mark.usefixtures("real_argon2")
+async def test_passwords_are_hashed_with_rfc_9106_parameters(
+    accounts: Accounts, store: Store
+) -> None:
+    # every other test hashes cheaply (conftest.cheap_argon2_everywhere); HARMON-E never does
+    await accounts.create_user("alice@example.org", PASSWORD)
+    async with store.engine.connect() as conn:
+        stored: str = (await conn.execute(select(UserRow.password_hash))).scalar_one()
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+
+
+@pytest.mark.usefixtures("real_argon2")
 async def test_authenticate_upgrades_outdated_hashes(
     accounts: Accounts, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,7 +12,16 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
-from support import FAST_RELAY, RawCpms, charger, client_for, harmone_server, recv_json, wait_for
+from support import (
+    FAST_RELAY,
+    ON_SHARED_SERVER,
+    RawCpms,
+    charger,
+    client_for,
+    harmone_server,
+    recv_json,
+    wait_for,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harmone.errors import ConfigError, NotFound
@@ -62,10 +71,13 @@ async def refused(url: str, **kw: Any) -> InvalidStatus:
         ("Basic !!!", "the charger's HTTP Basic credentials are malformed"),
     ],
 )
+@ON_SHARED_SERVER
 async def test_bad_credentials_are_refused_before_the_cpms_is_dialled(
-    tmp_path: Path, authorization: str | None, reason: str
+    shared_srv: RunningServer, authorization: str | None, reason: str
 ) -> None:
-    async with RawCpms() as cpms, harmone_server(tmp_path) as srv:
+    # one server for the table: each case has a site (failures count per site and charger)
+    srv = shared_srv
+    async with RawCpms() as cpms:
         site, url = await auth_site(srv, cpms.url)
         await srv.runtime.store.chargers.set_password(site.uid, "CP-1", PASSWORD)
         headers = {"Authorization": authorization} if authorization else None
@@ -243,15 +255,16 @@ async def test_password_endpoint_sets_registers_and_replaces(srv: RunningServer)
         ({"password": 1234567890123456}, "password"),
     ],
 )
+@ON_SHARED_SERVER
 async def test_password_endpoint_validation(
-    srv: RunningServer, body: dict[str, object], detail: str
+    shared_srv: RunningServer, shared_admin: httpx.AsyncClient, body: dict[str, object], detail: str
 ) -> None:
-    site = await srv.runtime.store.sites.create("S", "cloud")
-    async with await client_for(srv, "admin") as api:
-        r = await api.put(f"/api/v1/sites/{site.uid}/chargers/CP-1/password", json=body)
-        assert r.status_code == 422, r.text
-        assert detail in r.json()["detail"]
-        assert await srv.runtime.store.chargers.find(site.uid, "CP-1") is None
+    # one server for the table: each case has a site of its own
+    site = await shared_srv.runtime.store.sites.create("S", "cloud")
+    r = await shared_admin.put(f"/api/v1/sites/{site.uid}/chargers/CP-1/password", json=body)
+    assert r.status_code == 422, r.text
+    assert detail in r.json()["detail"]
+    assert await shared_srv.runtime.store.chargers.find(site.uid, "CP-1") is None
 
 
 async def test_password_endpoint_refuses_impossible_identities(srv: RunningServer) -> None:
@@ -276,6 +289,7 @@ async def test_viewers_may_not_set_passwords(srv: RunningServer) -> None:
     assert await srv.runtime.store.chargers.find(site.uid, "CP-1") is None
 
 
+@pytest.mark.usefixtures("real_argon2")
 async def test_passwords_are_never_stored_in_clear(srv: RunningServer, tmp_path: Path) -> None:
     site = await srv.runtime.store.sites.create("S", "cloud", charger_auth=True)
     async with await client_for(srv, "admin") as api:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from support import (
     FAST_RELAY,
+    ON_SHARED_SERVER,
     PATIENCE,
     RawCpms,
     charger,
@@ -95,17 +96,18 @@ async def test_cpms_refusal_refuses_the_charger_with_the_same_status(
         ("/a/b", ["ocpp1.6"], 404, "extra path segments"),
     ],
 )
+@ON_SHARED_SERVER
 async def test_bad_handshakes_are_refused_with_a_status_and_logged(
-    tmp_path: Path, suffix: str, protocols: list[str], status: int, reason_part: str
+    shared_srv: RunningServer, suffix: str, protocols: list[str], status: int, reason_part: str
 ) -> None:
-    async with harmone_server(tmp_path) as srv:
-        site, url = await make_site(srv, None)
-        with pytest.raises(InvalidStatus) as info:
-            await charger(url + suffix, protocols)
-        assert info.value.response.status_code == status
-        assert reason_part.encode() in info.value.response.body
-        (attempt,) = await attempts(srv, site.uid)
-        assert reason_part in (attempt.reason or "")
+    # one server for the table: each case has a site (and so a connection log) of its own
+    site, url = await make_site(shared_srv, None)
+    with pytest.raises(InvalidStatus) as info:
+        await charger(url + suffix, protocols)
+    assert info.value.response.status_code == status
+    assert reason_part.encode() in info.value.response.body
+    (attempt,) = await attempts(shared_srv, site.uid)
+    assert reason_part in (attempt.reason or "")
 
 
 async def test_unknown_site_is_refused_and_kept_in_the_unknown_site_log(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from support import (
     wait_for,
 )
 
+from harmone import cli
 from harmone.config import RelayConfig, ServerConfig
 from harmone.errors import ConfigError
 from harmone.services.accounts import Accounts
@@ -177,8 +178,27 @@ def test_upstream_ca_is_checked_at_start_up(tmp_path: Path, ca: TestCA) -> None:
         (["--upstream-ca", "{tmp}/missing.pem"], "--upstream-ca"),
     ],
 )
-async def test_serve_with_bad_tls_files_exits_2_with_one_line(
-    tmp_path: Path, ca: TestCA, args: list[str], message: str
+def test_serve_with_bad_tls_files_exits_2_with_one_line(
+    tmp_path: Path, ca: TestCA, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `harmone serve`'s own function, in process (a real process: the test below)
+    code = cli.main(
+        [
+            "serve",
+            *("--db", f"sqlite:///{tmp_path / 'h.db'}", "--port", "0"),
+            *(a.format(tmp=tmp_path) for a in args),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harmone: error: ")
+    assert message in lines[0]
+    assert not out
+
+
+async def test_serve_with_bad_tls_files_exits_2_from_a_real_process(
+    tmp_path: Path, ca: TestCA
 ) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -189,7 +209,7 @@ async def test_serve_with_bad_tls_files_exits_2_with_one_line(
         f"sqlite:///{tmp_path / 'h.db'}",
         "--port",
         "0",
-        *(a.format(tmp=tmp_path) for a in args),
+        *("--tls-cert", f"{tmp_path}/test-ca.crt"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -197,5 +217,5 @@ async def test_serve_with_bad_tls_files_exits_2_with_one_line(
     assert proc.returncode == 2
     lines = err.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith("harmone: error: ")
-    assert message in lines[0]
+    assert "give both or neither" in lines[0]
     assert not out
