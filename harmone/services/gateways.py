@@ -83,6 +83,10 @@ class PairingCode:
     site_uid: str
     expires_at: datetime
 
+    def command(self, cloud_url: str) -> str:
+        """The one line an installer runs on the box (the API and the console show it)."""
+        return f"harmone gateway --cloud {cloud_url} --pair {self.code} --db box.db"
+
 
 @dataclass(frozen=True, slots=True)
 class Paired:

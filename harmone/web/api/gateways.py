@@ -71,7 +71,7 @@ async def create_pairing_code(
     """A one-time code (valid 30 minutes) and the command that pairs a box with this
     gateway site. Pairing a new box revokes the site's earlier one."""
     code = await rt.gateways.create_pairing_code(uid)
-    command = f"harmone gateway --cloud {_cloud_url(request)} --pair {code.code} --db box.db"
+    command = code.command(_cloud_url(request))
     return PairingCodeOut(code=code.code, expires_at=code.expires_at, command=command)
 
 

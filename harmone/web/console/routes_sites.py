@@ -27,7 +27,7 @@ from harmone.web.console.sse import (
 )
 from harmone.web.console.state import console_state
 from harmone.web.runtime import Runtime, RuntimeDep
-from harmone.web.schemas import SiteOut, attempt_out, charger_out, site_out
+from harmone.web.schemas import AttemptOut, SiteOut, attempt_out, charger_out, site_out
 
 __all__ = ["load_site", "require", "router"]
 
@@ -185,7 +185,20 @@ async def control_hub(uid: str, request: Request, rt: RuntimeDep, session: Sessi
     site = await load_site(rt, session, uid)
     await rt.hub.flush_attempts()
     latest = await rt.store.attempts.of_site(uid, 1)
-    url = rt.sites.ocpp_url(site)
+    shown = attempt_out(latest[0]) if latest else None
+    return await _control_hub_tab(request, rt, session, site, shown, None)
+
+
+async def _control_hub_tab(
+    request: Request,
+    rt: Runtime,
+    session: ConsoleSession,
+    site: Site,
+    latest: AttemptOut | None,
+    pairing: dict[str, Any] | None,
+) -> Response:
+    """The Control Hub: the OCPP URL and what it means, the latest attempt, a gateway site's
+    box (and a pairing code just made)."""
     return await _site_tab(
         request,
         rt,
@@ -193,11 +206,11 @@ async def control_hub(uid: str, request: Request, rt: RuntimeDep, session: Sessi
         site,
         "control-hub",
         {
-            "latest": attempt_out(latest[0]) if latest else None,
-            "url": ocpp_url_facts(url, site.uid),
+            "latest": latest,
+            "url": ocpp_url_facts(rt.sites.ocpp_url(site), site.uid),
             "public_url_set": rt.config.public_url is not None,
-            "gateway": await rt.gateways.status(uid) if site.type == "gateway" else None,
-            "pairing": None,
+            "gateway": await rt.gateways.status(site.uid) if site.type == "gateway" else None,
+            "pairing": pairing,
         },
     )
 
@@ -213,22 +226,9 @@ async def gateway_pairing_code(
     if site.type != "gateway":
         raise PageError(409, "Not a gateway site", "Only a gateway site is paired with a box.")
     code = await rt.gateways.create_pairing_code(uid)
-    cloud = str(request.base_url).rstrip("/")
-    command = f"harmone gateway --cloud {cloud} --pair {code.code} --db box.db"
-    return await _site_tab(
-        request,
-        rt,
-        session,
-        site,
-        "control-hub",
-        {
-            "latest": None,
-            "url": ocpp_url_facts(rt.sites.ocpp_url(site), site.uid),
-            "public_url_set": rt.config.public_url is not None,
-            "gateway": await rt.gateways.status(uid),
-            "pairing": {"code": code.code, "expires_at": code.expires_at, "command": command},
-        },
-    )
+    command = code.command(str(request.base_url).rstrip("/"))
+    pairing = {"code": code.code, "expires_at": code.expires_at, "command": command}
+    return await _control_hub_tab(request, rt, session, site, None, pairing)
 
 
 @router.post("/sites/{uid}/gateway/revoke")
